@@ -1,0 +1,46 @@
+//! Collectors: one module per source of host state, all behind [`Collector`].
+//!
+//! A collector can read its whole view once ([`Collector::scan`], used by `discover` and for a
+//! first picture) and follow it ([`Collector::follow`]), publishing into the [`Outbox`] under
+//! its own name so that it only ever adds, changes or removes the objects it owns.
+
+mod host_facts;
+
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use calipso_proto::Object;
+
+use crate::outbox::Outbox;
+
+pub use host_facts::HostFacts;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{collector}: {message}")]
+pub struct CollectorError {
+    pub collector: &'static str,
+    pub message: String,
+}
+
+/// A source of host state.
+pub trait Collector: Send + 'static {
+    /// The name objects are owned under in the outbox, and the name in logs.
+    fn name(&self) -> &'static str;
+
+    /// Reads everything this collector covers, once.
+    fn scan(&mut self) -> BoxFuture<'_, Result<Vec<Object>, CollectorError>>;
+
+    /// Publishes the current state, then every change, until `shutdown` is cancelled.
+    fn follow(
+        self: Box<Self>,
+        outbox: Outbox,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), CollectorError>>;
+}
+
+/// Where collectors learn who they are collecting for.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub host: String,
+    pub environment: String,
+}

@@ -1,0 +1,302 @@
+//! The agent's configuration file (TOML). Every key has a default except the aggregator's
+//! certificate paths, which the `run` command needs; `discover` needs none.
+//!
+//! ```toml
+//! host = "compute-1"          # default: this machine's hostname
+//! environment = "default"
+//!
+//! [aggregator]
+//! address = "aggregator.example:7443"   # host:port of the aggregator's QUIC endpoint
+//! server_name = "aggregator"            # the name in the aggregator's certificate
+//! ca_cert = "/etc/calipso/ca.pem"
+//! cert = "/etc/calipso/agent.pem"
+//! key = "/etc/calipso/agent.key"
+//! keep_alive = "5s"
+//! idle_timeout = "30s"
+//! max_frame_bytes = 16777216
+//! outbox_max_bytes = 67108864
+//! reconnect_max = "30s"
+//!
+//! [host_facts]
+//! refresh = "60s"
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use calipso_proto::wire::DEFAULT_MAX_FRAME_BYTES;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: `{key}`: {problem}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        problem: String,
+    },
+    #[error("cannot determine the host id: set `host` in the configuration ({0})")]
+    NoHostname(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The host id: the identity in this agent's certificate and the prefix of its object ids.
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default = "default_environment")]
+    pub environment: String,
+    #[serde(default)]
+    pub aggregator: AggregatorConfig,
+    #[serde(default)]
+    pub host_facts: HostFactsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregatorConfig {
+    pub address: String,
+    pub server_name: String,
+    pub ca_cert: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    pub max_frame_bytes: usize,
+    pub outbox_max_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        AggregatorConfig {
+            address: "127.0.0.1:7443".into(),
+            server_name: "aggregator".into(),
+            ca_cert: None,
+            cert: None,
+            key: None,
+            keep_alive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            outbox_max_bytes: 64 * 1024 * 1024,
+            reconnect_max: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostFactsConfig {
+    /// How often memory, kernel and OS facts are re-read (they have no change events).
+    #[serde(with = "humantime_serde")]
+    pub refresh: Duration,
+}
+
+impl Default for HostFactsConfig {
+    fn default() -> Self {
+        HostFactsConfig {
+            refresh: Duration::from_secs(60),
+        }
+    }
+}
+
+fn default_environment() -> String {
+    "default".into()
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            host: None,
+            environment: default_environment(),
+            aggregator: AggregatorConfig::default(),
+            host_facts: HostFactsConfig::default(),
+        }
+    }
+}
+
+/// The certificate paths of a configuration that can connect.
+#[derive(Debug, Clone)]
+pub struct UplinkTls {
+    pub ca_cert: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl AgentConfig {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, problem: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            problem,
+        };
+        if let Some(host) = &self.host {
+            validate_host_id(host).map_err(|p| invalid("host", p))?;
+        }
+        if self.environment.is_empty() || self.environment.contains(['/', ':']) {
+            return Err(invalid(
+                "environment",
+                "must be non-empty and contain neither '/' nor ':'".into(),
+            ));
+        }
+        let agg = &self.aggregator;
+        if !agg.address.contains(':') {
+            return Err(invalid(
+                "aggregator.address",
+                format!("`{}` is not HOST:PORT", agg.address),
+            ));
+        }
+        if agg.max_frame_bytes < 1024 || agg.max_frame_bytes > u32::MAX as usize {
+            return Err(invalid(
+                "aggregator.max_frame_bytes",
+                "must be between 1024 and 4294967295".into(),
+            ));
+        }
+        if agg.outbox_max_bytes < agg.max_frame_bytes {
+            return Err(invalid(
+                "aggregator.outbox_max_bytes",
+                "must be at least aggregator.max_frame_bytes".into(),
+            ));
+        }
+        if agg.keep_alive.is_zero() || agg.keep_alive >= agg.idle_timeout {
+            return Err(invalid(
+                "aggregator.keep_alive",
+                "must be non-zero and shorter than aggregator.idle_timeout".into(),
+            ));
+        }
+        if agg.reconnect_max.is_zero() {
+            return Err(invalid(
+                "aggregator.reconnect_max",
+                "must be non-zero".into(),
+            ));
+        }
+        if self.host_facts.refresh < Duration::from_secs(1) {
+            return Err(invalid("host_facts.refresh", "must be at least 1s".into()));
+        }
+        Ok(())
+    }
+
+    /// The host id: configured, or this machine's hostname.
+    pub fn host_id(&self) -> Result<String, ConfigError> {
+        match &self.host {
+            Some(host) => Ok(host.clone()),
+            None => {
+                let name = sysinfo::System::host_name()
+                    .map_err(|e| ConfigError::NoHostname(e.to_string()))?;
+                validate_host_id(&name).map_err(ConfigError::NoHostname)?;
+                Ok(name)
+            }
+        }
+    }
+
+    /// The certificate paths `run` needs, or an error naming the first one missing.
+    pub fn uplink_tls(&self, path: &Path) -> Result<UplinkTls, ConfigError> {
+        let require = |key, value: &Option<PathBuf>| {
+            value.clone().ok_or_else(|| ConfigError::Invalid {
+                path: path.to_owned(),
+                key,
+                problem: "is required to connect".into(),
+            })
+        };
+        Ok(UplinkTls {
+            ca_cert: require("aggregator.ca_cert", &self.aggregator.ca_cert)?,
+            cert: require("aggregator.cert", &self.aggregator.cert)?,
+            key: require("aggregator.key", &self.aggregator.key)?,
+        })
+    }
+}
+
+/// Host ids end up in object ids, file names and certificate subjects.
+pub fn validate_host_id(host: &str) -> Result<(), String> {
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{host}` is not a valid host id (letters, digits, '-', '_' and '.' only)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<AgentConfig, String> {
+        AgentConfig::parse(text, Path::new("agent.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let config = parse("host = \"c1\"\n[aggregator]\nkeep_alive = \"2s\"\n").expect("valid");
+        assert_eq!(config.host.as_deref(), Some("c1"));
+        assert_eq!(config.environment, "default");
+        assert_eq!(config.aggregator.keep_alive, Duration::from_secs(2));
+        assert_eq!(config.aggregator.idle_timeout, Duration::from_secs(30));
+        assert!(config.uplink_tls(Path::new("agent.toml")).is_err());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("host = \"a:b\"", "`host`"),
+            ("bogus = 1", "bogus"),
+            ("[aggregator]\naddress = \"nowhere\"", "aggregator.address"),
+            (
+                "[aggregator]\nkeep_alive = \"60s\"",
+                "aggregator.keep_alive",
+            ),
+            ("[aggregator]\nkeep_alive = \"soon\"", "keep_alive"),
+            (
+                "[aggregator]\nmax_frame_bytes = 10",
+                "aggregator.max_frame_bytes",
+            ),
+            ("[host_facts]\nrefresh = \"1ms\"", "host_facts.refresh"),
+        ];
+        for (text, key) in cases {
+            let err = parse(text).err().unwrap_or_default();
+            assert!(err.starts_with("agent.toml"), "{err}");
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let err = AgentConfig::default()
+            .uplink_tls(Path::new("a.toml"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert_eq!(err, "a.toml: `aggregator.ca_cert`: is required to connect");
+    }
+}

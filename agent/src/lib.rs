@@ -1,0 +1,19 @@
+//! The Calipso agent: reads the host's networking from the kernel and the vswitches' own
+//! sockets, keeps a model of it, and pushes what changes to the aggregator.
+//!
+//! * [`collect`]: one module per source, behind the [`collect::Collector`] trait.
+//! * [`outbox`]: the host model, its diff, and the deltas waiting for acknowledgement.
+//! * [`uplink`]: the QUIC session to the aggregator (hello, resume, deltas, acks, reconnects).
+//! * [`runtime`]: wires them together.
+//! * [`process`]: logging and signal handling shared by the daemons.
+
+pub mod collect;
+pub mod config;
+pub mod outbox;
+pub mod process;
+pub mod runtime;
+pub mod uplink;
+
+pub use config::AgentConfig;
+pub use runtime::Agent;
+pub use uplink::{Uplink, UplinkEvent};

@@ -1,0 +1,67 @@
+use std::path::PathBuf;
+
+use anyhow::Context;
+use calipso_agent::{Agent, AgentConfig, Uplink};
+use clap::{Parser, Subcommand};
+
+/// Calipso agent: discovers this host's virtual and physical networking and pushes changes to
+/// the Calipso aggregator over QUIC. It only reads host state; it never changes it.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print this host's model once and exit.
+    Discover {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Configuration file (TOML); defaults apply when omitted.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run as a daemon: follow the host and keep the aggregator up to date.
+    Run {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    calipso_agent::process::init_logging();
+    match Cli::parse().command {
+        Command::Discover { json, config } => {
+            let config = match config {
+                Some(path) => AgentConfig::load(&path)?,
+                None => AgentConfig::default(),
+            };
+            let objects = Agent::new(&config)?.discover().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&objects)?);
+            } else {
+                for object in &objects {
+                    println!(
+                        "{:<12} {:<40} {}",
+                        object.object_type, object.id, object.name
+                    );
+                }
+            }
+        }
+        Command::Run { config: path } => {
+            let config = AgentConfig::load(&path)?;
+            let tls = config.uplink_tls(&path)?;
+            let agent = Agent::new(&config)?;
+            let uplink =
+                Uplink::new(&config.aggregator, &tls).context("cannot set up the uplink")?;
+            let shutdown = calipso_agent::process::shutdown_on_signal();
+            agent.run(&uplink, shutdown).await;
+        }
+    }
+    Ok(())
+}

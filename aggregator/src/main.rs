@@ -1,0 +1,177 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use calipso_aggregator::ca::CaDir;
+use calipso_aggregator::config::AggregatorConfig;
+use calipso_aggregator::ingest::{IngestServer, MemorySink};
+use calipso_aggregator::quickstart::{self, QuickstartOptions};
+use clap::{Parser, Subcommand};
+
+/// Calipso aggregator: receives what the agents discover, over QUIC with mutual TLS, and
+/// ships the deployment CA tool.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run everything on this machine: a CA, the aggregator and an agent for this host.
+    Quickstart {
+        /// Where the CA, certificates and data live; reused on the next run.
+        #[arg(long, default_value = "calipso-data")]
+        data_dir: PathBuf,
+        /// Where the aggregator listens for agents.
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        listen: SocketAddr,
+        /// Stop once the agent's first snapshot is stored.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Run the aggregator from a configuration file.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Manage the deployment CA.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Create the CA (key, certificate, empty revocation list).
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "Calipso deployment CA")]
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue the aggregator's server certificate.
+    IssueServer {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The name agents connect to (their `aggregator.server_name`).
+        #[arg(long)]
+        name: String,
+        /// Further DNS names or IP addresses of the aggregator.
+        #[arg(long)]
+        san: Vec<String>,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue an agent certificate; its identity is the host id.
+    IssueAgent {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Revoke a certificate by serial (see `ca list`); takes effect on the next handshake.
+    Revoke {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        serial: String,
+    },
+    /// List the certificates this CA issued.
+    List {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    calipso_agent::process::init_logging();
+    match Cli::parse().command {
+        Command::Quickstart {
+            data_dir,
+            listen,
+            once,
+        } => {
+            let shutdown = calipso_agent::process::shutdown_on_signal();
+            quickstart::run(
+                QuickstartOptions {
+                    data_dir,
+                    listen,
+                    once,
+                },
+                shutdown,
+            )
+            .await?;
+        }
+        Command::Serve { config } => {
+            let config = AggregatorConfig::load(&config)?;
+            let server = IngestServer::bind(config.ingest(), Arc::new(MemorySink::new()))?;
+            tracing::info!(listen = %server.local_addr()?, "aggregator listening for agents");
+            let shutdown = calipso_agent::process::shutdown_on_signal();
+            server.run(shutdown.cancelled_owned()).await;
+        }
+        Command::Ca(command) => run_ca(command)?,
+    }
+    Ok(())
+}
+
+fn run_ca(command: CaCommand) -> anyhow::Result<()> {
+    match command {
+        CaCommand::Init { dir, name, force } => {
+            let cert = CaDir::new(&dir).init(&name, force)?;
+            println!("CA certificate: {}", cert.display());
+        }
+        CaCommand::IssueServer {
+            dir,
+            name,
+            san,
+            force,
+        } => {
+            let issued = CaDir::new(&dir).issue_server(&name, &san, force)?;
+            println!(
+                "certificate: {}\nkey: {}\nserial: {}",
+                issued.cert.display(),
+                issued.key.display(),
+                issued.serial
+            );
+        }
+        CaCommand::IssueAgent { dir, host, force } => {
+            let issued = CaDir::new(&dir).issue_agent(&host, force)?;
+            println!(
+                "certificate: {}\nkey: {}\nserial: {}",
+                issued.cert.display(),
+                issued.key.display(),
+                issued.serial
+            );
+        }
+        CaCommand::Revoke { dir, serial } => {
+            let revoked = CaDir::new(&dir).revoke(&serial)?;
+            println!(
+                "revoked {} ({:?} `{}`); the revocation list is updated",
+                revoked.serial, revoked.kind, revoked.subject
+            );
+        }
+        CaCommand::List { dir } => {
+            for cert in CaDir::new(&dir).list()? {
+                let state = if cert.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "valid"
+                };
+                println!(
+                    "{}  {:<7} {:<8} {}",
+                    cert.serial,
+                    state,
+                    format!("{:?}", cert.kind).to_lowercase(),
+                    cert.subject
+                );
+            }
+        }
+    }
+    Ok(())
+}

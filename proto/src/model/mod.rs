@@ -1,0 +1,17 @@
+//! The inventory model: what an agent reports and what the aggregator links, stores and serves.
+
+mod id;
+mod link;
+mod net;
+mod object;
+mod object_type;
+mod timestamp;
+mod value;
+
+pub use id::ObjectId;
+pub use link::{Link, LinkState, LinkType, ParseLinkTypeError};
+pub use net::{IpPrefix, MacAddress, ParseNetError};
+pub use object::{Attributes, Object, ParentRef, Status, StatusLevel};
+pub use object_type::{ObjectType, UnknownObjectType};
+pub use timestamp::Timestamp;
+pub use value::AttrValue;

@@ -1,0 +1,101 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{AttrValue, IpPrefix, LinkState, MacAddress, ObjectId, ObjectType, Timestamp};
+
+/// An inventory object as an agent reports it (and as the aggregator keeps it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Object {
+    pub id: ObjectId,
+    #[serde(rename = "type")]
+    pub object_type: ObjectType,
+    pub name: String,
+    pub environment: String,
+    /// The owning host, for host-local objects.
+    pub host: Option<String>,
+    /// The object's place in the inventory tree (a vnic's instance or vservice, a vservice's host).
+    pub parent: Option<ParentRef>,
+    pub attributes: Attributes,
+    pub status: Status,
+}
+
+/// The parent of an object in the inventory tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentRef {
+    pub id: ObjectId,
+    #[serde(rename = "type")]
+    pub object_type: ObjectType,
+}
+
+/// Attributes: the fields link finders and health checks match on are typed; the rest of what
+/// a collector knows (ethtool facts, OVSDB external_ids, libvirt metadata) goes in `extra`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Attributes {
+    pub mac_address: Option<MacAddress>,
+    pub mtu: Option<u32>,
+    /// Addresses with their prefix length (a vservice vNIC's `10.0.0.2/24`).
+    pub addresses: Vec<IpPrefix>,
+    /// Operational state of an interface-like object.
+    pub link_state: Option<LinkState>,
+    pub extra: BTreeMap<String, AttrValue>,
+}
+
+/// The health of an object.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Status {
+    pub level: StatusLevel,
+    pub text: String,
+    /// When the level last changed.
+    pub timestamp: Option<Timestamp>,
+}
+
+/// Health levels, as the original's monitoring reported them.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusLevel {
+    Ok,
+    Warning,
+    Error,
+    #[default]
+    Unknown,
+}
+
+impl Object {
+    /// A new object with empty attributes and an unknown status.
+    pub fn new(
+        id: ObjectId,
+        object_type: ObjectType,
+        name: impl Into<String>,
+        environment: impl Into<String>,
+    ) -> Self {
+        Object {
+            id,
+            object_type,
+            name: name.into(),
+            environment: environment.into(),
+            host: None,
+            parent: None,
+            attributes: Attributes::default(),
+            status: Status::default(),
+        }
+    }
+
+    pub fn with_host(mut self, host: impl Into<String>) -> Self {
+        self.host = Some(host.into());
+        self
+    }
+
+    pub fn with_parent(mut self, id: ObjectId, object_type: ObjectType) -> Self {
+        self.parent = Some(ParentRef { id, object_type });
+        self
+    }
+
+    /// Sets a free-form attribute.
+    pub fn with_extra(mut self, key: &str, value: impl Into<AttrValue>) -> Self {
+        self.attributes.extra.insert(key.to_owned(), value.into());
+        self
+    }
+}
