@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use calipso_proto::framing::{FrameError, FrameReader, FrameWriter};
@@ -68,6 +69,17 @@ pub enum UplinkEvent {
     Disconnected { reason: String },
 }
 
+/// Counters over the uplink's whole life.
+#[derive(Debug, Default)]
+pub struct UplinkStats {
+    /// Sessions established (Welcome received).
+    pub sessions: AtomicU64,
+    /// Protocol bytes written: frames with their length prefixes.
+    pub frame_bytes_sent: AtomicU64,
+    /// UDP payload bytes sent by finished connections, QUIC and TLS overhead included.
+    pub udp_bytes_sent: AtomicU64,
+}
+
 /// A configured uplink, ready to run.
 #[derive(Debug)]
 pub struct Uplink {
@@ -79,6 +91,7 @@ pub struct Uplink {
     reconnect_max: Duration,
     agent_version: String,
     events: broadcast::Sender<UplinkEvent>,
+    stats: UplinkStats,
 }
 
 impl Uplink {
@@ -95,12 +108,17 @@ impl Uplink {
             reconnect_max: config.reconnect_max,
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             events: broadcast::channel(4096).0,
+            stats: UplinkStats::default(),
         })
     }
 
     /// Follows what the uplink does; slow subscribers miss events rather than slow it down.
     pub fn subscribe(&self) -> broadcast::Receiver<UplinkEvent> {
         self.events.subscribe()
+    }
+
+    pub fn stats(&self) -> &UplinkStats {
+        &self.stats
     }
 
     fn emit(&self, event: UplinkEvent) {
@@ -112,11 +130,7 @@ impl Uplink {
         let mut attempt: u32 = 0;
         loop {
             let started = Instant::now();
-            let result = tokio::select! {
-                () = shutdown.cancelled() => break,
-                result = self.session(&outbox, &shutdown) => result,
-            };
-            match result {
+            match self.session(&outbox, &shutdown).await {
                 Ok(()) => break,
                 Err(err) => {
                     let level_error = matches!(&err, SessionError::Refused(e) if e.code != ErrorCode::Unavailable);
@@ -145,22 +159,30 @@ impl Uplink {
         self.endpoint.wait_idle().await;
     }
 
+    /// One session; `Ok` only when `shutdown` ended it.
     async fn session(
         &self,
         outbox: &Outbox,
         shutdown: &CancellationToken,
     ) -> Result<(), SessionError> {
-        let addr = tokio::net::lookup_host(&self.address)
-            .await
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| SessionError::Resolve(self.address.clone()))?;
-        let connection = self
-            .endpoint
-            .connect_with(self.client_config.clone(), addr, &self.server_name)
-            .map_err(|e| SessionError::Connect(e.to_string()))?
-            .await?;
-        let (send, recv) = connection.open_bi().await?;
+        let connect = async {
+            let addr = tokio::net::lookup_host(&self.address)
+                .await
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .ok_or_else(|| SessionError::Resolve(self.address.clone()))?;
+            let connection = self
+                .endpoint
+                .connect_with(self.client_config.clone(), addr, &self.server_name)
+                .map_err(|e| SessionError::Connect(e.to_string()))?
+                .await?;
+            let streams = connection.open_bi().await?;
+            Ok::<_, SessionError>((connection, streams))
+        };
+        let (connection, (send, recv)) = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            connected = connect => connected?,
+        };
         let mut session = Session {
             uplink: self,
             outbox,
@@ -168,11 +190,20 @@ impl Uplink {
             writer: FrameWriter::new(send, self.max_frame_bytes),
             sent_seq: 0,
         };
-        let result = session.run(shutdown).await;
+        let result = tokio::select! {
+            () = shutdown.cancelled() => Ok(()),
+            result = session.run() => result,
+        };
         if result.is_ok() {
             let _ = session.writer.get_mut().finish();
         }
+        self.stats
+            .frame_bytes_sent
+            .fetch_add(session.writer.bytes_written(), Ordering::Relaxed);
         connection.close(0u8.into(), b"");
+        self.stats
+            .udp_bytes_sent
+            .fetch_add(connection.stats().udp_tx.bytes, Ordering::Relaxed);
         result
     }
 }
@@ -185,7 +216,9 @@ fn backoff(attempt: u32, cap: Duration) -> Duration {
     window.mul_f64(rand::random_range(0.5..=1.0))
 }
 
-fn client_config(
+/// The QUIC client configuration of an agent: TLS 1.3 with its client certificate, the
+/// deployment CA as the only root, ALPN `calipso/1`, keep-alives and the idle timeout.
+pub fn client_config(
     config: &AggregatorConfig,
     tls: &UplinkTls,
 ) -> Result<quinn::ClientConfig, UplinkError> {
@@ -225,7 +258,8 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    async fn run(&mut self, shutdown: &CancellationToken) -> Result<(), SessionError> {
+    /// Runs until the session fails; the caller ends it on shutdown.
+    async fn run(&mut self) -> Result<(), SessionError> {
         let hello = AgentMessage::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             agent_version: self.uplink.agent_version.clone(),
@@ -267,6 +301,7 @@ impl Session<'_> {
             Ok(Err(err)) => return Err(err.into()),
         };
         tracing::info!(?resume, "connected to the aggregator");
+        self.uplink.stats.sessions.fetch_add(1, Ordering::Relaxed);
         self.uplink.emit(UplinkEvent::Connected { resume });
         match resume {
             Resume::After { seq } if self.outbox.resume_after(seq) => self.sent_seq = seq,
@@ -278,10 +313,9 @@ impl Session<'_> {
             new_deltas.borrow_and_update();
             self.send_pending().await?;
             tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
                 changed = new_deltas.changed() => {
                     if changed.is_err() {
-                        return Ok(()); // the outbox is gone: the agent is stopping
+                        return Err(SessionError::Protocol("the outbox is gone".into()));
                     }
                 }
                 message = self.reader.recv::<AggregatorMessage>() => self.handle(message?).await?,

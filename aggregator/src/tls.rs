@@ -50,6 +50,10 @@ pub fn server_config(paths: &ServerTlsPaths) -> Result<rustls::ServerConfig, Tls
         .with_client_cert_verifier(Arc::new(verifier))
         .with_single_cert(load_certs(&paths.cert)?, load_key(&paths.key)?)?;
     config.alpn_protocols = vec![ALPN.to_vec()];
+    // No session resumption: a resumed TLS 1.3 session skips client certificate verification,
+    // so a revoked agent could come back on an old ticket. Every session is a full handshake.
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(config)
 }
 

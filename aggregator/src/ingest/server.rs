@@ -127,6 +127,23 @@ impl IngestHandle {
         sender.is_some_and(|s| s.try_send(Command::Resync).is_ok())
     }
 
+    /// Drops a host's session at once, as a network failure would; the agent reconnects and
+    /// resumes. False if the host is not connected.
+    pub fn disconnect(&self, host: &str) -> bool {
+        let connection = self
+            .registry
+            .sessions()
+            .get(host)
+            .map(|s| s.connection.clone());
+        if let Some(connection) = &connection {
+            connection.close(
+                session::CLOSE_DISCONNECTED,
+                b"disconnected by the aggregator",
+            );
+        }
+        connection.is_some()
+    }
+
     /// The hosts with a live session, sorted.
     pub fn connected_hosts(&self) -> Vec<String> {
         let mut hosts: Vec<String> = self.registry.sessions().keys().cloned().collect();

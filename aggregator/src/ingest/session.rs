@@ -21,6 +21,7 @@ pub(super) const CLOSE_NORMAL: VarInt = VarInt::from_u32(0);
 pub(super) const CLOSE_PROTOCOL_ERROR: VarInt = VarInt::from_u32(1);
 pub(super) const CLOSE_SUPERSEDED: VarInt = VarInt::from_u32(2);
 pub(super) const CLOSE_SHUTDOWN: VarInt = VarInt::from_u32(3);
+pub(super) const CLOSE_DISCONNECTED: VarInt = VarInt::from_u32(4);
 
 /// The most frames gathered into one sink call (one group commit).
 const MAX_BATCH: usize = 4096;

@@ -99,3 +99,125 @@ pub fn check_delta(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use calipso_proto::{ObjectType, Timestamp};
+
+    fn session() -> AgentSession {
+        AgentSession {
+            host: "h1".into(),
+            environment: "lab".into(),
+            agent_version: "t".into(),
+            epoch: 1,
+        }
+    }
+
+    fn vnic(host: &str, name: &str) -> Object {
+        Object::new(
+            ObjectId::host_local(ObjectType::Vnic, host, name),
+            ObjectType::Vnic,
+            name,
+            "lab",
+        )
+        .with_host(host)
+    }
+
+    fn delta(upserts: Vec<Object>, removals: Vec<ObjectId>) -> Delta {
+        Delta {
+            epoch: 1,
+            seq: 1,
+            upserts,
+            removals,
+            observed_at: Timestamp::default(),
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_item() {
+        let none = |_: &ObjectId| false;
+        let cases = [
+            (
+                delta(vec![vnic("h2", "tap0")], vec![]),
+                "object vnic:h2:tap0: host Some(\"h2\")",
+            ),
+            (
+                delta(
+                    vec![
+                        vnic("h1", "tap0")
+                            .with_host("h1")
+                            .with_parent(ObjectId::host("h1"), ObjectType::Host),
+                    ],
+                    vec![],
+                ),
+                "parent host:h1 does not exist",
+            ),
+            (
+                delta(vec![], vec![ObjectId::from_raw("vnic:h1:gone")]),
+                "removal of vnic:h1:gone: no such object",
+            ),
+        ];
+        for (delta, expected) in cases {
+            let err = check_delta(&session(), &delta, none)
+                .err()
+                .unwrap_or_default();
+            assert!(err.contains(expected), "{err}");
+        }
+        let mut foreign = vnic("h1", "tap0");
+        foreign.id = ObjectId::host_local(ObjectType::Vnic, "h2", "tap0");
+        let err = check_delta(&session(), &delta(vec![foreign], vec![]), none)
+            .err()
+            .unwrap_or_default();
+        assert_eq!(
+            err,
+            "object vnic:h2:tap0: id belongs to another host than `h1`"
+        );
+        let mut mistyped = vnic("h1", "tap0");
+        mistyped.object_type = ObjectType::HostPnic;
+        let err = check_delta(&session(), &delta(vec![mistyped], vec![]), none)
+            .err()
+            .unwrap_or_default();
+        assert!(
+            err.contains("does not start with its type `host_pnic`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn parents_may_arrive_in_the_same_delta_or_exist_already() {
+        let host = Object::new(ObjectId::host("h1"), ObjectType::Host, "h1", "lab").with_host("h1");
+        let child = vnic("h1", "tap0").with_parent(ObjectId::host("h1"), ObjectType::Host);
+        assert_eq!(
+            check_delta(
+                &session(),
+                &delta(vec![host.clone(), child.clone()], vec![]),
+                |_| false
+            ),
+            Ok(())
+        );
+        let exists = |id: &ObjectId| id.as_str() == "host:h1";
+        assert_eq!(
+            check_delta(&session(), &delta(vec![child.clone()], vec![]), exists),
+            Ok(())
+        );
+        let err = check_delta(
+            &session(),
+            &delta(vec![child], vec![ObjectId::host("h1")]),
+            exists,
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(err.contains("parent host:h1 does not exist"), "{err}");
+        let snapshot = Snapshot {
+            epoch: 1,
+            seq: 0,
+            objects: vec![host.clone(), host],
+            observed_at: Timestamp::default(),
+        };
+        assert_eq!(
+            check_snapshot(&session(), &snapshot),
+            Err("object host:h1: appears twice in the snapshot".into())
+        );
+    }
+}
