@@ -19,12 +19,29 @@
 //!
 //! [host_facts]
 //! refresh = "60s"
+//!
+//! [netns]
+//! dir = "/run/netns"                    # named network namespaces (ip netns)
+//! # host = "/run/netns/compute-1"       # treat this namespace as the host's (labs, tests)
+//!
+//! [libvirt]
+//! dir = "/run/libvirt/qemu"             # running domains' XML
+//!
+//! [kernel]
+//! coalesce_quiet = "1ms"                # publish a batch once events pause this long …
+//! coalesce_max = "10ms"                 # … or this long after its first event at the latest
+//! refresh = "60s"                       # full re-dump and NIC (ethtool) facts
+//! sysfs_net = "/sys/class/net"
+//! proc_bonding = "/proc/net/bonding"
 //! ```
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use calipso_proto::wire::DEFAULT_MAX_FRAME_BYTES;
+
+use crate::collect::KernelOptions;
+use crate::collect::kernel::SysPaths;
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +75,86 @@ pub struct AgentConfig {
     pub aggregator: AggregatorConfig,
     #[serde(default)]
     pub host_facts: HostFactsConfig,
+    #[serde(default)]
+    pub netns: NetnsConfig,
+    #[serde(default)]
+    pub libvirt: LibvirtConfig,
+    #[serde(default)]
+    pub kernel: KernelConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetnsConfig {
+    pub dir: PathBuf,
+    /// A namespace file to treat as this host's namespace instead of the agent's own.
+    pub host: Option<PathBuf>,
+}
+
+impl Default for NetnsConfig {
+    fn default() -> Self {
+        NetnsConfig {
+            dir: "/run/netns".into(),
+            host: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LibvirtConfig {
+    pub dir: PathBuf,
+}
+
+impl Default for LibvirtConfig {
+    fn default() -> Self {
+        LibvirtConfig {
+            dir: "/run/libvirt/qemu".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KernelConfig {
+    #[serde(with = "humantime_serde")]
+    pub coalesce_quiet: Duration,
+    #[serde(with = "humantime_serde")]
+    pub coalesce_max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub refresh: Duration,
+    pub sysfs_net: PathBuf,
+    pub proc_bonding: PathBuf,
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        let defaults = KernelOptions::default();
+        KernelConfig {
+            coalesce_quiet: defaults.coalesce_quiet,
+            coalesce_max: defaults.coalesce_max,
+            refresh: defaults.refresh,
+            sysfs_net: defaults.sys.class_net,
+            proc_bonding: defaults.sys.bonding,
+        }
+    }
+}
+
+impl KernelConfig {
+    /// The collector's options, with the netns directory from `[netns]`.
+    pub fn options(&self, netns: &NetnsConfig) -> KernelOptions {
+        KernelOptions {
+            host_netns: netns.host.clone(),
+            netns_dir: netns.dir.clone(),
+            sys: SysPaths {
+                class_net: self.sysfs_net.clone(),
+                bonding: self.proc_bonding.clone(),
+            },
+            coalesce_quiet: self.coalesce_quiet,
+            coalesce_max: self.coalesce_max,
+            refresh: self.refresh,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,6 +219,9 @@ impl Default for AgentConfig {
             environment: default_environment(),
             aggregator: AggregatorConfig::default(),
             host_facts: HostFactsConfig::default(),
+            netns: NetnsConfig::default(),
+            libvirt: LibvirtConfig::default(),
+            kernel: KernelConfig::default(),
         }
     }
 }
@@ -202,6 +302,19 @@ impl AgentConfig {
         }
         if self.host_facts.refresh < Duration::from_secs(1) {
             return Err(invalid("host_facts.refresh", "must be at least 1s".into()));
+        }
+        let kernel = &self.kernel;
+        if kernel.coalesce_quiet > kernel.coalesce_max {
+            return Err(invalid(
+                "kernel.coalesce_quiet",
+                "must not be longer than kernel.coalesce_max".into(),
+            ));
+        }
+        if kernel.coalesce_max > Duration::from_secs(1) {
+            return Err(invalid("kernel.coalesce_max", "must be at most 1s".into()));
+        }
+        if kernel.refresh < Duration::from_secs(1) {
+            return Err(invalid("kernel.refresh", "must be at least 1s".into()));
         }
         Ok(())
     }
@@ -286,6 +399,11 @@ mod tests {
                 "aggregator.max_frame_bytes",
             ),
             ("[host_facts]\nrefresh = \"1ms\"", "host_facts.refresh"),
+            (
+                "[kernel]\ncoalesce_quiet = \"20ms\"",
+                "kernel.coalesce_quiet",
+            ),
+            ("[netns]\ndirectory = \"/x\"", "directory"),
         ];
         for (text, key) in cases {
             let err = parse(text).err().unwrap_or_default();

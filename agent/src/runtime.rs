@@ -3,7 +3,7 @@
 use calipso_proto::Object;
 use tokio_util::sync::CancellationToken;
 
-use crate::collect::{Collector, CollectorError, HostFacts, Scope};
+use crate::collect::{Collector, CollectorError, HostFacts, Kernel, Libvirt, Scope};
 use crate::config::{AgentConfig, ConfigError};
 use crate::outbox::Outbox;
 use crate::uplink::Uplink;
@@ -40,8 +40,14 @@ impl Agent {
             epoch,
             config.aggregator.outbox_max_bytes,
         );
-        let collectors: Vec<Box<dyn Collector>> =
-            vec![Box::new(HostFacts::new(scope, config.host_facts.refresh))];
+        let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(HostFacts::new(scope.clone(), config.host_facts.refresh)),
+            Box::new(Kernel::new(
+                scope.clone(),
+                config.kernel.options(&config.netns),
+            )),
+            Box::new(Libvirt::new(scope, config.libvirt.dir.clone())),
+        ];
         Ok(Agent { outbox, collectors })
     }
 

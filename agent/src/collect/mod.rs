@@ -3,8 +3,14 @@
 //! A collector can read its whole view once ([`Collector::scan`], used by `discover` and for a
 //! first picture) and follow it ([`Collector::follow`]), publishing into the [`Outbox`] under
 //! its own name so that it only ever adds, changes or removes the objects it owns.
+//!
+//! * [`host_facts`]: the host object (OS, kernel, CPU, memory).
+//! * [`kernel`]: interfaces, bridges, vxlan, namespaces (rtnetlink, sysfs, ethtool).
+//! * [`libvirt`]: instances and their interfaces (domain XML).
 
 mod host_facts;
+pub mod kernel;
+pub mod libvirt;
 
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +20,8 @@ use calipso_proto::Object;
 use crate::outbox::Outbox;
 
 pub use host_facts::HostFacts;
+pub use kernel::{Kernel, KernelOptions};
+pub use libvirt::Libvirt;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{collector}: {message}")]
