@@ -157,7 +157,7 @@ fn kind_name(kind: &InfoKind) -> String {
 }
 
 /// `IFLA_TUN_TYPE` inside a tun device's info data: 1 = tun, 2 = tap.
-const IFLA_TUN_TYPE: u16 = 4;
+const IFLA_TUN_TYPE: u16 = 3;
 
 fn tun_mode(nlas: &[netlink_packet_route::link::InfoTun]) -> Option<&'static str> {
     nlas.iter().find_map(|nla| {
@@ -338,9 +338,18 @@ pub fn fdb_facts(message: &NeighbourMessage) -> Option<(u32, IpAddr)> {
     if message.header.family != AddressFamily::Bridge {
         return None;
     }
+    // In bridge-family messages the parser cannot know the address family of NDA_DST and hands
+    // over raw bytes: four for IPv4, sixteen for IPv6.
     let dst = message.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
         NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
+        NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => match bytes.len() {
+            4 => <[u8; 4]>::try_from(bytes.as_slice()).ok().map(IpAddr::from),
+            16 => <[u8; 16]>::try_from(bytes.as_slice())
+                .ok()
+                .map(IpAddr::from),
+            _ => None,
+        },
         _ => None,
     })?;
     Some((message.header.ifindex, dst))
@@ -521,7 +530,7 @@ mod tests {
                 LinkInfo::Kind(InfoKind::Tun),
                 LinkInfo::Data(InfoData::Tun(vec![
                     netlink_packet_route::link::InfoTun::Other(
-                        netlink_packet_core::DefaultNla::new(IFLA_TUN_TYPE, vec![2]),
+                        netlink_packet_core::DefaultNla::new(3, vec![2]), // IFLA_TUN_TYPE = IFF_TAP, as the kernel sends it
                     ),
                 ])),
             ])],
@@ -571,6 +580,10 @@ mod tests {
             )),
         ];
         assert_eq!(fdb_facts(&fdb), Some((5, "192.0.2.7".parse().expect("ip"))));
+        // As the kernel sends them: the bridge family leaves NDA_DST as raw bytes.
+        fdb.attributes[1] =
+            NeighbourAttribute::Destination(NeighbourAddress::Other(vec![192, 0, 2, 8]));
+        assert_eq!(fdb_facts(&fdb), Some((5, "192.0.2.8".parse().expect("ip"))));
         fdb.header.family = AddressFamily::Inet;
         assert_eq!(fdb_facts(&fdb), None, "ARP entries are not FDB entries");
     }

@@ -70,6 +70,13 @@ impl Default for KernelOptions {
     }
 }
 
+impl KernelOptions {
+    /// sysfs and procfs, when they describe the host namespace.
+    fn own_sys(&self) -> Option<&SysPaths> {
+        self.host_netns.is_none().then_some(&self.sys)
+    }
+}
+
 /// Reads the host's networking from the kernel.
 #[derive(Debug)]
 pub struct Kernel {
@@ -154,6 +161,46 @@ impl State {
         }
     }
 
+    /// Re-reads veths whose peer cannot be found. The kernel sends no notification for the end
+    /// that stays when its peer moves to another namespace, so that end still names the peer's
+    /// old index until it is read again.
+    async fn refetch_unpaired_veths(&mut self) {
+        let mut stale = Vec::new();
+        for (name, entry) in &self.namespaces {
+            let Some(view) = &entry.view else { continue };
+            for link in view
+                .links
+                .values()
+                .filter(|l| l.kind.as_deref() == Some("veth"))
+            {
+                let Some(peer) = link.link else { continue };
+                let peer_ns = match link.link_netnsid {
+                    None => Some(name),
+                    Some(nsid) => entry.nsids.get(&nsid),
+                };
+                let found = peer_ns
+                    .and_then(|ns| self.namespaces.get(ns))
+                    .and_then(|e| e.view.as_ref())
+                    .is_some_and(|v| v.links.contains_key(&peer));
+                if !found {
+                    stale.push((name.clone(), link.ifindex));
+                }
+            }
+        }
+        for (name, ifindex) in stale {
+            let Some(entry) = self.namespaces.get_mut(&name) else {
+                continue;
+            };
+            let (Some(handle), Some(view)) = (&entry.handle, entry.view.as_mut()) else {
+                continue;
+            };
+            match rtnl::get_link(handle, ifindex).await {
+                Some(facts) => view.links.insert(ifindex, facts),
+                None => view.links.remove(&ifindex),
+            };
+        }
+    }
+
     /// Namespace ids are only meaningful while the set of namespaces stays the same.
     fn forget_nsids(&mut self) {
         for entry in self.namespaces.values_mut() {
@@ -161,12 +208,15 @@ impl State {
         }
     }
 
-    /// Re-reads sysfs, ethtool and `/proc/net/bonding` for the host namespace's devices.
+    /// Re-reads sysfs, ethtool and `/proc/net/bonding` for the host namespace's devices. These
+    /// describe the agent's own namespace only, so a host namespace given by path (a lab host)
+    /// has no physical NICs.
     async fn refresh_extras(
         &mut self,
-        sys: &SysPaths,
+        sys: Option<&SysPaths>,
         ethtool: &mut Option<ethtool::EthtoolHandle>,
     ) {
+        let Some(sys) = sys else { return };
         let Some(host) = self.namespaces.get(&None).and_then(|e| e.view.as_ref()) else {
             return;
         };
@@ -322,7 +372,7 @@ impl Collector for Kernel {
             }
             state.resolve_nsids().await;
             state
-                .refresh_extras(&self.options.sys, &mut ethtool_handle())
+                .refresh_extras(self.options.own_sys(), &mut ethtool_handle())
                 .await;
             Ok(state.objects(&self.scope))
         }
@@ -357,13 +407,15 @@ impl Kernel {
         let mut refresh =
             tokio::time::interval_at(Instant::now() + self.options.refresh, self.options.refresh);
         let mut extras_stale = true;
+        let mut veth_churn = false;
 
         loop {
             // Wait for the first event of a batch.
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 Some((generation, update)) = updates.recv() => {
-                    extras_stale |= apply(&mut state, &following, generation, update);
+                    veth_churn |= touches_veth(&state, &update);
+                        extras_stale |= apply(&mut state, &following, generation, update);
                 }
                 Some(event) = dir_events.recv() => apply_dir(&mut state, &mut following, event),
                 _ = refresh.tick() => {
@@ -378,6 +430,7 @@ impl Kernel {
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
                     Some((generation, update)) = updates.recv() => {
+                        veth_churn |= touches_veth(&state, &update);
                         extras_stale |= apply(&mut state, &following, generation, update);
                     }
                     Some(event) = dir_events.recv() => apply_dir(&mut state, &mut following, event),
@@ -385,14 +438,36 @@ impl Kernel {
                 }
             }
             state.resolve_nsids().await;
+            if veth_churn {
+                state.refetch_unpaired_veths().await;
+                state.resolve_nsids().await;
+                veth_churn = false;
+            }
             if extras_stale {
-                state.refresh_extras(&self.options.sys, &mut ethtool).await;
+                state
+                    .refresh_extras(self.options.own_sys(), &mut ethtool)
+                    .await;
                 extras_stale = false;
             }
             outbox
                 .replace_all(NAME, state.objects(&self.scope))
                 .map_err(failed)?;
         }
+    }
+}
+
+/// Whether an update adds, changes or removes a veth (whose peer may then need re-reading).
+fn touches_veth(state: &State, update: &NsUpdate) -> bool {
+    match update {
+        NsUpdate::Link(_, facts) => facts.kind.as_deref() == Some("veth"),
+        NsUpdate::LinkRemoved(name, ifindex) => state
+            .namespaces
+            .get(name)
+            .and_then(|e| e.view.as_ref())
+            .and_then(|v| v.links.get(ifindex))
+            .is_some_and(|l| l.kind.as_deref() == Some("veth")),
+        NsUpdate::Full { .. } | NsUpdate::Ended(_) => true,
+        _ => false,
     }
 }
 

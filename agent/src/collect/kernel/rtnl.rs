@@ -138,6 +138,15 @@ pub async fn dump(handle: &rtnetlink::Handle) -> Result<NsView, rtnetlink::Error
     Ok(view)
 }
 
+/// Reads one link again (by index), or `None` if it no longer exists.
+pub async fn get_link(handle: &rtnetlink::Handle, ifindex: u32) -> Option<LinkFacts> {
+    let mut links = handle.link().get().match_index(ifindex).execute();
+    match links.try_next().await {
+        Ok(Some(message)) => link_facts(&message),
+        _ => None,
+    }
+}
+
 /// What `namespace` calls `other` in `IFLA_LINK_NETNSID` (`RTM_GETNSID` by file descriptor).
 pub async fn nsid_of(handle: &rtnetlink::Handle, other: &Namespace) -> Option<i32> {
     let mut request = NsidMessage::default();
