@@ -272,7 +272,10 @@ async fn every_change_produces_exactly_its_delta() -> anyhow::Result<()> {
 
     let mut ns = String::new();
     let changed = watched
-        .after(|| Ok(ns = lab.add_netns("qrouter-r1")?))
+        .after(|| {
+            ns = lab.add_netns("qrouter-r1")?;
+            Ok(())
+        })
         .await?;
     assert_eq!(
         changed,
