@@ -33,6 +33,7 @@
 //! refresh = "60s"                       # full re-dump and NIC (ethtool) facts
 //! sysfs_net = "/sys/class/net"
 //! proc_bonding = "/proc/net/bonding"
+//! # netlink_rcvbuf = 4194304           # per-namespace socket buffer (capped by net.core.rmem_max)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -125,6 +126,8 @@ pub struct KernelConfig {
     pub refresh: Duration,
     pub sysfs_net: PathBuf,
     pub proc_bonding: PathBuf,
+    /// Bytes; the kernel's default (`net.core.rmem_default`) when absent.
+    pub netlink_rcvbuf: Option<u32>,
 }
 
 impl Default for KernelConfig {
@@ -136,6 +139,7 @@ impl Default for KernelConfig {
             refresh: defaults.refresh,
             sysfs_net: defaults.sys.class_net,
             proc_bonding: defaults.sys.bonding,
+            netlink_rcvbuf: defaults.netlink_rcvbuf,
         }
     }
 }
@@ -153,6 +157,7 @@ impl KernelConfig {
             coalesce_quiet: self.coalesce_quiet,
             coalesce_max: self.coalesce_max,
             refresh: self.refresh,
+            netlink_rcvbuf: self.netlink_rcvbuf,
         }
     }
 }

@@ -27,19 +27,25 @@ fn scope() -> Scope {
 struct Watched {
     outbox: Outbox,
     stop: CancellationToken,
+    options: calipso_agent::collect::KernelOptions,
 }
 
 impl Watched {
     fn start(lab: &NetLab, libvirt: bool) -> Self {
         let outbox = Outbox::new(HOST, "lab", 1, 1 << 26);
         let stop = CancellationToken::new();
-        let kernel = Box::new(Kernel::new(scope(), lab.kernel_options()));
+        let options = lab.kernel_options();
+        let kernel = Box::new(Kernel::new(scope(), options.clone()));
         tokio::spawn(kernel.follow(outbox.clone(), stop.clone()));
         if libvirt {
             let collector = Box::new(Libvirt::new(scope(), lab.libvirt_dir.path().to_owned()));
             tokio::spawn(collector.follow(outbox.clone(), stop.clone()));
         }
-        Watched { outbox, stop }
+        Watched {
+            outbox,
+            stop,
+            options,
+        }
     }
 
     /// Waits until no delta came for `quiet`, then returns the last sequence number.
@@ -84,7 +90,24 @@ impl Watched {
         let before = self.settle().await;
         change()?;
         self.settle().await;
+        self.assert_matches_full_scan().await?;
         Ok(self.changes_since(before))
+    }
+
+    /// The incrementally maintained model must equal a from-scratch scan.
+    async fn assert_matches_full_scan(&self) -> anyhow::Result<()> {
+        let full = Kernel::new(scope(), self.options.clone()).scan().await?;
+        let followed: Vec<Object> = self
+            .outbox
+            .objects()
+            .into_iter()
+            .filter(|o| o.object_type != ObjectType::Instance)
+            .collect();
+        assert_eq!(
+            followed, full,
+            "the followed model differs from a full scan"
+        );
+        Ok(())
     }
 
     fn object(&self, id: &str) -> Option<Object> {
@@ -434,5 +457,51 @@ async fn a_tap_and_its_nova_domain() -> anyhow::Result<()> {
             ids(&["instance:bf0cb914-b316-486c-a4ce-f22deb453c52"])
         )
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn lost_notifications_are_recovered_by_a_dump() -> anyhow::Result<()> {
+    calipso_tests::init_test_logging();
+    let lab = NetLab::new()?;
+    let outbox = Outbox::new(HOST, "lab", 1, 1 << 26);
+    let stop = CancellationToken::new();
+    // A receive buffer of a few messages: a burst overruns it (ENOBUFS) for certain.
+    let options = calipso_agent::collect::KernelOptions {
+        netlink_rcvbuf: Some(1024),
+        ..lab.kernel_options()
+    };
+    tokio::spawn(
+        Box::new(Kernel::new(scope(), options.clone())).follow(outbox.clone(), stop.clone()),
+    );
+    let watched = Watched {
+        outbox,
+        stop,
+        options,
+    };
+    watched.settle().await;
+    let batch: String = (0..40)
+        .map(|i| format!("link add burst{i} type veth peer name burst{i}p\n"))
+        .collect();
+    let batch_file = tempfile::NamedTempFile::new()?;
+    std::fs::write(batch_file.path(), batch)?;
+    let (upserted, removed) = watched
+        .after(|| {
+            calipso_tests::netlab::run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &lab.host_ns,
+                    "ip",
+                    "-batch",
+                    &batch_file.path().to_string_lossy(),
+                ],
+            )
+            .map(drop)
+        })
+        .await?;
+    assert_eq!(upserted.len(), 80, "every interface of the burst arrives");
+    assert!(removed.is_empty());
     Ok(())
 }

@@ -4,10 +4,15 @@
 //!
 //! Event-driven: one rtnetlink socket per namespace ([`rtnl::follow`]), inotify on the netns
 //! directory ([`netns::watch_dir`]). Changes are coalesced — a batch is published once no new
-//! event came for `coalesce_quiet`, or at the latest `coalesce_max` after its first event — and
-//! the objects are rebuilt from the views ([`model::build`]) and handed to the outbox, which
-//! sends only what really changed. On `refresh` ticks every namespace is dumped again and NIC
-//! facts re-read, as a safety net and for facts that have no events.
+//! event came for `coalesce_quiet`, or at the latest `coalesce_max` after its first event.
+//!
+//! Rebuilding is incremental: an update marks the interfaces it touched, and at the end of a
+//! batch only those, the objects that embed them (bridge members, veth peers across
+//! namespaces, VLAN lowers, vxlan underlays) and their masters are rebuilt
+//! ([`model::Builder::interface_at`]); the outbox then drops whatever did not really change.
+//! On `refresh` ticks every namespace is dumped again and NIC facts re-read, as a safety net
+//! and for facts that have no events. `discover` builds everything at once ([`model::build`]);
+//! the tests check that both give the same objects.
 
 mod bonding;
 mod facts;
@@ -16,11 +21,11 @@ mod netns;
 mod nic;
 mod rtnl;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use calipso_proto::Object;
+use calipso_proto::{Object, ObjectId};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
@@ -33,8 +38,8 @@ pub use netns::{Namespace, NsName};
 pub use nic::SysPaths;
 
 use super::{Collector, CollectorError, Scope};
-use crate::outbox::Outbox;
-use model::NsModel;
+use crate::outbox::{ChangeSet, Outbox};
+use model::{Builder, LinkKey, NsModel};
 use netns::DirEvent;
 use rtnl::{NsUpdate, NsView, Tagged};
 
@@ -55,6 +60,9 @@ pub struct KernelOptions {
     pub coalesce_max: Duration,
     /// Full re-dump and NIC facts refresh interval.
     pub refresh: Duration,
+    /// Receive buffer of each namespace's netlink socket (kernel default when `None`). A larger
+    /// one makes overruns (and the re-dumps they cause) rarer on hosts with bursts of changes.
+    pub netlink_rcvbuf: Option<u32>,
 }
 
 impl Default for KernelOptions {
@@ -66,6 +74,7 @@ impl Default for KernelOptions {
             coalesce_quiet: Duration::from_millis(1),
             coalesce_max: Duration::from_millis(10),
             refresh: Duration::from_secs(60),
+            netlink_rcvbuf: None,
         }
     }
 }
@@ -106,41 +115,134 @@ struct NsEntry {
     nsids: BTreeMap<i32, NsName>,
 }
 
-/// Everything the collector knows; the objects are a function of it.
+/// Everything the collector knows, what it published, and what changed since.
 #[derive(Debug, Default)]
 struct State {
     namespaces: BTreeMap<NsName, NsEntry>,
     extras: HostExtras,
+    /// The id published for each interface (an interface can change type, or be renamed).
+    published: HashMap<LinkKey, ObjectId>,
+    /// The vservices published, by namespace name.
+    published_vservices: BTreeSet<String>,
+    /// Interfaces touched since the last publication.
+    dirty: BTreeSet<LinkKey>,
+    /// Namespaces whose every interface (and whose vservice) must be rebuilt.
+    dirty_namespaces: BTreeSet<NsName>,
+}
+
+fn models(namespaces: &BTreeMap<NsName, NsEntry>) -> BTreeMap<NsName, NsModel<'_>> {
+    namespaces
+        .iter()
+        .map(|(name, entry)| {
+            (
+                name.clone(),
+                NsModel {
+                    view: entry.view.as_ref(),
+                    nsids: Some(&entry.nsids),
+                },
+            )
+        })
+        .collect()
+}
+
+fn link_in<'a>(namespaces: &'a BTreeMap<NsName, NsEntry>, key: &LinkKey) -> Option<&'a LinkFacts> {
+    namespaces.get(&key.0)?.view.as_ref()?.links.get(&key.1)
 }
 
 impl State {
+    /// Every object, built from scratch.
     fn objects(&self, scope: &Scope) -> Vec<Object> {
-        let models: BTreeMap<NsName, NsModel<'_>> = self
-            .namespaces
-            .iter()
-            .map(|(name, entry)| {
-                (
-                    name.clone(),
-                    NsModel {
-                        view: entry.view.as_ref(),
-                        nsids: entry.nsids.clone(),
-                    },
-                )
-            })
-            .collect();
-        model::build(scope, &models, &self.extras)
+        model::build(scope, &models(&self.namespaces), &self.extras)
+    }
+
+    fn link(&self, key: &LinkKey) -> Option<&LinkFacts> {
+        link_in(&self.namespaces, key)
+    }
+
+    /// Notes that an interface changed, and that its master's member list may have: the
+    /// master it had (`before`) and the one it has now.
+    fn touch(&mut self, key: LinkKey, before: Option<&LinkFacts>) {
+        if let Some(master) = before.and_then(|f| f.master) {
+            self.dirty.insert((key.0.clone(), master));
+        }
+        self.dirty.insert(key);
+    }
+
+    /// What changed since the last call, rebuilding only the objects that can have.
+    fn changes(&mut self, scope: &Scope) -> ChangeSet {
+        let mut keys = std::mem::take(&mut self.dirty);
+        for ns in std::mem::take(&mut self.dirty_namespaces) {
+            keys.extend(self.published.keys().filter(|(n, _)| *n == ns).cloned());
+            if let Some(view) = self.namespaces.get(&ns).and_then(|e| e.view.as_ref()) {
+                keys.extend(view.links.keys().map(|&ifindex| (ns.clone(), ifindex)));
+            }
+        }
+        let models = models(&self.namespaces);
+        let builder = Builder::new(scope, &models, &self.extras);
+        // Objects that embed a touched interface's identity, and touched interfaces' masters.
+        let mut dependents: HashMap<LinkKey, Vec<LinkKey>> = HashMap::new();
+        if !keys.is_empty() {
+            for (ns, entry) in &self.namespaces {
+                let Some(view) = &entry.view else { continue };
+                for facts in view.links.values() {
+                    for referenced in builder.references(ns, facts) {
+                        dependents
+                            .entry(referenced)
+                            .or_default()
+                            .push((ns.clone(), facts.ifindex));
+                    }
+                }
+            }
+        }
+        let mut rebuild = keys.clone();
+        for key in &keys {
+            rebuild.extend(dependents.get(key).into_iter().flatten().cloned());
+            if let Some(master) = link_in(&self.namespaces, key).and_then(|f| f.master) {
+                rebuild.insert((key.0.clone(), master));
+            }
+        }
+
+        let mut changes = ChangeSet::default();
+        for key in rebuild {
+            let object = builder.interface_at(&key.0, key.1);
+            let previous = match &object {
+                Some(object) => self.published.insert(key, object.id.clone()),
+                None => self.published.remove(&key),
+            };
+            if let Some(previous) = previous.filter(|p| Some(p) != object.as_ref().map(|o| &o.id)) {
+                changes.removals.push(previous);
+            }
+            changes.upserts.extend(object);
+        }
+        let present: BTreeSet<String> = self.namespaces.keys().flatten().cloned().collect();
+        for gone in self.published_vservices.difference(&present) {
+            changes.removals.push(ObjectId::host_local(
+                calipso_proto::ObjectType::Vservice,
+                &scope.host,
+                gone,
+            ));
+        }
+        for added in present.difference(&self.published_vservices) {
+            changes.upserts.push(builder.vservice(added));
+        }
+        self.published_vservices = present;
+        // An id published for one interface can be taken over by another (a rename swap):
+        // never remove what is upserted in the same change.
+        let upserted: BTreeSet<&ObjectId> = changes.upserts.iter().map(|o| &o.id).collect();
+        changes.removals.retain(|id| !upserted.contains(id));
+        changes
     }
 
     /// Resolves every `IFLA_LINK_NETNSID` in use that is not resolved yet, by asking each
     /// namespace's socket what it calls each other namespace (the host's first: most veths
-    /// lead there).
+    /// lead there). Namespaces where something new was resolved are rebuilt.
     async fn resolve_nsids(&mut self) {
         let candidates: Vec<Namespace> = self
             .namespaces
             .values()
             .filter_map(|e| e.namespace.clone())
             .collect();
-        for entry in self.namespaces.values_mut() {
+        for (name, entry) in &mut self.namespaces {
             let (Some(view), Some(handle)) = (&entry.view, &entry.handle) else {
                 continue;
             };
@@ -154,6 +256,7 @@ impl State {
                 for other in &candidates {
                     if rtnl::nsid_of(handle, other).await == Some(nsid) {
                         entry.nsids.insert(nsid, other.name.clone());
+                        self.dirty_namespaces.insert(name.clone());
                         break;
                     }
                 }
@@ -161,9 +264,22 @@ impl State {
         }
     }
 
-    /// Re-reads veths whose peer cannot be found. The kernel sends no notification for the end
-    /// that stays when its peer moves to another namespace, so that end still names the peer's
-    /// old index until it is read again.
+    /// A namespace went away: the ids others had for it are free for reuse.
+    fn forget_namespace(&mut self, name: &NsName) {
+        self.namespaces.remove(name);
+        for (other, entry) in &mut self.namespaces {
+            let before = entry.nsids.len();
+            entry.nsids.retain(|_, target| target != name);
+            if entry.nsids.len() != before {
+                self.dirty_namespaces.insert(other.clone());
+            }
+        }
+        self.dirty_namespaces.insert(name.clone());
+    }
+
+    /// Re-reads veths whose peer cannot be found. The kernel announces the first end of a new
+    /// pair before its peer exists (no `IFLA_LINK`), and sends nothing for the end that stays
+    /// when its peer moves to another namespace; either way the end is stale until read again.
     async fn refetch_unpaired_veths(&mut self) {
         let mut stale = Vec::new();
         for (name, entry) in &self.namespaces {
@@ -173,38 +289,31 @@ impl State {
                 .values()
                 .filter(|l| l.kind.as_deref() == Some("veth"))
             {
-                let Some(peer) = link.link else { continue };
                 let peer_ns = match link.link_netnsid {
                     None => Some(name),
                     Some(nsid) => entry.nsids.get(&nsid),
                 };
-                let found = peer_ns
-                    .and_then(|ns| self.namespaces.get(ns))
-                    .and_then(|e| e.view.as_ref())
-                    .is_some_and(|v| v.links.contains_key(&peer));
+                let found = link
+                    .link
+                    .zip(peer_ns)
+                    .is_some_and(|(peer, ns)| self.link(&(ns.clone(), peer)).is_some());
                 if !found {
                     stale.push((name.clone(), link.ifindex));
                 }
             }
         }
-        for (name, ifindex) in stale {
-            let Some(entry) = self.namespaces.get_mut(&name) else {
+        for key in stale {
+            let Some(entry) = self.namespaces.get_mut(&key.0) else {
                 continue;
             };
             let (Some(handle), Some(view)) = (&entry.handle, entry.view.as_mut()) else {
                 continue;
             };
-            match rtnl::get_link(handle, ifindex).await {
-                Some(facts) => view.links.insert(ifindex, facts),
-                None => view.links.remove(&ifindex),
+            match rtnl::get_link(handle, key.1).await {
+                Some(facts) => view.links.insert(key.1, facts),
+                None => view.links.remove(&key.1),
             };
-        }
-    }
-
-    /// Namespace ids are only meaningful while the set of namespaces stays the same.
-    fn forget_nsids(&mut self) {
-        for entry in self.namespaces.values_mut() {
-            entry.nsids.clear();
+            self.dirty.insert(key);
         }
     }
 
@@ -237,7 +346,114 @@ impl State {
                     .insert(link.name.clone(), bonding::parse(&text));
             }
         }
-        self.extras = extras;
+        if extras != self.extras {
+            self.extras = extras;
+            self.dirty_namespaces.insert(None);
+        }
+    }
+
+    /// Applies a follower's update. Returns whether the host namespace's devices changed, so
+    /// that NIC facts may need re-reading.
+    fn apply(&mut self, following: &Following, generation: u64, update: NsUpdate) -> bool {
+        let name = match &update {
+            NsUpdate::Attach(namespace) => namespace.name.clone(),
+            NsUpdate::Full { name, .. }
+            | NsUpdate::Link(name, _)
+            | NsUpdate::LinkRemoved(name, _)
+            | NsUpdate::Ended(name) => name.clone(),
+            NsUpdate::Address { name, .. } | NsUpdate::Fdb { name, .. } => name.clone(),
+        };
+        if !following.is_current(&name, generation) {
+            return false;
+        }
+        let host_ns = name.is_none();
+        match update {
+            NsUpdate::Attach(namespace) => {
+                let entry = NsEntry {
+                    namespace: Some(namespace),
+                    view: None,
+                    handle: None,
+                    nsids: BTreeMap::new(),
+                };
+                self.namespaces.insert(name.clone(), entry);
+                self.dirty_namespaces.insert(name);
+                false
+            }
+            NsUpdate::Ended(_) => {
+                self.forget_namespace(&name);
+                false
+            }
+            NsUpdate::Full { view, handle, .. } => {
+                if let Some(entry) = self.namespaces.get_mut(&name) {
+                    entry.view = Some(view);
+                    entry.handle = Some(handle);
+                    self.dirty_namespaces.insert(name);
+                }
+                host_ns
+            }
+            NsUpdate::Link(_, facts) => {
+                let key = (name, facts.ifindex);
+                let before = self.link(&key).cloned();
+                let Some(view) = self
+                    .namespaces
+                    .get_mut(&key.0)
+                    .and_then(|e| e.view.as_mut())
+                else {
+                    return false;
+                };
+                let changed = view.apply(NsUpdate::Link(key.0.clone(), facts));
+                if changed {
+                    self.touch(key, before.as_ref());
+                }
+                host_ns && changed
+            }
+            NsUpdate::LinkRemoved(_, ifindex) => {
+                let key = (name, ifindex);
+                let before = self.link(&key).cloned();
+                let Some(view) = self
+                    .namespaces
+                    .get_mut(&key.0)
+                    .and_then(|e| e.view.as_mut())
+                else {
+                    return false;
+                };
+                let changed = view.apply(NsUpdate::LinkRemoved(key.0.clone(), ifindex));
+                if changed {
+                    self.touch(key, before.as_ref());
+                }
+                host_ns && changed
+            }
+            address_or_fdb => {
+                let ifindex = match &address_or_fdb {
+                    NsUpdate::Address { ifindex, .. } | NsUpdate::Fdb { ifindex, .. } => *ifindex,
+                    _ => return false,
+                };
+                let view = self.namespaces.get_mut(&name).and_then(|e| e.view.as_mut());
+                if view.is_some_and(|view| view.apply(address_or_fdb)) {
+                    self.dirty.insert((name, ifindex));
+                }
+                false
+            }
+        }
+    }
+
+    /// Dumps every followed namespace again through its socket.
+    async fn redump(&mut self) {
+        for (name, entry) in &mut self.namespaces {
+            let Some(handle) = &entry.handle else {
+                continue;
+            };
+            match rtnl::dump(handle).await {
+                Ok(view) if entry.view.as_ref() != Some(&view) => {
+                    entry.view = Some(view);
+                    self.dirty_namespaces.insert(name.clone());
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(netns = netns::ns_label(name), %err, "periodic dump failed")
+                }
+            }
+        }
     }
 }
 
@@ -276,6 +492,7 @@ struct Follower {
 
 struct Following {
     host_netns: Option<PathBuf>,
+    rcvbuf: Option<u32>,
     dir: PathBuf,
     updates: mpsc::Sender<Tagged>,
     followers: BTreeMap<NsName, Follower>,
@@ -298,6 +515,7 @@ impl Following {
                 stop: stop.clone(),
             },
         );
+        let rcvbuf = self.rcvbuf;
         let (dir, updates, host_netns) = (
             self.dir.clone(),
             self.updates.clone(),
@@ -319,7 +537,7 @@ impl Following {
                 .await
                 .is_ok()
             {
-                rtnl::follow(namespace, generation, updates, stop).await;
+                rtnl::follow(namespace, generation, rcvbuf, updates, stop).await;
             }
         });
     }
@@ -354,12 +572,12 @@ impl Collector for Kernel {
                 }
             }
             let runtime = tokio::runtime::Handle::current();
+            let mut connections = Vec::new();
             for namespace in namespaces {
-                let opened = namespace
+                let (connection, handle, _) = namespace
                     .run_inside(runtime.clone(), rtnetlink::new_connection)
                     .map_err(failed)?;
-                let (connection, handle, _) = opened;
-                let connection = tokio::spawn(connection);
+                connections.push(tokio::spawn(connection));
                 let view = rtnl::dump(&handle).await.map_err(failed)?;
                 let entry = NsEntry {
                     namespace: Some(namespace.clone()),
@@ -368,12 +586,14 @@ impl Collector for Kernel {
                     nsids: BTreeMap::new(),
                 };
                 state.namespaces.insert(namespace.name.clone(), entry);
-                drop(connection);
             }
             state.resolve_nsids().await;
             state
                 .refresh_extras(self.options.own_sys(), &mut ethtool_handle())
                 .await;
+            for connection in connections {
+                connection.abort();
+            }
             Ok(state.objects(&self.scope))
         }
         .boxed()
@@ -395,6 +615,7 @@ impl Kernel {
         tokio::spawn(netns::watch_dir(self.options.netns_dir.clone(), dir_tx));
         let mut following = Following {
             host_netns: self.options.host_netns.clone(),
+            rcvbuf: self.options.netlink_rcvbuf,
             dir: self.options.netns_dir.clone(),
             updates: updates_tx,
             followers: BTreeMap::new(),
@@ -406,21 +627,17 @@ impl Kernel {
         let mut ethtool = ethtool_handle();
         let mut refresh =
             tokio::time::interval_at(Instant::now() + self.options.refresh, self.options.refresh);
-        let mut extras_stale = true;
-        let mut veth_churn = false;
+        let mut batch = Batch::default();
 
         loop {
             // Wait for the first event of a batch.
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                Some((generation, update)) = updates.recv() => {
-                    veth_churn |= touches_veth(&state, &update);
-                        extras_stale |= apply(&mut state, &following, generation, update);
-                }
+                Some((generation, update)) = updates.recv() => batch.apply(&mut state, &following, generation, update),
                 Some(event) = dir_events.recv() => apply_dir(&mut state, &mut following, event),
                 _ = refresh.tick() => {
-                    redump(&mut state).await;
-                    extras_stale = true;
+                    state.redump().await;
+                    batch.host_devices_changed = true;
                 }
             }
             // Gather the rest of the batch.
@@ -429,30 +646,47 @@ impl Kernel {
                 let quiet_until = (Instant::now() + self.options.coalesce_quiet).min(deadline);
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
-                    Some((generation, update)) = updates.recv() => {
-                        veth_churn |= touches_veth(&state, &update);
-                        extras_stale |= apply(&mut state, &following, generation, update);
-                    }
+                    Some((generation, update)) = updates.recv() => batch.apply(&mut state, &following, generation, update),
                     Some(event) = dir_events.recv() => apply_dir(&mut state, &mut following, event),
                     () = tokio::time::sleep_until(quiet_until) => break,
                 }
             }
             state.resolve_nsids().await;
-            if veth_churn {
+            if std::mem::take(&mut batch.veth_churn) {
                 state.refetch_unpaired_veths().await;
                 state.resolve_nsids().await;
-                veth_churn = false;
             }
-            if extras_stale {
+            if std::mem::take(&mut batch.host_devices_changed) {
                 state
                     .refresh_extras(self.options.own_sys(), &mut ethtool)
                     .await;
-                extras_stale = false;
             }
             outbox
-                .replace_all(NAME, state.objects(&self.scope))
+                .publish(NAME, state.changes(&self.scope))
                 .map_err(failed)?;
         }
+    }
+}
+
+/// What a batch needs done before it is published.
+#[derive(Debug, Default)]
+struct Batch {
+    /// A veth came, went or changed: peers may need re-reading.
+    veth_churn: bool,
+    /// A host-namespace device changed: NIC facts may need re-reading.
+    host_devices_changed: bool,
+}
+
+impl Batch {
+    fn apply(
+        &mut self,
+        state: &mut State,
+        following: &Following,
+        generation: u64,
+        update: NsUpdate,
+    ) {
+        self.veth_churn |= touches_veth(state, &update);
+        self.host_devices_changed |= state.apply(following, generation, update);
     }
 }
 
@@ -461,107 +695,36 @@ fn touches_veth(state: &State, update: &NsUpdate) -> bool {
     match update {
         NsUpdate::Link(_, facts) => facts.kind.as_deref() == Some("veth"),
         NsUpdate::LinkRemoved(name, ifindex) => state
-            .namespaces
-            .get(name)
-            .and_then(|e| e.view.as_ref())
-            .and_then(|v| v.links.get(ifindex))
+            .link(&(name.clone(), *ifindex))
             .is_some_and(|l| l.kind.as_deref() == Some("veth")),
         NsUpdate::Full { .. } | NsUpdate::Ended(_) => true,
         _ => false,
     }
 }
 
-/// Applies a follower's update; returns whether host NIC facts may need re-reading.
-fn apply(state: &mut State, following: &Following, generation: u64, update: NsUpdate) -> bool {
-    let name = match &update {
-        NsUpdate::Attach(namespace) => namespace.name.clone(),
-        NsUpdate::Full { name, .. }
-        | NsUpdate::Link(name, _)
-        | NsUpdate::LinkRemoved(name, _)
-        | NsUpdate::Ended(name) => name.clone(),
-        NsUpdate::Address { name, .. } | NsUpdate::Fdb { name, .. } => name.clone(),
-    };
-    if !following.is_current(&name, generation) {
-        return false;
-    }
-    let host_ns = name.is_none();
-    match update {
-        NsUpdate::Attach(namespace) => {
-            let entry = NsEntry {
-                namespace: Some(namespace),
-                view: None,
-                handle: None,
-                nsids: BTreeMap::new(),
-            };
-            state.namespaces.insert(name, entry);
-            state.forget_nsids();
-            false
-        }
-        NsUpdate::Ended(_) => {
-            state.namespaces.remove(&name);
-            state.forget_nsids();
-            false
-        }
-        NsUpdate::Full { view, handle, .. } => {
-            if let Some(entry) = state.namespaces.get_mut(&name) {
-                entry.view = Some(view);
-                entry.handle = Some(handle);
-                entry.nsids.clear();
-            }
-            host_ns
-        }
-        link_or_address => {
-            let is_link = matches!(
-                link_or_address,
-                NsUpdate::Link(..) | NsUpdate::LinkRemoved(..)
-            );
-            let view = state
-                .namespaces
-                .get_mut(&name)
-                .and_then(|e| e.view.as_mut());
-            let changed = view.is_some_and(|view| view.apply(link_or_address));
-            host_ns && is_link && changed
-        }
-    }
-}
-
 fn apply_dir(state: &mut State, following: &mut Following, event: DirEvent) {
-    match event {
+    let gone: Vec<NsName> = match event {
         DirEvent::Listing(names) => {
             let listed: BTreeSet<NsName> = names.into_iter().map(Some).collect();
-            let gone: Vec<NsName> = following
+            let gone = following
                 .followers
                 .keys()
                 .filter(|n| n.is_some() && !listed.contains(*n))
                 .cloned()
                 .collect();
-            for name in gone {
-                following.stop(&name);
-                state.namespaces.remove(&name);
-            }
             for name in listed {
                 following.start(name);
             }
+            gone
         }
-        DirEvent::Added(name) => following.start(Some(name)),
-        DirEvent::Removed(name) => {
-            let name = Some(name);
-            following.stop(&name);
-            state.namespaces.remove(&name);
+        DirEvent::Added(name) => {
+            following.start(Some(name));
+            Vec::new()
         }
-    }
-    state.forget_nsids();
-}
-
-/// Dumps every followed namespace again through its socket.
-async fn redump(state: &mut State) {
-    for (name, entry) in &mut state.namespaces {
-        let Some(handle) = &entry.handle else {
-            continue;
-        };
-        match rtnl::dump(handle).await {
-            Ok(view) => entry.view = Some(view),
-            Err(err) => tracing::warn!(netns = netns::ns_label(name), %err, "periodic dump failed"),
-        }
+        DirEvent::Removed(name) => vec![Some(name)],
+    };
+    for name in gone {
+        following.stop(&name);
+        state.forget_namespace(&name);
     }
 }

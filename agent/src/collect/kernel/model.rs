@@ -30,7 +30,7 @@ use crate::collect::Scope;
 pub struct NsModel<'a> {
     pub view: Option<&'a NsView>,
     /// `IFLA_LINK_NETNSID` values this namespace uses, resolved to namespaces.
-    pub nsids: BTreeMap<i32, NsName>,
+    pub nsids: Option<&'a BTreeMap<i32, NsName>>,
 }
 
 /// Facts read outside netlink, for the host namespace's physical NICs and bonds.
@@ -58,13 +58,62 @@ fn service_type(name: &str) -> (&'static str, Option<(&'static str, &str)>) {
     ("other", None)
 }
 
-struct Builder<'a> {
+/// Builds objects from the views, one at a time or all at once.
+pub struct Builder<'a> {
     scope: &'a Scope,
     namespaces: &'a BTreeMap<NsName, NsModel<'a>>,
     extras: &'a HostExtras,
 }
 
-impl Builder<'_> {
+/// An interface, by namespace and index.
+pub type LinkKey = (NsName, u32);
+
+impl<'a> Builder<'a> {
+    pub fn new(
+        scope: &'a Scope,
+        namespaces: &'a BTreeMap<NsName, NsModel<'a>>,
+        extras: &'a HostExtras,
+    ) -> Self {
+        Builder {
+            scope,
+            namespaces,
+            extras,
+        }
+    }
+
+    /// The object of one interface, if it exists and is reported (loopback is not).
+    pub fn interface_at(&self, ns: &NsName, ifindex: u32) -> Option<Object> {
+        let view = self.namespaces.get(ns)?.view?;
+        self.interface(ns, view, view.links.get(&ifindex)?)
+    }
+
+    /// The other interfaces whose identity an interface's object embeds (its master, peer,
+    /// lower and underlay devices): when one of those changes, this object must be rebuilt.
+    pub fn references(&self, ns: &NsName, facts: &LinkFacts) -> Vec<LinkKey> {
+        let mut keys = Vec::new();
+        if let Some(master) = facts.master {
+            keys.push((ns.clone(), master));
+        }
+        if let Some(link) = facts.link {
+            match facts.link_netnsid {
+                None => keys.push((ns.clone(), link)),
+                Some(nsid) => {
+                    if let Some(peer_ns) = self.namespaces.get(ns).and_then(|m| m.nsids?.get(&nsid))
+                    {
+                        keys.push((peer_ns.clone(), link));
+                    }
+                }
+            }
+        }
+        if let Some(underlay) = facts.vxlan.as_ref().and_then(|v| v.underlay) {
+            keys.push((ns.clone(), underlay));
+        }
+        if let Some(active) = facts.bond.as_ref().and_then(|b| b.active_port) {
+            keys.push((ns.clone(), active));
+        }
+        keys
+    }
+
     fn facts(&self, ns: &NsName, ifindex: u32) -> Option<&LinkFacts> {
         self.namespaces.get(ns)?.view?.links.get(&ifindex)
     }
@@ -113,7 +162,7 @@ impl Builder<'_> {
         }
     }
 
-    fn vservice(&self, name: &str) -> Object {
+    pub fn vservice(&self, name: &str) -> Object {
         let (kind, key) = service_type(name);
         let mut object = Object::new(
             ObjectId::host_local(ObjectType::Vservice, &self.scope.host, name),
@@ -189,7 +238,7 @@ impl Builder<'_> {
                     Some(nsid) => self
                         .namespaces
                         .get(ns)
-                        .and_then(|m| m.nsids.get(&nsid))
+                        .and_then(|m| m.nsids?.get(&nsid))
                         .cloned(),
                     None => Some(ns.clone()),
                 };
@@ -491,19 +540,21 @@ mod tests {
         ns.addrs
             .insert(2, ["10.1.0.2/24".parse().expect("prefix")].into());
 
+        let host_nsids: BTreeMap<i32, NsName> = [(0, Some("qdhcp-n1".to_owned()))].into();
+        let ns_nsids: BTreeMap<i32, NsName> = [(0, None)].into();
         let mut namespaces = BTreeMap::new();
         namespaces.insert(
             None,
             NsModel {
                 view: Some(&host),
-                nsids: [(0, Some("qdhcp-n1".to_owned()))].into(),
+                nsids: Some(&host_nsids),
             },
         );
         namespaces.insert(
             Some("qdhcp-n1".to_owned()),
             NsModel {
                 view: Some(&ns),
-                nsids: [(0, None)].into(),
+                nsids: Some(&ns_nsids),
             },
         );
         let extras = HostExtras {
@@ -601,7 +652,7 @@ mod tests {
             None,
             NsModel {
                 view: Some(&host),
-                nsids: BTreeMap::new(),
+                nsids: None,
             },
         )]
         .into();

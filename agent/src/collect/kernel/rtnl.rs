@@ -12,6 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 use netlink_packet_core::{NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::AsyncSocket;
 use rtnetlink::MulticastGroup;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -172,10 +173,12 @@ pub async fn nsid_of(handle: &rtnetlink::Handle, other: &Namespace) -> Option<i3
 pub type Tagged = (u64, NsUpdate);
 
 /// Follows one namespace until `stop` is cancelled or the namespace disappears, sending a
-/// `Full` view first and then every change.
+/// `Full` view first and then every change. `rcvbuf` sets the socket's receive buffer (the
+/// kernel caps it at `net.core.rmem_max`).
 pub async fn follow(
     namespace: Namespace,
     generation: u64,
+    rcvbuf: Option<u32>,
     updates: mpsc::Sender<Tagged>,
     stop: CancellationToken,
 ) {
@@ -192,7 +195,7 @@ pub async fn follow(
         let opened = namespace.run_inside(runtime.clone(), move || {
             rtnetlink::new_multicast_connection(&groups)
         });
-        let (connection, handle, mut messages) = match opened {
+        let (mut connection, handle, mut messages) = match opened {
             Ok(opened) => opened,
             Err(err) => {
                 tracing::warn!(netns = ns_label(&name), %err, "cannot open a netlink socket in the namespace");
@@ -200,6 +203,11 @@ pub async fn follow(
                 return;
             }
         };
+        if let Some(size) = rcvbuf.and_then(|size| i32::try_from(size).ok())
+            && let Err(err) = connection.socket_mut().socket_mut().set_rx_buf_sz(size)
+        {
+            tracing::warn!(netns = ns_label(&name), %err, "cannot set the netlink receive buffer");
+        }
         let connection = tokio::spawn(connection);
         let mut needs_dump = true;
         loop {
