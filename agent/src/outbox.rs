@@ -1,7 +1,12 @@
 //! The agent's host model and its outbox of unacknowledged deltas.
 //!
 //! Collectors publish what they see; the outbox diffs it against the model, and whatever really
-//! changed becomes one [`Delta`] with the next sequence number of this agent's epoch. Deltas stay
+//! changed becomes one [`Delta`] with the next sequence number of this agent's epoch.
+//!
+//! Several collectors may describe the same object (the kernel sees a tap device, Open vSwitch
+//! sees the same interface as a port with a Neutron port id): each publishes its *fragment*
+//! under its own name, and the model holds their merge ([`merge`]). A collector only ever adds,
+//! changes or removes its own fragments; an object disappears when its last fragment does. Deltas stay
 //! in the outbox, encoded once, until the aggregator acknowledges them. The outbox is bounded in
 //! bytes: past the cap it drops every pending delta and marks that the next thing the aggregator
 //! must get is a snapshot, which the model can always produce.
@@ -35,10 +40,55 @@ pub struct PendingDelta {
     pub frame: Bytes,
 }
 
+/// What the collectors say about one object, and the merge the aggregator gets.
+#[derive(Debug)]
+struct Entry {
+    fragments: BTreeMap<&'static str, Object>,
+    merged: Object,
+}
+
+/// The order fragments merge in: the kernel's view of an interface is the base (its identity
+/// and typed attributes win), then libvirt's and the host's own, then any other collector's in
+/// name order.
+fn rank(collector: &str) -> (u8, &str) {
+    match collector {
+        "kernel" => (0, collector),
+        "libvirt" => (1, collector),
+        "host_facts" => (2, collector),
+        other => (3, other),
+    }
+}
+
+/// Merges the fragments of one object: identity (type, name, parent, host, environment) and
+/// status from the first fragment in [`rank`] order, each typed attribute from the first
+/// fragment that has it, and `extra` keys from all, the earliest fragment winning a conflict.
+pub fn merge<'a>(fragments: impl IntoIterator<Item = (&'a str, &'a Object)>) -> Option<Object> {
+    let mut ordered: Vec<(&str, &Object)> = fragments.into_iter().collect();
+    ordered.sort_by_key(|(collector, _)| rank(collector));
+    let (_, base) = ordered.first()?;
+    let mut merged = (*base).clone();
+    for (_, fragment) in &ordered[1..] {
+        let (attrs, more) = (&mut merged.attributes, &fragment.attributes);
+        attrs.mac_address = attrs.mac_address.or(more.mac_address);
+        attrs.mtu = attrs.mtu.or(more.mtu);
+        attrs.link_state = attrs.link_state.or(more.link_state);
+        if attrs.addresses.is_empty() {
+            attrs.addresses.clone_from(&more.addresses);
+        }
+        for (key, value) in &more.extra {
+            attrs
+                .extra
+                .entry(key.clone())
+                .or_insert_with(|| value.clone());
+        }
+    }
+    Some(merged)
+}
+
 #[derive(Debug)]
 struct State {
-    /// Every object the agent currently sees, with the collector that owns it.
-    model: BTreeMap<ObjectId, (&'static str, Object)>,
+    /// Every object the agent currently sees, by id.
+    model: BTreeMap<ObjectId, Entry>,
     last_seq: u64,
     acked_seq: u64,
     /// Every delta after `floor_seq` is in `pending`; deltas up to it are acked or were dropped.
@@ -115,9 +165,9 @@ impl Outbox {
         self.inner.last_seq.subscribe()
     }
 
-    /// Applies a collector's changes; returns the new delta's sequence number, or `None` when
-    /// nothing actually changed (an upsert equal to what the model has, a removal of an
-    /// object the model lacks or another collector owns).
+    /// Applies a collector's changes to its fragments; returns the new delta's sequence number,
+    /// or `None` when no merged object actually changed (an upsert equal to the collector's
+    /// current fragment, a removal of a fragment it does not have).
     pub fn publish(
         &self,
         collector: &'static str,
@@ -126,31 +176,54 @@ impl Outbox {
         let mut state = self.state();
         let mut delta = ChangeSet::default();
         for id in changes.removals {
-            if state
-                .model
-                .get(&id)
-                .is_some_and(|(owner, _)| *owner == collector)
-            {
-                state.model.remove(&id);
-                delta.removals.push(id);
+            let Some(entry) = state.model.get_mut(&id) else {
+                continue;
+            };
+            if entry.fragments.remove(collector).is_none() {
+                continue;
+            }
+            match merge(entry.fragments.iter().map(|(c, o)| (*c, o))) {
+                None => {
+                    state.model.remove(&id);
+                    delta.removals.push(id);
+                }
+                Some(merged) if merged != entry.merged => {
+                    entry.merged = merged.clone();
+                    delta.upserts.push(merged);
+                }
+                Some(_) => {}
             }
         }
         for object in changes.upserts {
-            let unchanged = state
-                .model
-                .get(&object.id)
-                .is_some_and(|(_, current)| *current == object);
-            if !unchanged {
-                state
-                    .model
-                    .insert(object.id.clone(), (collector, object.clone()));
-                delta.upserts.push(object);
+            let id = object.id.clone();
+            match state.model.get_mut(&id) {
+                Some(entry) => {
+                    if entry.fragments.get(collector) == Some(&object) {
+                        continue;
+                    }
+                    entry.fragments.insert(collector, object);
+                    let Some(merged) = merge(entry.fragments.iter().map(|(c, o)| (*c, o))) else {
+                        continue;
+                    };
+                    if merged != entry.merged {
+                        entry.merged = merged.clone();
+                        delta.upserts.push(merged);
+                    }
+                }
+                None => {
+                    let entry = Entry {
+                        fragments: BTreeMap::from([(collector, object.clone())]),
+                        merged: object.clone(),
+                    };
+                    state.model.insert(id, entry);
+                    delta.upserts.push(object);
+                }
             }
         }
         self.append(&mut state, delta)
     }
 
-    /// Replaces everything `collector` owns with `objects`: what is missing is removed.
+    /// Replaces every fragment `collector` has with `objects`: what is missing is removed.
     pub fn replace_all(
         &self,
         collector: &'static str,
@@ -162,7 +235,7 @@ impl Outbox {
             state
                 .model
                 .iter()
-                .filter(|(id, (owner, _))| *owner == collector && !keep.contains(id))
+                .filter(|(id, entry)| entry.fragments.contains_key(collector) && !keep.contains(id))
                 .map(|(id, _)| id.clone())
                 .collect()
         };
@@ -256,7 +329,7 @@ impl Outbox {
         let message = AgentMessage::Snapshot(Snapshot {
             epoch: self.inner.epoch,
             seq,
-            objects: state.model.values().map(|(_, o)| o.clone()).collect(),
+            objects: state.model.values().map(|e| e.merged.clone()).collect(),
             observed_at: Timestamp::now(),
         });
         let frame = Bytes::from(codec::encode(&message)?);
@@ -271,7 +344,7 @@ impl Outbox {
         self.state()
             .model
             .values()
-            .map(|(_, o)| o.clone())
+            .map(|e| e.merged.clone())
             .collect()
     }
 
@@ -324,6 +397,60 @@ mod tests {
             removals: vec![vnic("a", 0).id],
         };
         assert_eq!(outbox.publish("ovs", removal).ok(), Some(None));
+    }
+
+    #[test]
+    fn fragments_of_one_object_merge() {
+        let outbox = Outbox::new("h1", "env", 7, 1 << 20);
+        let mut from_ovs = vnic("tap1", 0);
+        from_ovs.attributes.mtu = None;
+        from_ovs
+            .attributes
+            .extra
+            .insert("iface_id".into(), "port-1".into());
+        from_ovs
+            .attributes
+            .extra
+            .insert("kind".into(), "ovs-says-so".into());
+        let mut from_kernel = vnic("tap1", 1500);
+        from_kernel
+            .attributes
+            .extra
+            .insert("kind".into(), "tun".into());
+        let upsert = |o: &Object| ChangeSet {
+            upserts: vec![o.clone()],
+            removals: vec![],
+        };
+
+        assert_eq!(outbox.publish("ovs", upsert(&from_ovs)).ok(), Some(Some(1)));
+        assert_eq!(
+            outbox.publish("kernel", upsert(&from_kernel)).ok(),
+            Some(Some(2))
+        );
+        let merged = outbox.objects().remove(0);
+        assert_eq!(merged.attributes.mtu, Some(1500));
+        assert_eq!(
+            merged.attributes.extra.get("kind"),
+            Some(&"tun".into()),
+            "the kernel's fragment wins"
+        );
+        assert_eq!(
+            merged.attributes.extra.get("iface_id"),
+            Some(&"port-1".into())
+        );
+        // The kernel's device goes away: the object stays with what OVS says.
+        let removal = ChangeSet {
+            upserts: vec![],
+            removals: vec![from_kernel.id.clone()],
+        };
+        assert_eq!(
+            outbox.publish("kernel", removal.clone()).ok(),
+            Some(Some(3))
+        );
+        assert_eq!(outbox.objects(), vec![from_ovs.clone()]);
+        // Once OVS forgets it too, it is removed.
+        assert_eq!(outbox.publish("ovs", removal).ok(), Some(Some(4)));
+        assert!(outbox.objects().is_empty());
     }
 
     #[test]
