@@ -10,6 +10,7 @@
 pub mod collect;
 pub mod config;
 pub mod outbox;
+pub mod ovsdb;
 pub mod process;
 pub mod runtime;
 pub mod uplink;

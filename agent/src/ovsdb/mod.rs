@@ -1,0 +1,14 @@
+//! An OVSDB client (RFC 7047) written for the agent: there is no mature crate for it.
+//!
+//! * [`split`]: JSON texts out of a byte stream, in linear time, with a size limit.
+//! * [`client`]: JSON-RPC requests, responses, `echo` and notifications.
+//! * [`datum`]: OVSDB atoms, sets and maps, and `update2` diffs.
+//! * [`db`]: the schema's column kinds and a copy of the monitored tables.
+
+pub mod client;
+pub mod datum;
+pub mod db;
+pub mod split;
+
+pub use client::{Client, Endpoint, Event, OvsdbError};
+pub use db::{Row, Schema, Tables};
