@@ -34,6 +34,11 @@
 //! sysfs_net = "/sys/class/net"
 //! proc_bonding = "/proc/net/bonding"
 //! # netlink_rcvbuf = 4194304           # per-namespace socket buffer (capped by net.core.rmem_max)
+//!
+//! [ovs]
+//! socket = "/run/openvswitch/db.sock"   # or unix:PATH, tcp:HOST:PORT
+//! statistics = false
+//! max_message_bytes = 268435456
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -41,8 +46,9 @@ use std::time::Duration;
 
 use calipso_proto::wire::DEFAULT_MAX_FRAME_BYTES;
 
-use crate::collect::KernelOptions;
 use crate::collect::kernel::SysPaths;
+use crate::collect::{KernelOptions, OvsOptions};
+use crate::ovsdb::Endpoint;
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +88,28 @@ pub struct AgentConfig {
     pub libvirt: LibvirtConfig,
     #[serde(default)]
     pub kernel: KernelConfig,
+    #[serde(default)]
+    pub ovs: OvsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OvsConfig {
+    /// `unix:PATH`, a bare path, or `tcp:HOST:PORT`.
+    pub socket: String,
+    /// Also monitor interface statistics (rewritten by vswitchd every few seconds).
+    pub statistics: bool,
+    pub max_message_bytes: usize,
+}
+
+impl Default for OvsConfig {
+    fn default() -> Self {
+        OvsConfig {
+            socket: "/run/openvswitch/db.sock".into(),
+            statistics: false,
+            max_message_bytes: 256 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -227,6 +255,22 @@ impl Default for AgentConfig {
             netns: NetnsConfig::default(),
             libvirt: LibvirtConfig::default(),
             kernel: KernelConfig::default(),
+            ovs: OvsConfig::default(),
+        }
+    }
+}
+
+impl OvsConfig {
+    /// The collector's options; the socket was validated with the configuration.
+    pub fn options(&self, kernel: &KernelConfig) -> OvsOptions {
+        let defaults = OvsOptions::default();
+        OvsOptions {
+            endpoint: self.socket.parse().unwrap_or(defaults.endpoint),
+            statistics: self.statistics,
+            max_message_bytes: self.max_message_bytes,
+            coalesce_quiet: kernel.coalesce_quiet,
+            coalesce_max: kernel.coalesce_max,
+            ..defaults
         }
     }
 }
@@ -321,6 +365,16 @@ impl AgentConfig {
         if kernel.refresh < Duration::from_secs(1) {
             return Err(invalid("kernel.refresh", "must be at least 1s".into()));
         }
+        self.ovs
+            .socket
+            .parse::<Endpoint>()
+            .map_err(|problem| invalid("ovs.socket", problem))?;
+        if self.ovs.max_message_bytes < 64 * 1024 {
+            return Err(invalid(
+                "ovs.max_message_bytes",
+                "must be at least 65536".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -409,6 +463,7 @@ mod tests {
                 "kernel.coalesce_quiet",
             ),
             ("[netns]\ndirectory = \"/x\"", "directory"),
+            ("[ovs]\nsocket = \"ssl:1.2.3.4:6640\"", "ovs.socket"),
         ];
         for (text, key) in cases {
             let err = parse(text).err().unwrap_or_default();

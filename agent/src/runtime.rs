@@ -3,7 +3,9 @@
 use calipso_proto::Object;
 use tokio_util::sync::CancellationToken;
 
-use crate::collect::{Collector, CollectorError, HostFacts, Kernel, Libvirt, Scope};
+use crate::collect::{
+    Collector, CollectorError, HostFacts, InterfaceDirectory, Kernel, Libvirt, Ovs, Scope,
+};
 use crate::config::{AgentConfig, ConfigError};
 use crate::outbox::Outbox;
 use crate::uplink::Uplink;
@@ -40,13 +42,19 @@ impl Agent {
             epoch,
             config.aggregator.outbox_max_bytes,
         );
+        let directory = InterfaceDirectory::default();
         let collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(HostFacts::new(scope.clone(), config.host_facts.refresh)),
-            Box::new(Kernel::new(
-                scope.clone(),
-                config.kernel.options(&config.netns),
+            Box::new(
+                Kernel::new(scope.clone(), config.kernel.options(&config.netns))
+                    .with_directory(directory.clone()),
+            ),
+            Box::new(Libvirt::new(scope.clone(), config.libvirt.dir.clone())),
+            Box::new(Ovs::new(
+                scope,
+                config.ovs.options(&config.kernel),
+                directory,
             )),
-            Box::new(Libvirt::new(scope, config.libvirt.dir.clone())),
         ];
         Ok(Agent { outbox, collectors })
     }

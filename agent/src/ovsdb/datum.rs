@@ -64,8 +64,9 @@ pub fn optional_atom(value: &Value) -> Option<&Value> {
 }
 
 /// How a column's values combine with diffs, from its schema type (RFC 7047 §3.2): a type with
-/// a value is a map; a type whose element count is anything but exactly one (optional columns
-/// included) is a set; the rest are scalars.
+/// a value is a map; a type that can hold more than one element is a set; a type of at most one
+/// element (scalars and optional columns such as `Port.tag`) is replaced by the diff, which for
+/// those is the new value (an empty set when an optional column is cleared).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnKind {
     Scalar,
@@ -82,13 +83,12 @@ impl ColumnKind {
         if ty.contains_key("value") {
             return ColumnKind::Map;
         }
-        let min = ty.get("min").and_then(Value::as_u64).unwrap_or(1);
         let max = match ty.get("max") {
             None => Some(1),
             Some(Value::String(s)) if s == "unlimited" => None,
             Some(other) => other.as_u64(),
         };
-        if min == 1 && max == Some(1) {
+        if max == Some(1) {
             ColumnKind::Scalar
         } else {
             ColumnKind::Set
@@ -98,8 +98,7 @@ impl ColumnKind {
 
 /// Applies a `modify` diff of `update2`/`update3` (ovsdb-server(7)) to a column value: a map's
 /// pairs are removed when present with the same value, replaced when present with another,
-/// added when absent; a set's elements (optional columns included) are toggled; a scalar is
-/// replaced.
+/// added when absent; a set's elements are toggled; a column of at most one element is replaced.
 pub fn apply_diff(kind: ColumnKind, current: &Value, diff: &Value) -> Value {
     match kind {
         ColumnKind::Scalar => diff.clone(),
@@ -180,9 +179,14 @@ mod tests {
             ColumnKind::of(&json!({"key": "integer"})),
             ColumnKind::Scalar
         );
+        // Optional columns hold at most one element: their diff is the new value.
         assert_eq!(
             ColumnKind::of(&json!({"key": "integer", "min": 0, "max": 1})),
-            ColumnKind::Set
+            ColumnKind::Scalar
+        );
+        assert_eq!(
+            ColumnKind::of(&json!({"key": "integer", "min": 0})),
+            ColumnKind::Scalar
         );
         assert_eq!(
             ColumnKind::of(&json!({"key": {"type": "uuid"}, "min": 0, "max": "unlimited"})),
@@ -211,12 +215,14 @@ mod tests {
         assert_eq!(after, json!(["uuid", "p2"]));
         let after = apply_diff(Set, &after, &json!(["set", [["uuid", "p3"]]]));
         assert_eq!(set_elements(&after).len(), 2);
-        // An optional column (a set of at most one): set, changed, emptied.
-        let tag = apply_diff(Set, &json!(["set", []]), &json!(100));
-        assert_eq!(tag, json!(100));
-        let tag = apply_diff(Set, &tag, &json!(["set", [100, 200]]));
-        assert_eq!(tag, json!(200));
-        assert_eq!(apply_diff(Set, &tag, &json!(200)), json!(["set", []]));
+        // An optional column, as ovsdb-server 3.1 sends it: set, changed, cleared.
+        let tag = apply_diff(Scalar, &json!(["set", []]), &json!(3));
+        let tag = apply_diff(Scalar, &tag, &json!(7));
+        assert_eq!(tag, json!(7));
+        assert_eq!(
+            apply_diff(Scalar, &tag, &json!(["set", []])),
+            json!(["set", []])
+        );
         // Scalars are replaced.
         assert_eq!(
             apply_diff(Scalar, &json!("down"), &json!("up")),

@@ -191,6 +191,7 @@ mod tests {
             "external_ids": ["map", [["a", "1"]]]}}}});
         tables.apply_update2(&schema, &insert).expect("insert");
         let modify = json!({"Port": {"u1": {"modify": {"tag": 100, "interfaces": ["uuid", "i2"], "external_ids": ["map", [["a", "1"], ["b", "2"]]]}}}});
+        // (tag is optional: its diff is the new value.)
         tables.apply_update2(&schema, &modify).expect("modify");
         let row = tables.row("Port", "u1").expect("row");
         assert_eq!(row["tag"], json!(100));

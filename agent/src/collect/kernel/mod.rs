@@ -37,7 +37,7 @@ pub use model::HostExtras;
 pub use netns::{Namespace, NsName};
 pub use nic::SysPaths;
 
-use super::{Collector, CollectorError, Scope};
+use super::{Collector, CollectorError, InterfaceDirectory, Scope};
 use crate::outbox::{ChangeSet, Outbox};
 use model::{Builder, LinkKey, NsModel};
 use netns::DirEvent;
@@ -91,11 +91,22 @@ impl KernelOptions {
 pub struct Kernel {
     scope: Scope,
     options: KernelOptions,
+    directory: Option<InterfaceDirectory>,
 }
 
 impl Kernel {
     pub fn new(scope: Scope, options: KernelOptions) -> Self {
-        Kernel { scope, options }
+        Kernel {
+            scope,
+            options,
+            directory: None,
+        }
+    }
+
+    /// Keeps `directory` current with the vNICs found in named namespaces.
+    pub fn with_directory(mut self, directory: InterfaceDirectory) -> Self {
+        self.directory = Some(directory);
+        self
     }
 }
 

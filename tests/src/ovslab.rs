@@ -1,0 +1,141 @@
+//! A real `ovsdb-server` per test, in a temporary directory with its own socket, filled with
+//! `ovs-vsctl --no-wait`; optionally `ovs-vswitchd` with the userspace datapath, run inside a
+//! network namespace so that the tap devices it creates stay out of the host's.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::netlab::run;
+
+const SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
+
+#[derive(Debug)]
+pub struct OvsServer {
+    dir: tempfile::TempDir,
+    server: Option<Child>,
+    vswitchd: Option<(Child, String)>,
+}
+
+fn wait_for(path: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        if Instant::now() > deadline {
+            bail!("{} did not appear", path.display());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+impl OvsServer {
+    /// Creates a database from the installed schema and starts a server on it.
+    pub fn start() -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            Path::new(SCHEMA).exists(),
+            "{SCHEMA} missing: install openvswitch-switch (bash tests/run does)"
+        );
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("conf.db");
+        run("ovsdb-tool", &["create", &db.to_string_lossy(), SCHEMA])?;
+        let mut server = OvsServer {
+            dir,
+            server: None,
+            vswitchd: None,
+        };
+        server.spawn_server()?;
+        server.vsctl(&["init"])?;
+        Ok(server)
+    }
+
+    fn spawn_server(&mut self) -> anyhow::Result<()> {
+        let dir = self.dir.path();
+        let socket = self.socket();
+        let _ = std::fs::remove_file(&socket);
+        let child = Command::new("ovsdb-server")
+            .arg(dir.join("conf.db"))
+            .arg(format!("--remote=punix:{}", socket.display()))
+            .arg(format!(
+                "--unixctl={}",
+                dir.join("ovsdb-server.ctl").display()
+            ))
+            .arg(format!(
+                "--log-file={}",
+                dir.join("ovsdb-server.log").display()
+            ))
+            .arg("-vconsole:off")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start ovsdb-server")?;
+        self.server = Some(child);
+        wait_for(&socket)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("db.sock")
+    }
+
+    /// `ovs-vsctl --no-wait` against this server.
+    pub fn vsctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let db = format!("--db=unix:{}", self.socket().display());
+        let mut all = vec![db.as_str(), "--no-wait", "--timeout=10"];
+        all.extend_from_slice(args);
+        run("ovs-vsctl", &all)
+    }
+
+    /// Kills the server and starts it again on the same database.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.server.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        self.spawn_server()
+    }
+
+    /// Starts ovs-vswitchd (userspace datapath) inside the network namespace `netns`.
+    pub fn start_vswitchd(&mut self, netns: &str) -> anyhow::Result<()> {
+        let dir = self.dir.path();
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns, "ovs-vswitchd"])
+            .arg(format!("unix:{}", self.socket().display()))
+            .arg(format!(
+                "--unixctl={}",
+                dir.join("ovs-vswitchd.ctl").display()
+            ))
+            .arg(format!(
+                "--log-file={}",
+                dir.join("ovs-vswitchd.log").display()
+            ))
+            .arg("-vconsole:off")
+            .env("OVS_RUNDIR", dir)
+            .env("OVS_LOGDIR", dir)
+            .env("OVS_DBDIR", dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start ovs-vswitchd")?;
+        self.vswitchd = Some((child, netns.to_owned()));
+        wait_for(&dir.join("ovs-vswitchd.ctl"))
+    }
+}
+
+impl Drop for OvsServer {
+    fn drop(&mut self) {
+        if let Some((mut child, _)) = self.vswitchd.take() {
+            let ctl = self.dir.path().join("ovs-vswitchd.ctl");
+            let _ = run(
+                "ovs-appctl",
+                &["-t", &ctl.to_string_lossy(), "exit", "--cleanup"],
+            );
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(mut child) = self.server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,572 @@
+//! The OVS collector against a real ovsdb-server: an OpenStack-like compute host (br-int with
+//! tagged VM ports carrying Neutron and Nova ids, br-tun with vxlan tunnels and patch ports,
+//! br-ex with a provider NIC), and the exact deltas for each change.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use calipso_agent::collect::{Collector, InterfaceDirectory, Ovs, OvsOptions, Scope};
+use calipso_agent::outbox::Outbox;
+use calipso_agent::ovsdb::Endpoint;
+use calipso_proto::codec;
+use calipso_proto::wire::AgentMessage;
+use calipso_proto::{AttrValue, Object};
+use calipso_tests::ovslab::OvsServer;
+use tokio_util::sync::CancellationToken;
+
+const HOST: &str = "compute-1";
+const VM: &str = "11111111-2222-3333-4444-555555555555";
+
+fn scope() -> Scope {
+    Scope {
+        host: HOST.into(),
+        environment: "lab".into(),
+    }
+}
+
+fn options(server: &OvsServer) -> OvsOptions {
+    OvsOptions {
+        endpoint: Endpoint::Unix(server.socket()),
+        reconnect_max: Duration::from_millis(200),
+        ..OvsOptions::default()
+    }
+}
+
+struct Followed {
+    outbox: Outbox,
+    stop: CancellationToken,
+}
+
+impl Drop for Followed {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Followed {
+    fn start(server: &OvsServer) -> Self {
+        let outbox = Outbox::new(HOST, "lab", 1, 1 << 26);
+        let stop = CancellationToken::new();
+        let ovs = Box::new(Ovs::new(
+            scope(),
+            options(server),
+            InterfaceDirectory::default(),
+        ));
+        tokio::spawn(ovs.follow(outbox.clone(), stop.clone()));
+        Followed { outbox, stop }
+    }
+
+    async fn settle(&self) -> u64 {
+        let mut watch = self.outbox.watch();
+        while tokio::time::timeout(Duration::from_millis(300), watch.changed())
+            .await
+            .is_ok()
+        {}
+        *watch.borrow()
+    }
+
+    async fn after(
+        &self,
+        change: impl FnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<(BTreeSet<String>, BTreeSet<String>)> {
+        let before = self.settle().await;
+        change()?;
+        self.settle().await;
+        let mut upserted = BTreeSet::new();
+        let mut removed = BTreeSet::new();
+        for pending in self.outbox.pending_after(before) {
+            let Ok(AgentMessage::Delta(delta)) = codec::decode::<AgentMessage>(&pending.frame)
+            else {
+                continue;
+            };
+            for id in delta.removals {
+                upserted.remove(id.as_str());
+                removed.insert(id.as_str().to_owned());
+            }
+            for object in delta.upserts {
+                removed.remove(object.id.as_str());
+                upserted.insert(object.id.as_str().to_owned());
+            }
+        }
+        Ok((upserted, removed))
+    }
+
+    fn object(&self, id: &str) -> Option<Object> {
+        self.outbox
+            .objects()
+            .into_iter()
+            .find(|o| o.id.as_str() == id)
+    }
+}
+
+fn ids(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn extra<'a>(object: &'a Object, key: &str) -> Option<&'a AttrValue> {
+    object.attributes.extra.get(key)
+}
+
+/// br-int, br-tun and br-ex as the Neutron OVS agent builds them.
+fn compute_host(server: &OvsServer) -> anyhow::Result<()> {
+    server.vsctl(&[
+        "set",
+        "open_vswitch",
+        ".",
+        "external_ids:system-id=compute-1-sysid",
+        "external_ids:hostname=compute-1",
+    ])?;
+    server.vsctl(&[
+        "add-br",
+        "br-int",
+        "--",
+        "set",
+        "bridge",
+        "br-int",
+        "datapath_type=netdev",
+        "fail_mode=secure",
+    ])?;
+    server.vsctl(&[
+        "add-br",
+        "br-tun",
+        "--",
+        "set",
+        "bridge",
+        "br-tun",
+        "datapath_type=netdev",
+    ])?;
+    server.vsctl(&[
+        "add-br",
+        "br-ex",
+        "--",
+        "set",
+        "bridge",
+        "br-ex",
+        "datapath_type=netdev",
+    ])?;
+    server.vsctl(&[
+        "add-port",
+        "br-int",
+        "tap1f72bd15-8a",
+        "tag=1",
+        "--",
+        "set",
+        "interface",
+        "tap1f72bd15-8a",
+        "external_ids:iface-id=1f72bd15-8a8c-4f1b-b9a0-6c2f1b1b1b1b",
+        "external_ids:attached-mac=fa:16:3e:e8:7f:04",
+        &format!("external_ids:vm-uuid={VM}"),
+        "external_ids:iface-status=active",
+    ])?;
+    server.vsctl(&[
+        "add-port",
+        "br-int",
+        "qvo5a7c9b2e-1d",
+        "tag=2",
+        "--",
+        "set",
+        "interface",
+        "qvo5a7c9b2e-1d",
+        "external_ids:iface-id=5a7c9b2e-1d00-4000-8000-000000000001",
+        "external_ids:attached-mac=fa:16:3e:00:00:02",
+        &format!("external_ids:vm-uuid={VM}"),
+    ])?;
+    for (port, remote) in [
+        ("vxlan-c0000202", "192.0.2.2"),
+        ("vxlan-c0000203", "192.0.2.3"),
+    ] {
+        server.vsctl(&[
+            "add-port",
+            "br-tun",
+            port,
+            "--",
+            "set",
+            "interface",
+            port,
+            "type=vxlan",
+            &format!("options:remote_ip={remote}"),
+            "options:local_ip=192.0.2.1",
+            "options:key=flow",
+            "options:dst_port=4789",
+        ])?;
+    }
+    server.vsctl(&[
+        "add-port",
+        "br-int",
+        "patch-tun",
+        "--",
+        "set",
+        "interface",
+        "patch-tun",
+        "type=patch",
+        "options:peer=patch-int",
+    ])?;
+    server.vsctl(&[
+        "add-port",
+        "br-tun",
+        "patch-int",
+        "--",
+        "set",
+        "interface",
+        "patch-int",
+        "type=patch",
+        "options:peer=patch-tun",
+    ])?;
+    server.vsctl(&["add-port", "br-ex", "ex-uplink"])?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_compute_host_as_the_neutron_agent_builds_it() -> anyhow::Result<()> {
+    calipso_tests::init_test_logging();
+    let server = OvsServer::start()?;
+    compute_host(&server)?;
+    let followed = Followed::start(&server);
+    followed.settle().await;
+
+    let listed: Vec<String> = followed
+        .outbox
+        .objects()
+        .iter()
+        .map(|o| o.id.as_str().to_owned())
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            "otep:compute-1:192.0.2.1",
+            "vedge:compute-1:ovs",
+            "vnic:compute-1:qvo5a7c9b2e-1d",
+            "vnic:compute-1:tap1f72bd15-8a",
+        ]
+    );
+    let vedge = followed.object("vedge:compute-1:ovs").expect("vedge");
+    assert_eq!(vedge.name, "compute-1-OVS");
+    assert_eq!(extra(&vedge, "system_id"), Some(&"compute-1-sysid".into()));
+    assert_eq!(extra(&vedge, "uplinks"), Some(&vec!["ex-uplink"].into()));
+    let Some(AttrValue::List(patches)) = extra(&vedge, "patch_ports") else {
+        panic!("patch ports")
+    };
+    assert_eq!(patches.len(), 2);
+    let Some(AttrValue::Map(first)) = patches.first() else {
+        panic!("a patch")
+    };
+    assert_eq!(first.get("peer_bridge"), Some(&"br-tun".into()));
+    let Some(AttrValue::List(bridges)) = extra(&vedge, "bridges") else {
+        panic!("bridges")
+    };
+    let names: Vec<_> = bridges
+        .iter()
+        .filter_map(|b| match b {
+            AttrValue::Map(m) => m.get("name").and_then(AttrValue::as_str).map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, vec!["br-ex", "br-int", "br-tun"]);
+
+    let otep = followed.object("otep:compute-1:192.0.2.1").expect("otep");
+    assert_eq!(extra(&otep, "overlay_type"), Some(&"vxlan".into()));
+    assert_eq!(extra(&otep, "udp_port"), Some(&AttrValue::Int(4789)));
+    assert_eq!(
+        extra(&otep, "remote_endpoints"),
+        Some(&vec!["192.0.2.2", "192.0.2.3"].into())
+    );
+    assert_eq!(
+        otep.parent.as_ref().map(|p| p.id.as_str()),
+        Some("vedge:compute-1:ovs")
+    );
+
+    let tap = followed
+        .object("vnic:compute-1:tap1f72bd15-8a")
+        .expect("vm port");
+    assert_eq!(extra(&tap, "tag"), Some(&AttrValue::Int(1)));
+    assert_eq!(extra(&tap, "ovs_bridge"), Some(&"br-int".into()));
+    assert_eq!(
+        extra(&tap, "iface_id"),
+        Some(&"1f72bd15-8a8c-4f1b-b9a0-6c2f1b1b1b1b".into())
+    );
+    assert_eq!(
+        extra(&tap, "attached_mac"),
+        Some(&"fa:16:3e:e8:7f:04".into())
+    );
+    assert_eq!(
+        extra(&tap, "instance"),
+        Some(&format!("instance:{VM}").into())
+    );
+    assert_eq!(extra(&tap, "vnic_type"), Some(&"instance_vnic".into()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_change_produces_exactly_its_delta() -> anyhow::Result<()> {
+    calipso_tests::init_test_logging();
+    let mut server = OvsServer::start()?;
+    compute_host(&server)?;
+    let followed = Followed::start(&server);
+    followed.settle().await;
+
+    let changed = followed
+        .after(|| {
+            server
+                .vsctl(&[
+                    "add-port",
+                    "br-int",
+                    "tapnew",
+                    "tag=3",
+                    "--",
+                    "set",
+                    "interface",
+                    "tapnew",
+                    "external_ids:iface-id=new-port",
+                ])
+                .map(drop)
+        })
+        .await?;
+    assert_eq!(
+        changed,
+        (
+            ids(&["vedge:compute-1:ovs", "vnic:compute-1:tapnew"]),
+            ids(&[])
+        ),
+        "port add (the vedge counts VM ports)"
+    );
+
+    let changed = followed
+        .after(|| server.vsctl(&["set", "port", "tapnew", "tag=7"]).map(drop))
+        .await?;
+    assert_eq!(
+        changed,
+        (ids(&["vnic:compute-1:tapnew"]), ids(&[])),
+        "tag change"
+    );
+    assert_eq!(
+        followed
+            .object("vnic:compute-1:tapnew")
+            .and_then(|o| extra(&o, "tag").cloned()),
+        Some(AttrValue::Int(7))
+    );
+
+    let changed = followed
+        .after(|| server.vsctl(&["clear", "port", "tapnew", "tag"]).map(drop))
+        .await?;
+    assert_eq!(
+        changed,
+        (ids(&["vnic:compute-1:tapnew"]), ids(&[])),
+        "tag cleared"
+    );
+    assert_eq!(
+        followed
+            .object("vnic:compute-1:tapnew")
+            .and_then(|o| extra(&o, "tag").cloned()),
+        None
+    );
+
+    let changed = followed
+        .after(|| server.vsctl(&["del-port", "br-int", "tapnew"]).map(drop))
+        .await?;
+    assert_eq!(
+        changed,
+        (
+            ids(&["vedge:compute-1:ovs"]),
+            ids(&["vnic:compute-1:tapnew"])
+        ),
+        "port removed"
+    );
+
+    let changed = followed
+        .after(|| {
+            server
+                .vsctl(&[
+                    "add-port",
+                    "br-tun",
+                    "vxlan-c0000204",
+                    "--",
+                    "set",
+                    "interface",
+                    "vxlan-c0000204",
+                    "type=vxlan",
+                    "options:remote_ip=192.0.2.4",
+                    "options:local_ip=192.0.2.1",
+                ])
+                .map(drop)
+        })
+        .await?;
+    assert_eq!(
+        changed,
+        (
+            ids(&["otep:compute-1:192.0.2.1", "vedge:compute-1:ovs"]),
+            ids(&[])
+        ),
+        "tunnel added"
+    );
+    assert_eq!(
+        followed
+            .object("otep:compute-1:192.0.2.1")
+            .and_then(|o| extra(&o, "remote_endpoints").cloned()),
+        Some(vec!["192.0.2.2", "192.0.2.3", "192.0.2.4"].into())
+    );
+
+    let changed = followed
+        .after(|| {
+            server
+                .vsctl(&["del-port", "br-tun", "vxlan-c0000204"])
+                .map(drop)
+        })
+        .await?;
+    assert_eq!(
+        changed,
+        (
+            ids(&["otep:compute-1:192.0.2.1", "vedge:compute-1:ovs"]),
+            ids(&[])
+        ),
+        "tunnel removed"
+    );
+
+    let changed = followed
+        .after(|| {
+            server
+                .vsctl(&["del-port", "br-int", "tap1f72bd15-8a"])
+                .map(drop)
+        })
+        .await?;
+    assert_eq!(
+        changed,
+        (
+            ids(&["vedge:compute-1:ovs"]),
+            ids(&["vnic:compute-1:tap1f72bd15-8a"])
+        ),
+        "VM interface deleted"
+    );
+
+    let changed = followed.after(|| server.restart()).await?;
+    assert_eq!(
+        changed,
+        (ids(&[]), ids(&[])),
+        "an ovsdb-server restart sends nothing"
+    );
+    // And the collector follows the restarted server.
+    let changed = followed
+        .after(|| {
+            server
+                .vsctl(&["set", "port", "qvo5a7c9b2e-1d", "tag=9"])
+                .map(drop)
+        })
+        .await?;
+    assert_eq!(
+        changed,
+        (ids(&["vnic:compute-1:qvo5a7c9b2e-1d"]), ids(&[])),
+        "after the restart"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_vswitchd_ports_get_datapath_numbers_and_link_state() -> anyhow::Result<()> {
+    calipso_tests::init_test_logging();
+    let lab = calipso_tests::netlab::NetLab::new()?;
+    lab.sh("ip link add vm-eth type veth peer name vm-ethp; ip link set vm-eth up; ip link set vm-ethp up")?;
+    let mut server = OvsServer::start()?;
+    server.start_vswitchd(&lab.host_ns)?;
+    server.vsctl(&[
+        "add-br",
+        "br-int",
+        "--",
+        "set",
+        "bridge",
+        "br-int",
+        "datapath_type=netdev",
+    ])?;
+    server.vsctl(&[
+        "add-port",
+        "br-int",
+        "vm-eth",
+        "--",
+        "set",
+        "interface",
+        "vm-eth",
+        "external_ids:iface-id=p-real",
+        &format!("external_ids:vm-uuid={VM}"),
+    ])?;
+    let followed = Followed::start(&server);
+    let mut ofport = None;
+    for _ in 0..100 {
+        followed.settle().await;
+        let port = followed.object("vnic:compute-1:vm-eth");
+        ofport = port.as_ref().and_then(|p| extra(p, "ofport").cloned());
+        if ofport.is_some()
+            && port
+                .as_ref()
+                .and_then(|p| p.attributes.link_state)
+                .is_some()
+        {
+            break;
+        }
+    }
+    assert!(
+        matches!(ofport, Some(AttrValue::Int(n)) if n > 0),
+        "vswitchd assigns a datapath port: {ofport:?}"
+    );
+    let port = followed.object("vnic:compute-1:vm-eth").expect("port");
+    assert_eq!(
+        port.attributes.link_state,
+        Some(calipso_proto::LinkState::Up)
+    );
+    assert!(
+        port.attributes.mac_address.is_some(),
+        "mac_in_use is reported"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn no_socket_means_no_objects_and_no_errors() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let options = OvsOptions {
+        endpoint: Endpoint::Unix(dir.path().join("absent.sock")),
+        ..OvsOptions::default()
+    };
+    let mut ovs = Ovs::new(scope(), options, InterfaceDirectory::default());
+    assert!(ovs.scan().await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_garbage_server_is_survived() -> anyhow::Result<()> {
+    calipso_tests::init_test_logging();
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("garbage.sock");
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    let server = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut served = 0;
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream
+                .write_all(b"{\"id\":1,\"result\":[\"Open_vSwitch\"]} this is not JSON")
+                .await;
+            served += 1;
+            if served == 3 {
+                return served;
+            }
+        }
+        served
+    });
+    let options = OvsOptions {
+        endpoint: Endpoint::Unix(path),
+        reconnect_max: Duration::from_millis(50),
+        ..OvsOptions::default()
+    };
+    let outbox = Outbox::new(HOST, "lab", 1, 1 << 20);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(
+        Box::new(Ovs::new(scope(), options, InterfaceDirectory::default()))
+            .follow(outbox.clone(), stop.clone()),
+    );
+    let served = tokio::time::timeout(Duration::from_secs(10), server).await??;
+    assert_eq!(
+        served, 3,
+        "the collector reconnects after each malformed stream"
+    );
+    stop.cancel();
+    assert!(task.await?.is_ok(), "the collector stops cleanly");
+    assert!(outbox.objects().is_empty());
+    Ok(())
+}
