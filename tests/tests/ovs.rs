@@ -570,3 +570,88 @@ async fn a_garbage_server_is_survived() -> anyhow::Result<()> {
     assert!(outbox.objects().is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn the_kernel_and_ovs_views_of_an_interface_are_one_object() -> anyhow::Result<()> {
+    use calipso_agent::collect::Kernel;
+    calipso_tests::init_test_logging();
+    let mut lab = calipso_tests::netlab::NetLab::new()?;
+    let dhcp = lab.add_netns("qdhcp-net1")?;
+    // A VM tap in the host namespace, and a DHCP port that Neutron moved into its namespace.
+    lab.sh(&format!(
+        "ip tuntap add tapvm mode tap
+         ip link add dhcp-port type veth peer name dhcp-peer
+         ip link set dhcp-port netns {dhcp}"
+    ))?;
+    let server = OvsServer::start()?;
+    server.vsctl(&[
+        "add-br",
+        "br-int",
+        "--",
+        "set",
+        "bridge",
+        "br-int",
+        "datapath_type=netdev",
+    ])?;
+    server.vsctl(&[
+        "add-port",
+        "br-int",
+        "tapvm",
+        "tag=5",
+        "--",
+        "set",
+        "interface",
+        "tapvm",
+        "external_ids:iface-id=vm-port",
+        &format!("external_ids:vm-uuid={VM}"),
+    ])?;
+    server.vsctl(&[
+        "add-port",
+        "br-int",
+        "dhcp-port",
+        "tag=5",
+        "--",
+        "set",
+        "interface",
+        "dhcp-port",
+        "type=internal",
+        "external_ids:iface-id=dhcp-port-id",
+    ])?;
+
+    let outbox = Outbox::new(HOST, "lab", 1, 1 << 26);
+    let stop = CancellationToken::new();
+    let directory = InterfaceDirectory::default();
+    let kernel = Kernel::new(scope(), lab.kernel_options()).with_directory(directory.clone());
+    tokio::spawn(Box::new(kernel).follow(outbox.clone(), stop.clone()));
+    tokio::spawn(
+        Box::new(Ovs::new(scope(), options(&server), directory))
+            .follow(outbox.clone(), stop.clone()),
+    );
+    let followed = Followed { outbox, stop };
+    followed.settle().await;
+
+    let tap = followed
+        .object("vnic:compute-1:tapvm")
+        .expect("one object for the tap");
+    assert_eq!(
+        extra(&tap, "tun_mode"),
+        Some(&"tap".into()),
+        "the kernel's facts"
+    );
+    assert_eq!(extra(&tap, "tag"), Some(&AttrValue::Int(5)), "OVS's facts");
+    assert_eq!(
+        extra(&tap, "instance"),
+        Some(&format!("instance:{VM}").into())
+    );
+
+    let dhcp_port = followed
+        .object("vnic:compute-1:qdhcp-net1/dhcp-port")
+        .expect("the namespaced port");
+    assert_eq!(extra(&dhcp_port, "netns"), Some(&"qdhcp-net1".into()));
+    assert_eq!(extra(&dhcp_port, "iface_id"), Some(&"dhcp-port-id".into()));
+    assert!(
+        followed.object("vnic:compute-1:dhcp-port").is_none(),
+        "no second object under the bare name"
+    );
+    Ok(())
+}

@@ -668,6 +668,8 @@ impl Ovs {
         alive: &mut Instant,
         shutdown: &CancellationToken,
     ) -> Result<(), SessionEnd> {
+        // Subscribed before anything is built, so that no directory change can slip in between.
+        let mut directory = self.directory.subscribe();
         let (_client, mut events, schema) = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             subscribed = self.subscribe(tables, last_txn) => subscribed.map_err(SessionEnd::Ovsdb)?,
@@ -675,7 +677,6 @@ impl Ovs {
         *alive = Instant::now();
         tracing::info!(endpoint = %self.options.endpoint, "following Open vSwitch");
         self.publish(outbox, tables)?;
-        let mut directory = self.directory.subscribe();
         loop {
             // Wait for a notification or a change in the kernel's namespaced interfaces …
             let first = tokio::select! {

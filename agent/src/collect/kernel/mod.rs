@@ -672,9 +672,19 @@ impl Kernel {
                     .refresh_extras(self.options.own_sys(), &mut ethtool)
                     .await;
             }
-            outbox
-                .publish(NAME, state.changes(&self.scope))
-                .map_err(failed)?;
+            let changes = state.changes(&self.scope);
+            if let Some(directory) = &self.directory {
+                let namespaced = changes
+                    .upserts
+                    .iter()
+                    .filter(|o| {
+                        o.object_type == calipso_proto::ObjectType::Vnic
+                            && o.attributes.extra.contains_key("netns")
+                    })
+                    .map(|o| (o.name.clone(), o.id.clone()));
+                directory.update(namespaced, &changes.removals);
+            }
+            outbox.publish(NAME, changes).map_err(failed)?;
         }
     }
 }
