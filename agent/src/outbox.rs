@@ -44,7 +44,25 @@ pub struct PendingDelta {
 #[derive(Debug)]
 struct Entry {
     fragments: BTreeMap<&'static str, Object>,
-    merged: Object,
+    /// The merge, kept only when several collectors describe the object; with one, the object
+    /// is that fragment (no second copy of every object).
+    merged: Option<Object>,
+}
+
+impl Entry {
+    fn object(&self) -> Option<&Object> {
+        self.merged
+            .as_ref()
+            .or_else(|| self.fragments.values().next())
+    }
+
+    fn remerge(&mut self) {
+        self.merged = if self.fragments.len() > 1 {
+            merge(self.fragments.iter().map(|(c, o)| (*c, o)))
+        } else {
+            None
+        };
+    }
 }
 
 /// The order fragments merge in: the kernel's view of an interface is the base (its identity
@@ -179,43 +197,46 @@ impl Outbox {
             let Some(entry) = state.model.get_mut(&id) else {
                 continue;
             };
-            if entry.fragments.remove(collector).is_none() {
+            if !entry.fragments.contains_key(collector) {
                 continue;
             }
-            match merge(entry.fragments.iter().map(|(c, o)| (*c, o))) {
-                None => {
-                    state.model.remove(&id);
-                    delta.removals.push(id);
-                }
-                Some(merged) if merged != entry.merged => {
-                    entry.merged = merged.clone();
-                    delta.upserts.push(merged);
-                }
-                Some(_) => {}
+            let before = entry.object().cloned();
+            entry.fragments.remove(collector);
+            if entry.fragments.is_empty() {
+                state.model.remove(&id);
+                delta.removals.push(id);
+                continue;
+            }
+            entry.remerge();
+            if let Some(after) = entry
+                .object()
+                .filter(|after| Some(*after) != before.as_ref())
+            {
+                delta.upserts.push(after.clone());
             }
         }
         for object in changes.upserts {
-            let id = object.id.clone();
-            match state.model.get_mut(&id) {
+            match state.model.get_mut(&object.id) {
                 Some(entry) => {
                     if entry.fragments.get(collector) == Some(&object) {
                         continue;
                     }
+                    let before = entry.object().cloned();
                     entry.fragments.insert(collector, object);
-                    let Some(merged) = merge(entry.fragments.iter().map(|(c, o)| (*c, o))) else {
-                        continue;
-                    };
-                    if merged != entry.merged {
-                        entry.merged = merged.clone();
-                        delta.upserts.push(merged);
+                    entry.remerge();
+                    if let Some(after) = entry
+                        .object()
+                        .filter(|after| Some(*after) != before.as_ref())
+                    {
+                        delta.upserts.push(after.clone());
                     }
                 }
                 None => {
                     let entry = Entry {
                         fragments: BTreeMap::from([(collector, object.clone())]),
-                        merged: object.clone(),
+                        merged: None,
                     };
-                    state.model.insert(id, entry);
+                    state.model.insert(object.id.clone(), entry);
                     delta.upserts.push(object);
                 }
             }
@@ -329,7 +350,11 @@ impl Outbox {
         let message = AgentMessage::Snapshot(Snapshot {
             epoch: self.inner.epoch,
             seq,
-            objects: state.model.values().map(|e| e.merged.clone()).collect(),
+            objects: state
+                .model
+                .values()
+                .filter_map(|e| e.object().cloned())
+                .collect(),
             observed_at: Timestamp::now(),
         });
         let frame = Bytes::from(codec::encode(&message)?);
@@ -344,7 +369,7 @@ impl Outbox {
         self.state()
             .model
             .values()
-            .map(|e| e.merged.clone())
+            .filter_map(|e| e.object().cloned())
             .collect()
     }
 

@@ -35,6 +35,8 @@ fn options(server: &OvsServer) -> OvsOptions {
 struct Followed {
     outbox: Outbox,
     stop: CancellationToken,
+    /// When set, every `after` also checks the followed model against a fresh scan.
+    oracle: Option<OvsOptions>,
 }
 
 impl Drop for Followed {
@@ -53,7 +55,11 @@ impl Followed {
             InterfaceDirectory::default(),
         ));
         tokio::spawn(ovs.follow(outbox.clone(), stop.clone()));
-        Followed { outbox, stop }
+        Followed {
+            outbox,
+            stop,
+            oracle: Some(options(server)),
+        }
     }
 
     async fn settle(&self) -> u64 {
@@ -72,6 +78,16 @@ impl Followed {
         let before = self.settle().await;
         change()?;
         self.settle().await;
+        if let Some(options) = &self.oracle {
+            let full = Ovs::new(scope(), options.clone(), InterfaceDirectory::default())
+                .scan()
+                .await?;
+            assert_eq!(
+                self.outbox.objects(),
+                full,
+                "the followed model differs from a full scan"
+            );
+        }
         let mut upserted = BTreeSet::new();
         let mut removed = BTreeSet::new();
         for pending in self.outbox.pending_after(before) {
@@ -627,7 +643,11 @@ async fn the_kernel_and_ovs_views_of_an_interface_are_one_object() -> anyhow::Re
         Box::new(Ovs::new(scope(), options(&server), directory))
             .follow(outbox.clone(), stop.clone()),
     );
-    let followed = Followed { outbox, stop };
+    let followed = Followed {
+        outbox,
+        stop,
+        oracle: None,
+    };
     followed.settle().await;
 
     let tap = followed

@@ -16,7 +16,7 @@
 //! When ovsdb-server restarts, the collector reconnects with backoff, resumes or resyncs, and
 //! the outbox's diff lets only real changes out. With no socket it retries quietly.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use calipso_proto::{AttrValue, LinkState, MacAddress, Object, ObjectId, ObjectType};
@@ -27,9 +27,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Collector, CollectorError, InterfaceDirectory, Scope};
-use crate::outbox::Outbox;
+use crate::outbox::{ChangeSet, Outbox};
 use crate::ovsdb::datum::{atom_text, map_entries, optional_atom, set_elements};
-use crate::ovsdb::{Client, Endpoint, Event, OvsdbError, Row, Schema, Tables};
+use crate::ovsdb::{Client, Endpoint, Event, OvsdbError, Row, Schema, Tables, Touched};
 
 const NAME: &str = "ovs";
 const DATABASE: &str = "Open_vSwitch";
@@ -216,7 +216,7 @@ impl Attachment<'_> {
     }
 }
 
-/// Every interface, with its port and bridge, in bridge / port / interface name order.
+/// Every interface with its port and bridge, in bridge / port / interface name order.
 fn attachments(tables: &Tables) -> Vec<Attachment<'_>> {
     let mut found = Vec::new();
     for (_, bridge) in tables.rows("Bridge") {
@@ -226,55 +226,60 @@ fn attachments(tables: &Tables) -> Vec<Attachment<'_>> {
             };
             for interface_uuid in uuids(port, "interfaces") {
                 if let Some(interface) = tables.row("Interface", &interface_uuid) {
-                    found.push(Attachment {
-                        bridge,
-                        port,
-                        interface,
-                    });
+                    let key = (
+                        text(bridge, "name"),
+                        text(port, "name"),
+                        text(interface, "name"),
+                    );
+                    found.push((
+                        key,
+                        Attachment {
+                            bridge,
+                            port,
+                            interface,
+                        },
+                    ));
                 }
             }
         }
     }
-    found.sort_by_key(|a| (a.bridge_name(), text(a.port, "name"), a.name()));
+    found.sort_by(|a, b| a.0.cmp(&b.0));
     found
+        .into_iter()
+        .map(|(_, attachment)| attachment)
+        .collect()
 }
 
-/// Builds the collector's objects from the tables; `resolve` gives the kernel's id for an
-/// interface living in a named namespace.
-pub fn build(
-    scope: &Scope,
-    tables: &Tables,
-    resolve: impl Fn(&str) -> Option<ObjectId>,
-) -> Vec<Object> {
-    let Some((_, root)) = tables.rows("Open_vSwitch").next() else {
-        return Vec::new();
-    };
-    let host = scope.host.as_str();
-    let vedge_id = ObjectId::host_local(ObjectType::Vedge, host, "ovs");
-    let mut objects = Vec::new();
+/// The local IP a tunnel interface belongs to (`any` when it sets none), or `None` if the
+/// interface is not a tunnel.
+fn tunnel_ip(attachment: &Attachment<'_>) -> Option<String> {
+    let kind = attachment.kind();
+    TUNNELS.iter().any(|(t, _)| *t == kind).then(|| {
+        map(attachment.interface, "options")
+            .get("local_ip")
+            .cloned()
+            .unwrap_or_else(|| "any".into())
+    })
+}
 
+fn is_vm_port(interface: &Row) -> bool {
+    map(interface, "external_ids").contains_key("iface-id")
+}
+
+/// The vedge: the host's OVS with its bridges and infrastructure ports (VM ports are vNICs).
+fn vedge(scope: &Scope, root: &Row, tables: &Tables, attached: &[Attachment<'_>]) -> Object {
+    let host = scope.host.as_str();
     let mut infrastructure = BTreeMap::new();
     let mut patches = Vec::new();
     let mut uplinks = BTreeSet::new();
-    let mut tunnels: BTreeMap<String, Vec<&Attachment<'_>>> = BTreeMap::new();
     let mut vm_ports: BTreeMap<String, i64> = BTreeMap::new();
-    let attached = attachments(tables);
-    for attachment in &attached {
-        let name = attachment.name();
-        let kind = attachment.kind();
-        let external = map(attachment.interface, "external_ids");
-        if external.contains_key("iface-id") {
+    for attachment in attached {
+        if is_vm_port(attachment.interface) {
             *vm_ports.entry(attachment.bridge_name()).or_default() += 1;
-            objects.push(vnic(scope, &vedge_id, attachment, &external, &resolve));
             continue;
         }
-        if TUNNELS.iter().any(|(t, _)| *t == kind) {
-            let local = map(attachment.interface, "options")
-                .get("local_ip")
-                .cloned()
-                .unwrap_or_else(|| "any".into());
-            tunnels.entry(local).or_default().push(attachment);
-        }
+        let name = attachment.name();
+        let kind = attachment.kind();
         if kind == "patch" {
             let peer = map(attachment.interface, "options")
                 .get("peer")
@@ -301,17 +306,14 @@ pub fn build(
         }
         infrastructure.insert(name, attachment.port_facts());
     }
-
     let mut bridges: Vec<(String, AttrValue)> = tables
         .rows("Bridge")
         .map(|(_, bridge)| {
             let name = text(bridge, "name").unwrap_or_default();
             let mut facts = BTreeMap::new();
             facts.insert("name".to_owned(), AttrValue::Str(name.clone()));
-            facts.insert(
-                "datapath_type".to_owned(),
-                AttrValue::Str(text(bridge, "datapath_type").unwrap_or_else(|| "system".into())),
-            );
+            let datapath = text(bridge, "datapath_type").unwrap_or_else(|| "system".into());
+            facts.insert("datapath_type".to_owned(), AttrValue::Str(datapath));
             if let Some(fail_mode) = text(bridge, "fail_mode") {
                 facts.insert("fail_mode".to_owned(), AttrValue::Str(fail_mode));
             }
@@ -327,10 +329,8 @@ pub fn build(
         })
         .collect();
     bridges.sort_by(|a, b| a.0.cmp(&b.0));
-
-    let external = map(root, "external_ids");
     let mut vedge = Object::new(
-        vedge_id.clone(),
+        vedge_id(scope),
         ObjectType::Vedge,
         format!("{host}-OVS"),
         scope.environment.as_str(),
@@ -350,6 +350,7 @@ pub fn build(
             vedge = vedge.with_extra(key, value);
         }
     }
+    let external = map(root, "external_ids");
     for (key, external_key) in [
         ("system_id", "system-id"),
         ("ovs_hostname", "hostname"),
@@ -359,11 +360,248 @@ pub fn build(
             vedge = vedge.with_extra(key, value.as_str());
         }
     }
-    objects.push(vedge);
+    vedge
+}
 
-    for (local, ports) in tunnels {
-        objects.push(otep(scope, &vedge_id, &local, &ports));
+fn vedge_id(scope: &Scope) -> ObjectId {
+    ObjectId::host_local(ObjectType::Vedge, &scope.host, "ovs")
+}
+
+fn attach<'a>(
+    tables: &'a Tables,
+    port_of_interface: &HashMap<String, String>,
+    bridge_of_port: &HashMap<String, String>,
+    interface_uuid: &str,
+) -> Option<Attachment<'a>> {
+    let port_uuid = port_of_interface.get(interface_uuid)?;
+    Some(Attachment {
+        bridge: tables.row("Bridge", bridge_of_port.get(port_uuid)?)?,
+        port: tables.row("Port", port_uuid)?,
+        interface: tables.row("Interface", interface_uuid)?,
+    })
+}
+
+/// What the collector knows and what it published, so that an update rebuilds only what it
+/// can have changed: the vNICs of touched interfaces, the tunnel endpoints of touched tunnels,
+/// and the vedge when an infrastructure port or the set of VM ports changed.
+#[derive(Debug, Default)]
+pub struct OvsView {
+    pub tables: Tables,
+    /// Port UUID of each interface, bridge UUID of each port.
+    port_of_interface: HashMap<String, String>,
+    bridge_of_port: HashMap<String, String>,
+    /// The vNIC published for each interface UUID.
+    vnics: HashMap<String, ObjectId>,
+    /// The local IP of each tunnel interface, as last published.
+    tunnels: HashMap<String, String>,
+    /// Bridge names, to notice a rename.
+    bridge_names: HashMap<String, String>,
+    vedge_published: bool,
+}
+
+impl OvsView {
+    fn reindex(&mut self) {
+        self.port_of_interface.clear();
+        self.bridge_of_port.clear();
+        for (bridge_uuid, bridge) in self.tables.rows("Bridge") {
+            for port_uuid in uuids(bridge, "ports") {
+                if let Some(port) = self.tables.row("Port", &port_uuid) {
+                    for interface_uuid in uuids(port, "interfaces") {
+                        self.port_of_interface
+                            .insert(interface_uuid, port_uuid.clone());
+                    }
+                }
+                self.bridge_of_port.insert(port_uuid, bridge_uuid.clone());
+            }
+        }
     }
+
+    fn attachment(&self, interface_uuid: &str) -> Option<Attachment<'_>> {
+        attach(
+            &self.tables,
+            &self.port_of_interface,
+            &self.bridge_of_port,
+            interface_uuid,
+        )
+    }
+
+    /// Forgets what was published (a fresh outbox or a full resync follows).
+    /// Points a port's interfaces at it (after the port changed, without re-indexing all).
+    fn index_port(&mut self, port_uuid: &str) {
+        if let Some(port) = self.tables.row("Port", port_uuid) {
+            for interface_uuid in uuids(port, "interfaces") {
+                self.port_of_interface
+                    .insert(interface_uuid, port_uuid.to_owned());
+            }
+        }
+    }
+
+    /// The interfaces of a bridge's ports.
+    fn bridge_interfaces(&self, bridge_uuid: &str) -> Vec<String> {
+        let Some(bridge) = self.tables.row("Bridge", bridge_uuid) else {
+            return Vec::new();
+        };
+        uuids(bridge, "ports")
+            .iter()
+            .filter_map(|port| self.tables.row("Port", port))
+            .flat_map(|port| uuids(port, "interfaces"))
+            .collect()
+    }
+
+    /// What changed: `touched` rows only, or everything when `None`.
+    pub fn changes(
+        &mut self,
+        scope: &Scope,
+        touched: Option<&[Touched]>,
+        resolve: &impl Fn(&str) -> Option<ObjectId>,
+    ) -> ChangeSet {
+        let everything = touched.is_none();
+        let rows = touched.unwrap_or_default();
+        let bridges_touched: Vec<&Touched> = rows.iter().filter(|t| t.table == "Bridge").collect();
+        // A bridge's port set changes when ports come and go: only then is the index rebuilt.
+        if everything || !bridges_touched.is_empty() {
+            self.reindex();
+        } else {
+            for port in rows.iter().filter(|t| t.table == "Port") {
+                self.index_port(&port.uuid);
+            }
+        }
+        let mut interfaces: BTreeSet<String> = BTreeSet::new();
+        if everything {
+            interfaces.extend(self.tables.rows("Interface").map(|(uuid, _)| uuid.clone()));
+            interfaces.extend(self.vnics.keys().cloned());
+            interfaces.extend(self.tunnels.keys().cloned());
+        }
+        for row in rows {
+            match row.table.as_str() {
+                "Interface" => {
+                    interfaces.insert(row.uuid.clone());
+                }
+                "Port" => {
+                    if let Some(port) = self.tables.row("Port", &row.uuid) {
+                        interfaces.extend(uuids(port, "interfaces"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        // A renamed (or new, or deleted) bridge changes what its ports' vNICs say.
+        for bridge in &bridges_touched {
+            let name = self
+                .tables
+                .row("Bridge", &bridge.uuid)
+                .and_then(|b| text(b, "name"));
+            let previous = match &name {
+                Some(name) => self.bridge_names.insert(bridge.uuid.clone(), name.clone()),
+                None => self.bridge_names.remove(&bridge.uuid),
+            };
+            if previous != name {
+                interfaces.extend(self.bridge_interfaces(&bridge.uuid));
+            }
+        }
+        if everything {
+            self.bridge_names = self
+                .tables
+                .rows("Bridge")
+                .filter_map(|(uuid, b)| Some((uuid.clone(), text(b, "name")?)))
+                .collect();
+        }
+        let vedge_id = vedge_id(scope);
+        let mut changes = ChangeSet::default();
+        let mut vedge_dirty = everything
+            || !self.vedge_published
+            || rows
+                .iter()
+                .any(|t| t.table == "Bridge" || t.table == "Open_vSwitch");
+        let mut tunnel_ips = BTreeSet::new();
+        for uuid in &interfaces {
+            let attachment = attach(
+                &self.tables,
+                &self.port_of_interface,
+                &self.bridge_of_port,
+                uuid,
+            );
+            let object = attachment
+                .as_ref()
+                .filter(|a| is_vm_port(a.interface))
+                .map(|a| {
+                    vnic(
+                        scope,
+                        &vedge_id,
+                        a,
+                        &map(a.interface, "external_ids"),
+                        resolve,
+                    )
+                });
+            let previous = match &object {
+                Some(object) => self.vnics.insert(uuid.clone(), object.id.clone()),
+                None => self.vnics.remove(uuid),
+            };
+            // A VM port that came or went changes the vedge's counts; any other port is the
+            // vedge's own.
+            vedge_dirty |= object.is_none() || previous.is_none();
+            if let Some(previous) = previous.filter(|p| Some(p) != object.as_ref().map(|o| &o.id)) {
+                changes.removals.push(previous);
+            }
+            changes.upserts.extend(object);
+            if let Some(ip) = self.tunnels.remove(uuid) {
+                tunnel_ips.insert(ip);
+            }
+            if let Some(ip) = attachment.as_ref().and_then(tunnel_ip) {
+                self.tunnels.insert(uuid.clone(), ip.clone());
+                tunnel_ips.insert(ip);
+            }
+        }
+        for ip in tunnel_ips {
+            let mut members: Vec<(Option<String>, Attachment<'_>)> = self
+                .tunnels
+                .iter()
+                .filter(|(_, local)| **local == ip)
+                .filter_map(|(uuid, _)| self.attachment(uuid))
+                .map(|a| (text(a.interface, "name"), a))
+                .collect();
+            members.sort_by(|a, b| a.0.cmp(&b.0));
+            let id = ObjectId::host_local(ObjectType::Otep, &scope.host, &ip);
+            if members.is_empty() {
+                changes.removals.push(id);
+            } else {
+                let ports: Vec<&Attachment<'_>> = members.iter().map(|(_, a)| a).collect();
+                changes.upserts.push(otep(scope, &vedge_id, &ip, &ports));
+            }
+        }
+        if vedge_dirty {
+            match self.tables.rows("Open_vSwitch").next() {
+                Some((_, root)) => {
+                    changes.upserts.push(vedge(
+                        scope,
+                        root,
+                        &self.tables,
+                        &attachments(&self.tables),
+                    ));
+                    self.vedge_published = true;
+                }
+                None if self.vedge_published => {
+                    changes.removals.push(vedge_id);
+                    self.vedge_published = false;
+                }
+                None => {}
+            }
+        }
+        changes
+    }
+}
+
+/// Every object the tables describe (what `discover` prints), sorted by id.
+pub fn build(
+    scope: &Scope,
+    tables: Tables,
+    resolve: impl Fn(&str) -> Option<ObjectId>,
+) -> Vec<Object> {
+    let mut view = OvsView {
+        tables,
+        ..OvsView::default()
+    };
+    let mut objects = view.changes(scope, None, &resolve).upserts;
     objects.sort_by(|a, b| a.id.cmp(&b.id));
     objects
 }
@@ -526,8 +764,8 @@ impl Ovs {
         }
     }
 
-    fn objects(&self, tables: &Tables) -> Vec<Object> {
-        build(&self.scope, tables, |name| self.directory.lookup(name))
+    fn resolver(&self) -> impl Fn(&str) -> Option<ObjectId> + '_ {
+        |name| self.directory.lookup(name)
     }
 
     fn monitored(&self) -> Vec<(&'static str, Vec<&'static str>)> {
@@ -622,14 +860,14 @@ impl Ovs {
         Ok((client, events, schema))
     }
 
-    /// Applies one notification to the tables.
+    /// Applies one notification to the tables; returns the rows it touched.
     fn apply(
         tables: &mut Tables,
         schema: &Schema,
         last_txn: &mut Option<String>,
         method: &str,
         params: &Value,
-    ) -> Result<(), OvsdbError> {
+    ) -> Result<Vec<Touched>, OvsdbError> {
         let malformed = |message: String| OvsdbError::Malformed {
             method: Some(method.into()),
             message,
@@ -653,7 +891,7 @@ impl Ovs {
             "monitor_canceled" => Err(malformed("the server cancelled the monitor".into())),
             _ => {
                 tracing::debug!(method, "OVSDB notification ignored");
-                Ok(())
+                Ok(Vec::new())
             }
         }
     }
@@ -662,7 +900,7 @@ impl Ovs {
     /// `shutdown` fires (`Ok`). `alive` is stamped whenever the server is heard from.
     async fn session(
         &self,
-        tables: &mut Tables,
+        view: &mut OvsView,
         last_txn: &mut Option<String>,
         outbox: &Outbox,
         alive: &mut Instant,
@@ -672,11 +910,11 @@ impl Ovs {
         let mut directory = self.directory.subscribe();
         let (_client, mut events, schema) = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            subscribed = self.subscribe(tables, last_txn) => subscribed.map_err(SessionEnd::Ovsdb)?,
+            subscribed = self.subscribe(&mut view.tables, last_txn) => subscribed.map_err(SessionEnd::Ovsdb)?,
         };
         *alive = Instant::now();
         tracing::info!(endpoint = %self.options.endpoint, "following Open vSwitch");
-        self.publish(outbox, tables)?;
+        self.publish(outbox, view, None)?;
         loop {
             // Wait for a notification or a change in the kernel's namespaced interfaces …
             let first = tokio::select! {
@@ -685,6 +923,8 @@ impl Ovs {
                 _ = directory.changed() => None,
             };
             // … then gather what else arrives before the batch is published.
+            let mut everything = first.is_none();
+            let mut touched = Vec::new();
             let mut next = first;
             let deadline = Instant::now() + self.options.coalesce_max;
             loop {
@@ -694,8 +934,10 @@ impl Ovs {
                         Some(Event::Closed(reason)) => return Err(SessionEnd::Ovsdb(reason)),
                         Some(Event::Notification { method, params }) => {
                             *alive = Instant::now();
-                            Self::apply(tables, &schema, last_txn, &method, &params)
-                                .map_err(SessionEnd::Ovsdb)?;
+                            let rows =
+                                Self::apply(&mut view.tables, &schema, last_txn, &method, &params)
+                                    .map_err(SessionEnd::Ovsdb)?;
+                            touched.extend(rows);
                         }
                     }
                 }
@@ -703,16 +945,27 @@ impl Ovs {
                 next = tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
                     event = events.recv() => Some(event),
+                    _ = directory.changed() => {
+                        everything = true;
+                        None
+                    }
                     () = tokio::time::sleep_until(quiet_until) => break,
                 };
             }
-            self.publish(outbox, tables)?;
+            self.publish(outbox, view, (!everything).then_some(touched.as_slice()))?;
         }
     }
 
-    fn publish(&self, outbox: &Outbox, tables: &Tables) -> Result<(), SessionEnd> {
+    /// Publishes what the touched rows changed (everything when `None`).
+    fn publish(
+        &self,
+        outbox: &Outbox,
+        view: &mut OvsView,
+        touched: Option<&[Touched]>,
+    ) -> Result<(), SessionEnd> {
+        let changes = view.changes(&self.scope, touched, &self.resolver());
         outbox
-            .replace_all(NAME, self.objects(tables))
+            .publish(NAME, changes)
             .map(drop)
             .map_err(|e| SessionEnd::Collector(failed(e)))
     }
@@ -733,7 +986,7 @@ impl Collector for Ovs {
         async move {
             let mut tables = Tables::default();
             match self.subscribe(&mut tables, &mut None).await {
-                Ok(_) => Ok(self.objects(&tables)),
+                Ok(_) => Ok(build(&self.scope, tables, self.resolver())),
                 Err(err) if err.is_absent() => Ok(Vec::new()),
                 Err(err) => Err(failed(err)),
             }
@@ -747,14 +1000,14 @@ impl Collector for Ovs {
         shutdown: CancellationToken,
     ) -> BoxFuture<'static, Result<(), CollectorError>> {
         async move {
-            let mut tables = Tables::default();
+            let mut view = OvsView::default();
             let mut last_txn = None;
             let mut attempt: u32 = 0;
             let mut alive = Instant::now();
             loop {
                 let started = Instant::now();
                 match self
-                    .session(&mut tables, &mut last_txn, &outbox, &mut alive, &shutdown)
+                    .session(&mut view, &mut last_txn, &outbox, &mut alive, &shutdown)
                     .await
                 {
                     Ok(()) => return Ok(()),
@@ -769,12 +1022,12 @@ impl Collector for Ovs {
                 if started.elapsed() > Duration::from_secs(10) {
                     attempt = 0;
                 }
-                if !tables.tables.is_empty() && alive.elapsed() > self.options.forget_after {
+                if !view.tables.tables.is_empty() && alive.elapsed() > self.options.forget_after {
                     tracing::warn!(
                         "Open vSwitch unreachable for {:?}: its objects are withdrawn",
                         self.options.forget_after
                     );
-                    tables.clear();
+                    view = OvsView::default();
                     last_txn = None;
                     outbox.replace_all(NAME, Vec::new()).map_err(failed)?;
                 }

@@ -78,6 +78,13 @@ impl Schema {
 /// A row: column name → value in OVSDB JSON form.
 pub type Row = Map<String, Value>;
 
+/// A row an update inserted, modified or deleted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Touched {
+    pub table: String,
+    pub uuid: String,
+}
+
 /// Rows by table and UUID.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tables {
@@ -105,7 +112,9 @@ impl Tables {
 
     /// Applies RFC 7047 `table-updates`: each row update has `new` (the whole row, for initial
     /// rows, inserts and modifications) and/or `old`; no `new` means the row was deleted.
-    pub fn apply_update(&mut self, updates: &Value) -> Result<(), String> {
+    /// Returns the rows touched.
+    pub fn apply_update(&mut self, updates: &Value) -> Result<Vec<Touched>, String> {
+        let mut touched = Vec::new();
         for (table, rows) in object(updates, "table-updates")? {
             let target = self.tables.entry(table.clone()).or_default();
             for (uuid, update) in object(rows, "table-update")? {
@@ -117,14 +126,23 @@ impl Tables {
                         target.remove(uuid);
                     }
                 }
+                touched.push(Touched {
+                    table: table.clone(),
+                    uuid: uuid.clone(),
+                });
             }
         }
-        Ok(())
+        Ok(touched)
     }
 
     /// Applies `table-updates2`: `initial`/`insert` carry the row, `delete` removes it, and
-    /// `modify` carries a diff per changed column.
-    pub fn apply_update2(&mut self, schema: &Schema, updates: &Value) -> Result<(), String> {
+    /// `modify` carries a diff per changed column. Returns the rows touched.
+    pub fn apply_update2(
+        &mut self,
+        schema: &Schema,
+        updates: &Value,
+    ) -> Result<Vec<Touched>, String> {
+        let mut touched = Vec::new();
         for (table, rows) in object(updates, "table-updates2")? {
             let kinds = schema.tables.get(table);
             let target = self.tables.entry(table.clone()).or_default();
@@ -152,9 +170,13 @@ impl Tables {
                         "row update for {table} {uuid} has no initial, insert, delete or modify"
                     ));
                 }
+                touched.push(Touched {
+                    table: table.clone(),
+                    uuid: uuid.clone(),
+                });
             }
         }
-        Ok(())
+        Ok(touched)
     }
 }
 

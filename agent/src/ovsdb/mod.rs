@@ -11,4 +11,4 @@ pub mod db;
 pub mod split;
 
 pub use client::{Client, Endpoint, Event, OvsdbError};
-pub use db::{Row, Schema, Tables};
+pub use db::{Row, Schema, Tables, Touched};
