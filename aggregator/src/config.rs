@@ -19,25 +19,11 @@ use std::time::Duration;
 use calipso_proto::wire::DEFAULT_MAX_FRAME_BYTES;
 use serde::Deserialize;
 
+pub use calipso_agent::config::ConfigError;
+use calipso_agent::config::{parse_toml, read_text};
+
 use crate::ingest::IngestConfig;
 use crate::tls::ServerTlsPaths;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{path}: `{key}`: {problem}")]
-    Invalid {
-        path: PathBuf,
-        key: &'static str,
-        problem: String,
-    },
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,18 +66,11 @@ fn default_hello() -> Duration {
 
 impl AggregatorConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&read_text(path)?, path)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: AggregatorConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let config: AggregatorConfig = parse_toml(text, path)?;
         let invalid = |key, problem: &str| ConfigError::Invalid {
             path: path.to_owned(),
             key,

@@ -309,3 +309,41 @@ impl Setup {
         &self.aggregator.sink
     }
 }
+
+/// Waits until no delta was added to `outbox` for 300 ms; returns its last sequence number.
+pub async fn settle(outbox: &Outbox) -> u64 {
+    let mut watch = outbox.watch();
+    while tokio::time::timeout(Duration::from_millis(300), watch.changed())
+        .await
+        .is_ok_and(|r| r.is_ok())
+    {}
+    *watch.borrow()
+}
+
+/// The net effect of every pending delta after `seq`: (ids upserted, ids removed).
+pub fn net_changes(
+    outbox: &Outbox,
+    seq: u64,
+) -> (
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+) {
+    let mut upserted = std::collections::BTreeSet::new();
+    let mut removed = std::collections::BTreeSet::new();
+    for pending in outbox.pending_after(seq) {
+        let Ok(calipso_proto::wire::AgentMessage::Delta(delta)) =
+            calipso_proto::codec::decode(&pending.frame)
+        else {
+            continue;
+        };
+        for id in delta.removals {
+            upserted.remove(id.as_str());
+            removed.insert(id.as_str().to_owned());
+        }
+        for object in delta.upserts {
+            removed.remove(object.id.as_str());
+            upserted.insert(object.id.as_str().to_owned());
+        }
+    }
+    (upserted, removed)
+}

@@ -4,12 +4,9 @@
 //! and nothing else. Needs root.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use calipso_agent::collect::{Collector, Kernel, Libvirt, Scope};
 use calipso_agent::outbox::Outbox;
-use calipso_proto::codec;
-use calipso_proto::wire::AgentMessage;
 use calipso_proto::{AttrValue, LinkState, Object, ObjectType};
 use calipso_tests::netlab::NetLab;
 use tokio_util::sync::CancellationToken;
@@ -48,38 +45,12 @@ impl Watched {
         }
     }
 
-    /// Waits until no delta came for `quiet`, then returns the last sequence number.
     async fn settle(&self) -> u64 {
-        let quiet = Duration::from_millis(300);
-        let mut watch = self.outbox.watch();
-        loop {
-            match tokio::time::timeout(quiet, watch.changed()).await {
-                Err(_) => return *watch.borrow(),
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return *watch.borrow(),
-            }
-        }
+        calipso_tests::settle(&self.outbox).await
     }
 
-    /// The net effect of every delta after `seq`: (upserted ids, removed ids).
     fn changes_since(&self, seq: u64) -> (BTreeSet<String>, BTreeSet<String>) {
-        let mut upserted = BTreeSet::new();
-        let mut removed = BTreeSet::new();
-        for pending in self.outbox.pending_after(seq) {
-            let Ok(AgentMessage::Delta(delta)) = codec::decode::<AgentMessage>(&pending.frame)
-            else {
-                continue;
-            };
-            for id in delta.removals {
-                upserted.remove(id.as_str());
-                removed.insert(id.as_str().to_owned());
-            }
-            for object in delta.upserts {
-                removed.remove(object.id.as_str());
-                upserted.insert(object.id.as_str().to_owned());
-            }
-        }
-        (upserted, removed)
+        calipso_tests::net_changes(&self.outbox, seq)
     }
 
     /// Runs `change`, waits for the deltas to settle, and returns their net effect.

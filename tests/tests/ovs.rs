@@ -8,8 +8,6 @@ use std::time::Duration;
 use calipso_agent::collect::{Collector, InterfaceDirectory, Ovs, OvsOptions, Scope};
 use calipso_agent::outbox::Outbox;
 use calipso_agent::ovsdb::Endpoint;
-use calipso_proto::codec;
-use calipso_proto::wire::AgentMessage;
 use calipso_proto::{AttrValue, Object};
 use calipso_tests::ovslab::OvsServer;
 use tokio_util::sync::CancellationToken;
@@ -63,12 +61,7 @@ impl Followed {
     }
 
     async fn settle(&self) -> u64 {
-        let mut watch = self.outbox.watch();
-        while tokio::time::timeout(Duration::from_millis(300), watch.changed())
-            .await
-            .is_ok()
-        {}
-        *watch.borrow()
+        calipso_tests::settle(&self.outbox).await
     }
 
     async fn after(
@@ -88,23 +81,7 @@ impl Followed {
                 "the followed model differs from a full scan"
             );
         }
-        let mut upserted = BTreeSet::new();
-        let mut removed = BTreeSet::new();
-        for pending in self.outbox.pending_after(before) {
-            let Ok(AgentMessage::Delta(delta)) = codec::decode::<AgentMessage>(&pending.frame)
-            else {
-                continue;
-            };
-            for id in delta.removals {
-                upserted.remove(id.as_str());
-                removed.insert(id.as_str().to_owned());
-            }
-            for object in delta.upserts {
-                removed.remove(object.id.as_str());
-                upserted.insert(object.id.as_str().to_owned());
-            }
-        }
-        Ok((upserted, removed))
+        Ok(calipso_tests::net_changes(&self.outbox, before))
     }
 
     fn object(&self, id: &str) -> Option<Object> {

@@ -35,22 +35,11 @@ pub fn set_elements(value: &Value) -> Vec<&Value> {
     }
 }
 
-/// The pairs of a map column.
+/// The pairs of a map column, as text.
 pub fn map_entries(value: &Value) -> BTreeMap<String, String> {
-    let Value::Array(pair) = value else {
-        return BTreeMap::new();
-    };
-    if pair.first().and_then(Value::as_str) != Some("map") {
-        return BTreeMap::new();
-    }
-    pair.get(1)
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| {
-            let entry = entry.as_array()?;
-            Some((atom_text(entry.first()?)?, atom_text(entry.get(1)?)?))
-        })
+    map_pairs(value)
+        .iter()
+        .filter_map(|(k, v)| Some((atom_text(k)?, atom_text(v)?)))
         .collect()
 }
 
@@ -141,6 +130,9 @@ fn map_pairs(value: &Value) -> Vec<(Value, Value)> {
     let Value::Array(pair) = value else {
         return Vec::new();
     };
+    if pair.first().and_then(Value::as_str) != Some("map") {
+        return Vec::new();
+    }
     pair.get(1)
         .and_then(Value::as_array)
         .into_iter()

@@ -402,23 +402,12 @@ impl State {
                 }
                 host_ns
             }
-            NsUpdate::Link(_, facts) => {
-                let key = (name, facts.ifindex);
-                let before = self.link(&key).cloned();
-                let Some(view) = self
-                    .namespaces
-                    .get_mut(&key.0)
-                    .and_then(|e| e.view.as_mut())
-                else {
-                    return false;
+            link @ (NsUpdate::Link(..) | NsUpdate::LinkRemoved(..)) => {
+                let ifindex = match &link {
+                    NsUpdate::Link(_, facts) => facts.ifindex,
+                    NsUpdate::LinkRemoved(_, ifindex) => *ifindex,
+                    _ => return false,
                 };
-                let changed = view.apply(NsUpdate::Link(key.0.clone(), facts));
-                if changed {
-                    self.touch(key, before.as_ref());
-                }
-                host_ns && changed
-            }
-            NsUpdate::LinkRemoved(_, ifindex) => {
                 let key = (name, ifindex);
                 let before = self.link(&key).cloned();
                 let Some(view) = self
@@ -428,7 +417,7 @@ impl State {
                 else {
                     return false;
                 };
-                let changed = view.apply(NsUpdate::LinkRemoved(key.0.clone(), ifindex));
+                let changed = view.apply(link);
                 if changed {
                     self.touch(key, before.as_ref());
                 }
