@@ -36,7 +36,10 @@
 //! # netlink_rcvbuf = 4194304           # per-namespace socket buffer (capped by net.core.rmem_max)
 //!
 //! [ovs]
-//! socket = "/run/openvswitch/db.sock"   # or unix:PATH, tcp:HOST:PORT
+//! socket = "/run/openvswitch/db.sock"   # or unix:PATH, tcp:HOST:PORT, ssl:HOST:PORT
+//! # ca_cert = "/etc/openvswitch/cacert.pem"   # for ssl: the CA of ovsdb-server's certificate
+//! # cert = "/etc/calipso/ovs-client.pem"      # and this agent's certificate and key
+//! # key = "/etc/calipso/ovs-client.key"
 //! statistics = false
 //! max_message_bytes = 268435456
 //! ```
@@ -48,7 +51,7 @@ use calipso_proto::wire::DEFAULT_MAX_FRAME_BYTES;
 
 use crate::collect::kernel::SysPaths;
 use crate::collect::{KernelOptions, OvsOptions};
-use crate::ovsdb::Endpoint;
+use crate::ovsdb::{Endpoint, SslFiles};
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -95,11 +98,15 @@ pub struct AgentConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OvsConfig {
-    /// `unix:PATH`, a bare path, or `tcp:HOST:PORT`.
+    /// `unix:PATH`, a bare path, `tcp:HOST:PORT` or `ssl:HOST:PORT`.
     pub socket: String,
     /// Also monitor interface statistics (rewritten by vswitchd every few seconds).
     pub statistics: bool,
     pub max_message_bytes: usize,
+    /// For `ssl:` sockets: the CA that signed ovsdb-server's certificate, and this agent's.
+    pub ca_cert: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 impl Default for OvsConfig {
@@ -108,6 +115,9 @@ impl Default for OvsConfig {
             socket: "/run/openvswitch/db.sock".into(),
             statistics: false,
             max_message_bytes: 256 * 1024 * 1024,
+            ca_cert: None,
+            cert: None,
+            key: None,
         }
     }
 }
@@ -262,10 +272,26 @@ impl Default for AgentConfig {
 
 impl OvsConfig {
     /// The collector's options; the socket was validated with the configuration.
+    fn ssl_files(&self) -> Option<SslFiles> {
+        Some(SslFiles {
+            ca_cert: self.ca_cert.clone()?,
+            cert: self.cert.clone()?,
+            key: self.key.clone()?,
+        })
+    }
+
     pub fn options(&self, kernel: &KernelConfig) -> OvsOptions {
         let defaults = OvsOptions::default();
+        let endpoint = match self.socket.parse() {
+            Ok(Endpoint::Ssl { address, .. }) => Endpoint::Ssl {
+                address,
+                files: self.ssl_files(),
+            },
+            Ok(endpoint) => endpoint,
+            Err(_) => defaults.endpoint.clone(),
+        };
         OvsOptions {
-            endpoint: self.socket.parse().unwrap_or(defaults.endpoint),
+            endpoint,
             statistics: self.statistics,
             max_message_bytes: self.max_message_bytes,
             coalesce_quiet: kernel.coalesce_quiet,
@@ -358,10 +384,17 @@ impl AgentConfig {
         if kernel.refresh < Duration::from_secs(1) {
             return Err(invalid("kernel.refresh", "must be at least 1s".into()));
         }
-        self.ovs
+        let endpoint = self
+            .ovs
             .socket
             .parse::<Endpoint>()
             .map_err(|problem| invalid("ovs.socket", problem))?;
+        if matches!(endpoint, Endpoint::Ssl { .. }) && self.ovs.ssl_files().is_none() {
+            return Err(invalid(
+                "ovs.socket",
+                "ssl: needs ovs.ca_cert, ovs.cert and ovs.key".into(),
+            ));
+        }
         if self.ovs.max_message_bytes < 64 * 1024 {
             return Err(invalid(
                 "ovs.max_message_bytes",
@@ -477,6 +510,7 @@ mod tests {
             ),
             ("[netns]\ndirectory = \"/x\"", "directory"),
             ("[ovs]\nsocket = \"ssl:1.2.3.4:6640\"", "ovs.socket"),
+            ("[ovs]\nsocket = \"udp:1.2.3.4:6640\"", "ovs.socket"),
         ];
         for (text, key) in cases {
             let err = parse(text).err().unwrap_or_default();

@@ -17,6 +17,16 @@ pub struct OvsServer {
     dir: tempfile::TempDir,
     server: Option<Child>,
     vswitchd: Option<(Child, String)>,
+    /// Extra server options (an SSL remote and its files).
+    extra: Vec<String>,
+}
+
+/// The files an SSL remote of ovsdb-server needs.
+#[derive(Debug, Clone)]
+pub struct SslRemote<'a> {
+    pub key: &'a Path,
+    pub cert: &'a Path,
+    pub ca_cert: &'a Path,
 }
 
 fn wait_for(path: &Path) -> anyhow::Result<()> {
@@ -33,6 +43,33 @@ fn wait_for(path: &Path) -> anyhow::Result<()> {
 impl OvsServer {
     /// Creates a database from the installed schema and starts a server on it.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(Vec::new())
+    }
+
+    /// Starts a server that also listens with SSL on 127.0.0.1; returns it and the port.
+    pub fn start_ssl(ssl: &SslRemote<'_>) -> anyhow::Result<(Self, u16)> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let extra = vec![
+            format!("--remote=pssl:{port}:127.0.0.1"),
+            format!("--private-key={}", ssl.key.display()),
+            format!("--certificate={}", ssl.cert.display()),
+            format!("--ca-cert={}", ssl.ca_cert.display()),
+        ];
+        let server = Self::start_with(extra)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the SSL remote on port {port} did not open"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok((server, port))
+    }
+
+    fn start_with(extra: Vec<String>) -> anyhow::Result<Self> {
         anyhow::ensure!(
             Path::new(SCHEMA).exists(),
             "{SCHEMA} missing: install openvswitch-switch (bash tests/run does)"
@@ -44,6 +81,7 @@ impl OvsServer {
             dir,
             server: None,
             vswitchd: None,
+            extra,
         };
         server.spawn_server()?;
         server.vsctl(&["init"])?;
@@ -66,6 +104,7 @@ impl OvsServer {
                 dir.join("ovsdb-server.log").display()
             ))
             .arg("-vconsole:off")
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -652,3 +652,152 @@ async fn the_kernel_and_ovs_views_of_an_interface_are_one_object() -> anyhow::Re
     );
     Ok(())
 }
+
+/// A test double for an ovsdb-server older than `monitor_cond_since` (OVS before 2.12): it
+/// speaks RFC 7047 JSON-RPC with the installed vswitch schema, refuses `monitor_cond_since` as
+/// such a server does ("unknown method"), answers `monitor` with the initial rows and then
+/// sends one `update` notification.
+#[tokio::test]
+async fn servers_without_monitor_cond_since_are_followed_with_monitor() -> anyhow::Result<()> {
+    use serde_json::{Value, json};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    calipso_tests::init_test_logging();
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(
+        "/usr/share/openvswitch/vswitch.ovsschema",
+    )?)?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("old.sock");
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    let uuid = |s: &str| json!(["uuid", s]);
+    let initial = json!({
+        "Open_vSwitch": {"00000000-0000-0000-0000-00000000000a": {"new": {"ovs_version": "2.5.0", "db_version": "7.12.1", "external_ids": ["map", []], "other_config": ["map", []]}}},
+        "Bridge": {"00000000-0000-0000-0000-00000000000b": {"new": {"name": "br-int", "datapath_type": "", "fail_mode": ["set", []], "ports": uuid("00000000-0000-0000-0000-00000000000c"), "external_ids": ["map", []], "other_config": ["map", []]}}},
+        "Port": {"00000000-0000-0000-0000-00000000000c": {"new": {"name": "tapold", "tag": 4, "trunks": ["set", []], "vlan_mode": ["set", []], "bond_mode": ["set", []], "interfaces": uuid("00000000-0000-0000-0000-00000000000d"), "external_ids": ["map", []]}}},
+        "Interface": {"00000000-0000-0000-0000-00000000000d": {"new": {"name": "tapold", "type": "", "ofport": 1, "external_ids": ["map", [["iface-id", "old-port"]]], "options": ["map", []]}}}
+    });
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await?;
+        let (mut read, mut write) = stream.into_split();
+        let mut buffer = Vec::new();
+        let mut chunk = vec![0u8; 65536];
+        loop {
+            let n = read.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok::<_, anyhow::Error>(());
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+            // Requests from our client arrive whole and one at a time in this exchange.
+            let Ok(request) = serde_json::from_slice::<Value>(&buffer) else {
+                continue;
+            };
+            buffer.clear();
+            let id = request["id"].clone();
+            let reply = match request["method"].as_str() {
+                Some("list_dbs") => json!({"id": id, "result": ["Open_vSwitch"], "error": null}),
+                Some("get_schema") => json!({"id": id, "result": schema, "error": null}),
+                Some("monitor") => json!({"id": id, "result": initial, "error": null}),
+                _ => json!({"id": id, "result": null, "error": "unknown method"}),
+            };
+            write.write_all(&serde_json::to_vec(&reply)?).await?;
+            if request["method"] == "monitor" {
+                let update = json!({"method": "update", "id": null, "params": [null, {"Port": {"00000000-0000-0000-0000-00000000000c": {
+                    "old": {"tag": 4}, "new": {"name": "tapold", "tag": 8, "trunks": ["set", []], "vlan_mode": ["set", []], "bond_mode": ["set", []],
+                    "interfaces": uuid("00000000-0000-0000-0000-00000000000d"), "external_ids": ["map", []]}}}}]});
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                write.write_all(&serde_json::to_vec(&update)?).await?;
+            }
+        }
+    });
+    let options = OvsOptions {
+        endpoint: Endpoint::Unix(path),
+        ..OvsOptions::default()
+    };
+    let outbox = Outbox::new(HOST, "lab", 1, 1 << 20);
+    let stop = CancellationToken::new();
+    tokio::spawn(
+        Box::new(Ovs::new(scope(), options, InterfaceDirectory::default()))
+            .follow(outbox.clone(), stop.clone()),
+    );
+    let followed = Followed {
+        outbox,
+        stop,
+        oracle: None,
+    };
+    let mut tag = None;
+    for _ in 0..20 {
+        followed.settle().await;
+        tag = followed
+            .object("vnic:compute-1:tapold")
+            .and_then(|o| extra(&o, "tag").cloned());
+        if tag == Some(AttrValue::Int(8)) {
+            break;
+        }
+    }
+    assert_eq!(
+        tag,
+        Some(AttrValue::Int(8)),
+        "the initial rows and the update both arrived"
+    );
+    let vedge = followed.object("vedge:compute-1:ovs").expect("vedge");
+    assert_eq!(extra(&vedge, "ovs_version"), Some(&"2.5.0".into()));
+    drop(followed);
+    server.abort();
+    Ok(())
+}
+
+#[tokio::test]
+async fn ssl_to_ovsdb_server_with_the_deployment_certificates() -> anyhow::Result<()> {
+    use calipso_agent::ovsdb::SslFiles;
+    use calipso_tests::ovslab::SslRemote;
+    calipso_tests::init_test_logging();
+    let pki = calipso_tests::Pki::new()?;
+    let server_files = pki.server_paths();
+    let (server, port) = OvsServer::start_ssl(&SslRemote {
+        key: &server_files.key,
+        cert: &server_files.cert,
+        ca_cert: &server_files.ca_cert,
+    })?;
+    compute_host(&server)?;
+    let (agent, _) = pki.agent(HOST)?;
+    let endpoint = |files: SslFiles| Endpoint::Ssl {
+        address: format!("127.0.0.1:{port}"),
+        files: Some(files),
+    };
+    let files = SslFiles {
+        ca_cert: agent.ca_cert.clone(),
+        cert: agent.cert.clone(),
+        key: agent.key.clone(),
+    };
+    let mut ovs = Ovs::new(
+        scope(),
+        OvsOptions {
+            endpoint: endpoint(files),
+            ..OvsOptions::default()
+        },
+        InterfaceDirectory::default(),
+    );
+    let objects = ovs.scan().await?;
+    assert_eq!(objects.len(), 4, "vedge, otep and two VM ports over SSL");
+
+    // A client certificate from another CA is refused by the server.
+    let other = calipso_tests::Pki::new()?;
+    let (stranger, _) = other.agent(HOST)?;
+    let files = SslFiles {
+        ca_cert: agent.ca_cert.clone(),
+        cert: stranger.cert,
+        key: stranger.key,
+    };
+    let mut ovs = Ovs::new(
+        scope(),
+        OvsOptions {
+            endpoint: endpoint(files),
+            ..OvsOptions::default()
+        },
+        InterfaceDirectory::default(),
+    );
+    assert!(
+        ovs.scan().await.is_err(),
+        "a foreign client certificate must not get in"
+    );
+    Ok(())
+}

@@ -15,12 +15,18 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::split::{SplitError, Splitter};
+use super::tls::SslFiles;
 
-/// Where ovsdb-server listens: `unix:PATH` (or a bare path) or `tcp:HOST:PORT`.
+/// Where ovsdb-server listens: `unix:PATH` (or a bare path), `tcp:HOST:PORT` or
+/// `ssl:HOST:PORT` (certificates from [`SslFiles`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     Unix(PathBuf),
     Tcp(String),
+    Ssl {
+        address: String,
+        files: Option<SslFiles>,
+    },
 }
 
 impl FromStr for Endpoint {
@@ -33,11 +39,17 @@ impl FromStr for Endpoint {
         if let Some(address) = text.strip_prefix("tcp:") {
             return Ok(Endpoint::Tcp(address.into()));
         }
+        if let Some(address) = text.strip_prefix("ssl:") {
+            return Ok(Endpoint::Ssl {
+                address: address.into(),
+                files: None,
+            });
+        }
         if text.starts_with('/') {
             return Ok(Endpoint::Unix(text.into()));
         }
         Err(format!(
-            "`{text}` is not an OVSDB endpoint (unix:PATH or tcp:HOST:PORT; ssl is not supported yet)"
+            "`{text}` is not an OVSDB endpoint (unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT)"
         ))
     }
 }
@@ -47,6 +59,7 @@ impl std::fmt::Display for Endpoint {
         match self {
             Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
             Endpoint::Tcp(address) => write!(f, "tcp:{address}"),
+            Endpoint::Ssl { address, .. } => write!(f, "ssl:{address}"),
         }
     }
 }
@@ -138,6 +151,34 @@ impl Client {
                     .await
                     .map_err(connect_error)?;
                 let (read, write) = stream.into_split();
+                Ok(Self::start(read, write, max_message_bytes, timeout))
+            }
+            Endpoint::Ssl { address, files } => {
+                let invalid = |message: String| {
+                    connect_error(std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        message,
+                    ))
+                };
+                let files = files.as_ref().ok_or_else(|| {
+                    invalid("ssl needs a CA certificate, a certificate and a key".into())
+                })?;
+                let config = super::tls::client_config(files).map_err(invalid)?;
+                let host = address
+                    .rsplit_once(':')
+                    .map_or(address.as_str(), |(host, _)| host);
+                let name = rustls::pki_types::ServerName::try_from(
+                    host.trim_matches(['[', ']']).to_owned(),
+                )
+                .map_err(|e| invalid(format!("`{host}`: {e}")))?;
+                let stream = tokio::net::TcpStream::connect(address)
+                    .await
+                    .map_err(connect_error)?;
+                let stream = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, stream)
+                    .await
+                    .map_err(connect_error)?;
+                let (read, write) = tokio::io::split(stream);
                 Ok(Self::start(read, write, max_message_bytes, timeout))
             }
         }

@@ -4,11 +4,14 @@
 //! * [`client`]: JSON-RPC requests, responses, `echo` and notifications.
 //! * [`datum`]: OVSDB atoms, sets and maps, and `update2` diffs.
 //! * [`db`]: the schema's column kinds and a copy of the monitored tables.
+//! * [`tls`]: SSL to ovsdb-server, as Open vSwitch does it.
 
 pub mod client;
 pub mod datum;
 pub mod db;
 pub mod split;
+pub mod tls;
 
 pub use client::{Client, Endpoint, Event, OvsdbError};
 pub use db::{Row, Schema, Tables, Touched};
+pub use tls::SslFiles;
