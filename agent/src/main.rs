@@ -36,7 +36,11 @@ enum Command {
 // arena is trimmed; on the main thread (a current-thread runtime) the brk heap kept the
 // initial sync's peak resident (20 MB instead of 14 MB at 100 namespaces, docs/benchmarks.md).
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    calipso_agent::process::exit_status(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     calipso_agent::process::init_logging();
     match Cli::parse().command {
         Command::Discover { json, config } => {

@@ -1,5 +1,6 @@
 //! What every Calipso daemon does the same way at its edges: logging to stderr (journald picks
-//! it up) filtered by `RUST_LOG`, and a clean stop on SIGINT or SIGTERM.
+//! it up) filtered by `RUST_LOG`, a clean stop on SIGINT or SIGTERM, and errors reported as one
+//! line with a non-zero exit status.
 
 use tokio_util::sync::CancellationToken;
 
@@ -34,4 +35,17 @@ pub fn shutdown_on_signal() -> CancellationToken {
         cancel.cancel();
     });
     token
+}
+
+/// The exit status of a daemon's `main`: on failure, the error and its causes on one line
+/// (`error: cannot set up the uplink: /etc/calipso/ca.pem: No such file or directory`), never
+/// a backtrace, whatever `RUST_BACKTRACE` says.
+pub fn exit_status(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -89,7 +89,11 @@ enum CaCommand {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    calipso_agent::process::exit_status(run().await)
+}
+
+async fn run() -> anyhow::Result<()> {
     calipso_agent::process::init_logging();
     match Cli::parse().command {
         Command::Quickstart {
