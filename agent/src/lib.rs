@@ -7,6 +7,7 @@
 //! * [`runtime`]: wires them together.
 //! * [`process`]: logging and signal handling shared by the daemons.
 
+pub mod backoff;
 pub mod collect;
 pub mod config;
 pub mod outbox;

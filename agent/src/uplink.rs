@@ -147,7 +147,7 @@ impl Uplink {
             if started.elapsed() >= STABLE_SESSION {
                 attempt = 0;
             }
-            let delay = backoff(attempt, self.reconnect_max);
+            let delay = crate::backoff::delay(attempt, BACKOFF_INITIAL, self.reconnect_max);
             attempt = attempt.saturating_add(1);
             tracing::debug!(?delay, attempt, "reconnecting");
             tokio::select! {
@@ -206,14 +206,6 @@ impl Uplink {
             .fetch_add(connection.stats().udp_tx.bytes, Ordering::Relaxed);
         result
     }
-}
-
-/// Full jitter over an exponentially growing window: `rand(0.5..1) * min(cap, initial * 2^attempt)`.
-fn backoff(attempt: u32, cap: Duration) -> Duration {
-    let window = BACKOFF_INITIAL
-        .saturating_mul(2u32.saturating_pow(attempt.min(16)))
-        .min(cap);
-    window.mul_f64(rand::random_range(0.5..=1.0))
 }
 
 /// The QUIC client configuration of an agent: TLS 1.3 with its client certificate, the
@@ -376,26 +368,5 @@ impl Session<'_> {
         }
         self.writer.flush().await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_and_caps() {
-        let cap = Duration::from_secs(30);
-        for attempt in 0..40 {
-            let window = BACKOFF_INITIAL
-                .saturating_mul(2u32.saturating_pow(attempt.min(16)))
-                .min(cap);
-            let delay = backoff(attempt, cap);
-            assert!(
-                delay <= window && delay >= window / 2,
-                "attempt {attempt}: {delay:?} vs {window:?}"
-            );
-        }
-        assert!(backoff(100, cap) <= cap);
     }
 }

@@ -88,15 +88,16 @@ pub async fn run(options: QuickstartOptions, shutdown: CancellationToken) -> any
     let agent_shutdown = shutdown.clone();
     let agent_task = tokio::spawn(async move { agent.run(&uplink, agent_shutdown).await });
 
-    let mut reported = 0u64;
+    // The last acknowledgement printed: each new one prints what the aggregator holds.
+    let mut reported: Option<u64> = None;
     loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => break,
             event = events.recv() => event,
         };
         match event {
-            Ok(UplinkEvent::Acked { seq }) if seq > reported || reported == 0 => {
-                reported = seq.max(1);
+            Ok(UplinkEvent::Acked { seq }) if reported < Some(seq) => {
+                reported = Some(seq);
                 let objects = sink.objects(&host);
                 println!(
                     "aggregator holds {} object(s) for `{host}` (acknowledged up to seq {seq}):",

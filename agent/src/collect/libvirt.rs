@@ -23,6 +23,8 @@ use super::{Collector, CollectorError, Scope};
 use crate::outbox::Outbox;
 
 const NAME: &str = "libvirt";
+/// Waiting this long after a change lets libvirt finish writing a domain's files.
+const SETTLE: Duration = Duration::from_millis(10);
 
 /// A domain XML document that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -239,17 +241,11 @@ impl Domain {
 pub struct Libvirt {
     scope: Scope,
     dir: PathBuf,
-    /// Waiting this long after a change lets libvirt finish writing a domain's files.
-    settle: Duration,
 }
 
 impl Libvirt {
     pub fn new(scope: Scope, dir: PathBuf) -> Self {
-        Libvirt {
-            scope,
-            dir,
-            settle: Duration::from_millis(10),
-        }
+        Libvirt { scope, dir }
     }
 
     /// Every domain in the directory; unreadable documents are logged and skipped.
@@ -341,7 +337,7 @@ impl Collector for Libvirt {
                             if event.mask.contains(inotify::EventMask::DELETE_SELF) {
                                 break;
                             }
-                            tokio::time::sleep(self.settle).await;
+                            tokio::time::sleep(SETTLE).await;
                             outbox.replace_all(NAME, self.read_all()).map_err(|e| failed(&e))?;
                         }
                     }

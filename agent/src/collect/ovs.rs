@@ -705,18 +705,15 @@ fn vnic(
     if !trunks.is_empty() {
         object = object.with_extra("trunks", AttrValue::List(trunks));
     }
+    if let Some(mode) = text(attachment.port, "vlan_mode") {
+        object = object.with_extra("vlan_mode", mode);
+    }
     for (key, column) in [
-        ("vlan_mode", "vlan_mode"),
         ("ovs_admin_state", "admin_state"),
         ("ovs_link_state", "link_state"),
         ("ovs_error", "error"),
     ] {
-        let source = if column == "vlan_mode" {
-            attachment.port
-        } else {
-            interface
-        };
-        if let Some(value) = text(source, column) {
+        if let Some(value) = text(interface, column) {
             object = object.with_extra(key, value);
         }
     }
@@ -1031,9 +1028,11 @@ impl Collector for Ovs {
                     last_txn = None;
                     outbox.replace_all(NAME, Vec::new()).map_err(failed)?;
                 }
-                let delay = Duration::from_millis(100)
-                    .saturating_mul(2u32.saturating_pow(attempt.min(10)))
-                    .min(self.options.reconnect_max);
+                let delay = crate::backoff::delay(
+                    attempt,
+                    Duration::from_millis(100),
+                    self.options.reconnect_max,
+                );
                 attempt = attempt.saturating_add(1);
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),

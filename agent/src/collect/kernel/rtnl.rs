@@ -101,12 +101,8 @@ impl NsView {
                 .fdb
                 .get_mut(&ifindex)
                 .is_some_and(|set| set.remove(&dst)),
-            NsUpdate::Full { view, .. } => {
-                let changed = *self != view;
-                *self = view;
-                changed
-            }
-            NsUpdate::Attach(_) | NsUpdate::Ended(_) => false,
+            // Whole-namespace updates are the collector's to apply, not one view's.
+            NsUpdate::Full { .. } | NsUpdate::Attach(_) | NsUpdate::Ended(_) => false,
         }
     }
 }
@@ -263,7 +259,8 @@ pub async fn follow(
         }
         connection.abort();
         failures += 1;
-        let delay = Duration::from_millis(100 * u64::from(failures.min(50)));
+        let delay =
+            crate::backoff::delay(failures, Duration::from_millis(100), Duration::from_secs(5));
         tracing::warn!(
             netns = ns_label(&name),
             ?delay,
