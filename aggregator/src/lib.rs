@@ -1,14 +1,25 @@
-//! The Calipso aggregator: accepts agent sessions, keeps what they report durable, and (in later
-//! layers) links, cliques, history and the API.
+//! The Calipso aggregator: accepts agent sessions, keeps what they report durable with its
+//! history, and derives links and cliques.
 //!
 //! * [`ca`]: the deployment CA tool.
 //! * [`tls`]: server-side mutual TLS with revocation.
-//! * [`ingest`]: agent sessions and the sink they deliver into.
+//! * [`ingest`]: agent sessions and the sinks they deliver into.
+//! * [`graph`]: an environment's objects in memory, indexed for the link finders.
+//! * [`links`]: the link finders and the incremental link set.
+//! * [`cliques`]: clique types, constraints and the incremental clique engine.
+//! * [`engine`]: graph, links and cliques of every environment, updated together.
+//! * [`store`]: the durable store (SQLite or PostgreSQL) with history.
+//! * [`synthetic`]: generated host models for tests and benchmarks.
 //! * [`config`]: the configuration file.
 //! * [`quickstart`]: everything on one machine.
 
 pub mod ca;
+pub mod cliques;
 pub mod config;
+pub mod engine;
+pub mod graph;
 pub mod ingest;
+pub mod links;
 pub mod quickstart;
+pub mod synthetic;
 pub mod tls;

@@ -272,10 +272,10 @@ fn vedge(scope: &Scope, root: &Row, tables: &Tables, attached: &[Attachment<'_>]
     let mut infrastructure = BTreeMap::new();
     let mut patches = Vec::new();
     let mut uplinks = BTreeSet::new();
-    let mut vm_ports: BTreeMap<String, i64> = BTreeMap::new();
     for attachment in attached {
+        // A VM port is its own vNIC; counting VM ports here would rewrite the vedge (and its
+        // history, and every link that reads it) on every VM start.
         if is_vm_port(attachment.interface) {
-            *vm_ports.entry(attachment.bridge_name()).or_default() += 1;
             continue;
         }
         let name = attachment.name();
@@ -317,10 +317,6 @@ fn vedge(scope: &Scope, root: &Row, tables: &Tables, attached: &[Attachment<'_>]
             if let Some(fail_mode) = text(bridge, "fail_mode") {
                 facts.insert("fail_mode".to_owned(), AttrValue::Str(fail_mode));
             }
-            facts.insert(
-                "vm_ports".to_owned(),
-                AttrValue::Int(vm_ports.get(&name).copied().unwrap_or(0)),
-            );
             let external = map(bridge, "external_ids");
             if !external.is_empty() {
                 facts.insert("external_ids".to_owned(), string_map(external));

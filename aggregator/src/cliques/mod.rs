@@ -1,0 +1,384 @@
+//! The clique engine: for every focal point (an instance, a vservice, a network, a switch
+//! port), the sub-graph it depends on, walked over the link types of its clique type in order
+//! (reference §3.3).
+//!
+//! Incremental: a clique depends only on the links incident to the nodes its walk expanded
+//! from, and on its focal point. The set remembers, per node, the cliques whose walk expanded
+//! from it; a changed link dirties the cliques of its two ends, a changed focal point its own
+//! clique, and only those are walked again. A full build gives the same result (tested on long
+//! randomized change sequences).
+
+mod types;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use calipso_proto::{AttrValue, Link, LinkState, LinkType, ObjectId, ObjectType};
+use serde::{Deserialize, Serialize};
+
+pub use types::{
+    CliqueConstraint, CliqueType, EnvironmentConfig, InvalidCliqueType, Plan,
+    default_clique_constraints, default_clique_types,
+};
+
+use crate::graph::{Graph, Node};
+use crate::links::{LinkChanges, LinkKey, LinkSet};
+
+/// The sub-graph of one focal point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Clique {
+    pub focal_point: ObjectId,
+    pub focal_point_type: ObjectType,
+    pub clique_type: String,
+    /// The focal point's values of the constraint attributes the links were checked against.
+    pub constraints: BTreeMap<String, Vec<String>>,
+    pub nodes: BTreeSet<ObjectId>,
+    pub links: BTreeSet<LinkKey>,
+    /// Transitive links, for clique types that walk them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub implicit_links: Vec<Link>,
+}
+
+/// The cliques that changed in one update.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CliqueChanges {
+    pub upserted: Vec<Clique>,
+    pub removed: Vec<ObjectId>,
+}
+
+impl CliqueChanges {
+    pub fn is_empty(&self) -> bool {
+        self.upserted.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// The constraint values of a focal point: its attribute, a string or a list; a network is
+/// its own `network`.
+fn constraint_values(focal: &Node, key: &str) -> Option<Vec<String>> {
+    match focal.object.attributes.extra.get(key) {
+        Some(AttrValue::Str(value)) => Some(vec![value.clone()]),
+        Some(AttrValue::List(values)) => Some(
+            values
+                .iter()
+                .filter_map(AttrValue::as_str)
+                .map(str::to_owned)
+                .collect(),
+        ),
+        _ if key == "network" && focal.object_type() == ObjectType::Network => {
+            Some(vec![focal.id().to_string()])
+        }
+        _ => None,
+    }
+}
+
+/// A link passes when each constraint attribute it carries has one of the focal point's values.
+fn passes(link: &Link, constraints: &BTreeMap<String, Vec<String>>) -> bool {
+    constraints.iter().all(|(key, allowed)| {
+        match link.attributes.get(key).and_then(AttrValue::as_str) {
+            Some(value) => allowed.iter().any(|a| a == value),
+            None => true,
+        }
+    })
+}
+
+/// The outcome of one walk: the clique (if any link was found) and every node it expanded from.
+struct Walk {
+    clique: Option<Clique>,
+    expanded: Vec<ObjectId>,
+}
+
+fn walk(
+    focal: &Node,
+    clique_type: &CliqueType,
+    constraint_keys: &[String],
+    links: &LinkSet,
+) -> Walk {
+    let constraints: BTreeMap<String, Vec<String>> = constraint_keys
+        .iter()
+        .filter_map(|key| Some((key.clone(), constraint_values(focal, key)?)))
+        .collect();
+    let mut collected: HashMap<ObjectType, BTreeSet<ObjectId>> = HashMap::new();
+    collected
+        .entry(focal.object_type())
+        .or_default()
+        .insert(focal.id().clone());
+    let mut expanded: HashSet<ObjectId> = HashSet::new();
+    let mut found: BTreeSet<LinkKey> = BTreeSet::new();
+    let mut implicit_links: Vec<Link> = Vec::new();
+    for &step in &clique_type.link_types {
+        let from: Vec<ObjectId> = collected
+            .get(&step.source)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut reached = Vec::new();
+        if step.is_declared() {
+            for id in &from {
+                expanded.insert(id.clone());
+                for link in links.incident(id) {
+                    let far = if link.link_type == step && link.source == *id {
+                        &link.target
+                    } else if link.link_type == step.reversed() && link.target == *id {
+                        &link.source
+                    } else {
+                        continue;
+                    };
+                    if passes(link, &constraints) {
+                        found.insert(LinkKey::of(link));
+                        reached.push(far.clone());
+                    }
+                }
+            }
+        } else if clique_type.use_implicit_links {
+            for id in &from {
+                for link in transitive(id, step, links, &constraints, &mut expanded) {
+                    reached.push(link.target.clone());
+                    implicit_links.push(link);
+                }
+            }
+        }
+        // As in the original, a step that finds nothing ends the walk.
+        if reached.is_empty() {
+            break;
+        }
+        collected.entry(step.target).or_default().extend(reached);
+    }
+    let mut expanded: Vec<ObjectId> = expanded.into_iter().collect();
+    expanded.sort();
+    if found.is_empty() && implicit_links.is_empty() {
+        return Walk {
+            clique: None,
+            expanded,
+        };
+    }
+    implicit_links.sort_by(|a, b| (&a.source, &a.target).cmp(&(&b.source, &b.target)));
+    implicit_links.dedup_by(|a, b| a.source == b.source && a.target == b.target);
+    Walk {
+        clique: Some(Clique {
+            focal_point: focal.id().clone(),
+            focal_point_type: focal.object_type(),
+            clique_type: clique_type.name.clone(),
+            constraints,
+            nodes: collected.into_values().flatten().collect(),
+            links: found,
+            implicit_links,
+        }),
+        expanded,
+    }
+}
+
+/// Implicit links from `start` to the objects of `step.target` reachable over links followed in
+/// their direction (`instance-network`), or else against it (`network-instance`), where two
+/// consecutive links differ in type and every link passes the constraints: the original's
+/// transitive closure, computed for one clique instead of the whole environment.
+fn transitive(
+    start: &ObjectId,
+    step: LinkType,
+    links: &LinkSet,
+    constraints: &BTreeMap<String, Vec<String>>,
+    expanded: &mut HashSet<ObjectId>,
+) -> Vec<Link> {
+    let found = reachable(start, step, links, constraints, expanded, true);
+    if found.is_empty() {
+        reachable(start, step, links, constraints, expanded, false)
+    } else {
+        found
+    }
+}
+
+fn reachable(
+    start: &ObjectId,
+    step: LinkType,
+    links: &LinkSet,
+    constraints: &BTreeMap<String, Vec<String>>,
+    expanded: &mut HashSet<ObjectId>,
+    downstream: bool,
+) -> Vec<Link> {
+    let mut out = Vec::new();
+    let mut seen: HashSet<ObjectId> = HashSet::from([start.clone()]);
+    let mut queue: VecDeque<(ObjectId, Option<LinkType>, LinkState)> =
+        VecDeque::from([(start.clone(), None, LinkState::Up)]);
+    while let Some((at, arrived_by, state)) = queue.pop_front() {
+        expanded.insert(at.clone());
+        for link in links.incident(&at) {
+            let symmetric = link.link_type.source == link.link_type.target;
+            if symmetric || Some(link.link_type) == arrived_by || !passes(link, constraints) {
+                continue;
+            }
+            let far = match (link.source == at, downstream) {
+                (true, true) => &link.target,
+                (false, false) => &link.source,
+                _ => continue,
+            };
+            if !seen.insert(far.clone()) {
+                continue;
+            }
+            let path_state = state.and(link.state);
+            if far.object_type() == Some(step.target) {
+                let mut implicit = link.clone();
+                implicit.source = start.clone();
+                implicit.target = far.clone();
+                implicit.link_type = step;
+                implicit.implicit = true;
+                implicit.state = path_state;
+                implicit
+                    .attributes
+                    .retain(|key, _| constraints.contains_key(key));
+                out.push(implicit);
+            } else {
+                queue.push_back((far.clone(), Some(link.link_type), path_state));
+            }
+        }
+    }
+    out
+}
+
+/// The cliques of one environment.
+#[derive(Debug, Default)]
+pub struct CliqueSet {
+    plan: Plan,
+    cliques: HashMap<ObjectId, Clique>,
+    /// Node → the focal points whose walk expanded from it.
+    expanded_by: HashMap<ObjectId, HashSet<ObjectId>>,
+    /// Focal point → the nodes its walk expanded from.
+    expansions: HashMap<ObjectId, Vec<ObjectId>>,
+}
+
+impl CliqueSet {
+    /// Every clique of the graph, from scratch.
+    pub fn build(plan: Plan, graph: &Graph, links: &LinkSet) -> Self {
+        let mut set = CliqueSet {
+            plan,
+            ..Self::default()
+        };
+        let focal_types: Vec<ObjectType> = set
+            .plan
+            .entries
+            .iter()
+            .map(|(t, _)| t.focal_point_type)
+            .collect();
+        for focal_type in focal_types {
+            for node in graph.of_type(focal_type) {
+                set.rewalk(node.id(), graph, links);
+            }
+        }
+        set
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    pub fn len(&self) -> usize {
+        self.cliques.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cliques.is_empty()
+    }
+
+    pub fn get(&self, focal_point: &ObjectId) -> Option<&Clique> {
+        self.cliques.get(focal_point)
+    }
+
+    pub fn cliques(&self) -> impl Iterator<Item = &Clique> {
+        self.cliques.values()
+    }
+
+    /// Brings the cliques up to date after objects (`touched`) and links changed.
+    pub fn update(
+        &mut self,
+        graph: &Graph,
+        links: &LinkSet,
+        touched: &[ObjectId],
+        link_changes: &LinkChanges,
+    ) -> CliqueChanges {
+        let mut dirty: BTreeSet<ObjectId> = BTreeSet::new();
+        let ends = link_changes
+            .upserted
+            .iter()
+            .flat_map(|l| [&l.source, &l.target])
+            .chain(
+                link_changes
+                    .removed
+                    .iter()
+                    .flat_map(|k| [&k.source, &k.target]),
+            );
+        for end in ends {
+            dirty.extend(self.expanded_by.get(end).into_iter().flatten().cloned());
+        }
+        for id in touched {
+            let is_focal = self.cliques.contains_key(id)
+                || self.expansions.contains_key(id)
+                || graph
+                    .get(id)
+                    .is_some_and(|n| self.plan.for_focal_type(n.object_type()).is_some());
+            if is_focal {
+                dirty.insert(id.clone());
+            }
+        }
+        let mut changes = CliqueChanges::default();
+        for focal in dirty {
+            let before = self.cliques.get(&focal).cloned();
+            self.rewalk(&focal, graph, links);
+            match (before, self.cliques.get(&focal)) {
+                (Some(_), None) => changes.removed.push(focal),
+                (before, Some(now)) if before.as_ref() != Some(now) => {
+                    changes.upserted.push(now.clone());
+                }
+                _ => {}
+            }
+        }
+        changes
+    }
+
+    /// Replaces the plan (clique types or constraints changed) and rebuilds every clique.
+    pub fn replan(&mut self, plan: Plan, graph: &Graph, links: &LinkSet) -> CliqueChanges {
+        let before = std::mem::take(&mut self.cliques);
+        *self = CliqueSet::build(plan, graph, links);
+        let mut changes = CliqueChanges::default();
+        for (focal, clique) in &self.cliques {
+            if before.get(focal) != Some(clique) {
+                changes.upserted.push(clique.clone());
+            }
+        }
+        changes.removed = before
+            .into_keys()
+            .filter(|focal| !self.cliques.contains_key(focal))
+            .collect();
+        changes.removed.sort();
+        changes
+    }
+
+    fn rewalk(&mut self, focal: &ObjectId, graph: &Graph, links: &LinkSet) {
+        if let Some(old) = self.expansions.remove(focal) {
+            for node in old {
+                if let Some(set) = self.expanded_by.get_mut(&node) {
+                    set.remove(focal);
+                    if set.is_empty() {
+                        self.expanded_by.remove(&node);
+                    }
+                }
+            }
+        }
+        self.cliques.remove(focal);
+        let Some(node) = graph.get(focal) else {
+            return;
+        };
+        let Some((clique_type, keys)) = self.plan.for_focal_type(node.object_type()) else {
+            return;
+        };
+        let walk = walk(node, clique_type, keys, links);
+        for expanded in &walk.expanded {
+            self.expanded_by
+                .entry(expanded.clone())
+                .or_default()
+                .insert(focal.clone());
+        }
+        self.expansions.insert(focal.clone(), walk.expanded);
+        if let Some(clique) = walk.clique {
+            self.cliques.insert(focal.clone(), clique);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,216 @@
+//! The engine: per environment, the graph, its links and its cliques, updated together by one
+//! batch of object changes, reporting exactly what changed (for the store and the live stream).
+
+use std::collections::BTreeMap;
+
+use calipso_proto::ObjectId;
+
+use crate::cliques::{
+    CliqueChanges, CliqueConstraint, CliqueSet, CliqueType, EnvironmentConfig, Plan,
+};
+use crate::graph::{Graph, Node, lookups_of};
+use crate::links::{LinkChanges, LinkSet, Touched};
+
+/// One change to an environment's objects.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Upsert(Box<Node>),
+    Remove(ObjectId),
+}
+
+/// An object before and after a change (`None`: absent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectDiff {
+    pub id: ObjectId,
+    pub before: Option<Node>,
+    pub after: Option<Node>,
+}
+
+/// Everything one batch changed in one environment.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Applied {
+    pub objects: Vec<ObjectDiff>,
+    pub links: LinkChanges,
+    pub cliques: CliqueChanges,
+}
+
+impl Applied {
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty() && self.links.is_empty() && self.cliques.is_empty()
+    }
+}
+
+/// One environment's model.
+#[derive(Debug)]
+pub struct Environment {
+    pub config: EnvironmentConfig,
+    pub graph: Graph,
+    pub links: LinkSet,
+    pub cliques: CliqueSet,
+}
+
+impl Environment {
+    /// Builds links and cliques of a graph from scratch.
+    pub fn build(config: EnvironmentConfig, graph: Graph, plan: Plan) -> Self {
+        let links = LinkSet::build(&graph);
+        let cliques = CliqueSet::build(plan, &graph, &links);
+        Environment {
+            config,
+            graph,
+            links,
+            cliques,
+        }
+    }
+
+    /// Applies object changes and brings links and cliques up to date incrementally.
+    pub fn apply(&mut self, changes: Vec<Change>) -> Applied {
+        let mut touched = Vec::with_capacity(changes.len());
+        let mut objects = Vec::with_capacity(changes.len());
+        for change in changes {
+            let (id, after) = match change {
+                Change::Upsert(node) => (node.id().clone(), Some(*node)),
+                Change::Remove(id) => (id, None),
+            };
+            let before = self.graph.get(&id);
+            let unchanged = match (before, &after) {
+                (Some(b), Some(a)) => b.object == a.object && b.stale == a.stale,
+                (None, None) => true,
+                _ => false,
+            };
+            if unchanged {
+                continue;
+            }
+            let lookups_before = before.map(lookups_of).unwrap_or_default();
+            let before = match &after {
+                Some(node) => self.graph.upsert(node.clone()),
+                None => self.graph.remove(&id),
+            };
+            touched.push(Touched {
+                id: id.clone(),
+                lookups_before,
+            });
+            objects.push(ObjectDiff { id, before, after });
+        }
+        if touched.is_empty() {
+            return Applied::default();
+        }
+        let links = self.links.update(&self.graph, &touched);
+        let ids: Vec<ObjectId> = touched.into_iter().map(|t| t.id).collect();
+        let cliques = self.cliques.update(&self.graph, &self.links, &ids, &links);
+        Applied {
+            objects,
+            links,
+            cliques,
+        }
+    }
+}
+
+/// Every environment, and the clique types and constraints they choose from.
+#[derive(Debug, Default)]
+pub struct Engine {
+    environments: BTreeMap<String, Environment>,
+    clique_types: Vec<CliqueType>,
+    constraints: Vec<CliqueConstraint>,
+}
+
+impl Engine {
+    pub fn new(clique_types: Vec<CliqueType>, constraints: Vec<CliqueConstraint>) -> Self {
+        Engine {
+            environments: BTreeMap::new(),
+            clique_types,
+            constraints,
+        }
+    }
+
+    fn plan(&self, config: &EnvironmentConfig) -> Plan {
+        Plan::choose(config, &self.clique_types, &self.constraints)
+    }
+
+    /// Adds an environment with its objects (as loaded from the store), building links and
+    /// cliques from scratch.
+    pub fn load(&mut self, config: EnvironmentConfig, nodes: impl IntoIterator<Item = Node>) {
+        let mut graph = Graph::new();
+        for node in nodes {
+            graph.upsert(node);
+        }
+        let plan = self.plan(&config);
+        let name = config.name.clone();
+        self.environments
+            .insert(name, Environment::build(config, graph, plan));
+    }
+
+    pub fn environment(&self, name: &str) -> Option<&Environment> {
+        self.environments.get(name)
+    }
+
+    pub fn environments(&self) -> impl Iterator<Item = &Environment> {
+        self.environments.values()
+    }
+
+    pub fn clique_types(&self) -> &[CliqueType] {
+        &self.clique_types
+    }
+
+    pub fn clique_constraints(&self) -> &[CliqueConstraint] {
+        &self.constraints
+    }
+
+    /// Whether `name` is new to the engine (its configuration has to be stored).
+    pub fn ensure_environment(&mut self, name: &str) -> bool {
+        if self.environments.contains_key(name) {
+            return false;
+        }
+        self.load(EnvironmentConfig::named(name), []);
+        true
+    }
+
+    /// Applies object changes to an environment (created if new).
+    pub fn apply(&mut self, environment: &str, changes: Vec<Change>) -> Applied {
+        self.ensure_environment(environment);
+        match self.environments.get_mut(environment) {
+            Some(env) => env.apply(changes),
+            None => Applied::default(),
+        }
+    }
+
+    /// Replaces the clique types and constraints; returns the cliques that changed, per
+    /// environment.
+    pub fn set_clique_rules(
+        &mut self,
+        clique_types: Vec<CliqueType>,
+        constraints: Vec<CliqueConstraint>,
+    ) -> Vec<(String, CliqueChanges)> {
+        self.clique_types = clique_types;
+        self.constraints = constraints;
+        self.replan_all()
+    }
+
+    /// Replaces an environment's configuration (which may choose other clique types).
+    pub fn set_config(&mut self, config: EnvironmentConfig) -> CliqueChanges {
+        self.ensure_environment(&config.name);
+        let plan = self.plan(&config);
+        match self.environments.get_mut(&config.name) {
+            Some(env) => {
+                env.config = config;
+                env.cliques.replan(plan, &env.graph, &env.links)
+            }
+            None => CliqueChanges::default(),
+        }
+    }
+
+    fn replan_all(&mut self) -> Vec<(String, CliqueChanges)> {
+        let plans: Vec<(String, Plan)> = self
+            .environments
+            .iter()
+            .map(|(name, env)| (name.clone(), self.plan(&env.config)))
+            .collect();
+        let mut out = Vec::new();
+        for (name, plan) in plans {
+            if let Some(env) = self.environments.get_mut(&name) {
+                let changes = env.cliques.replan(plan, &env.graph, &env.links);
+                out.push((name, changes));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,345 @@
+//! The environment graph: every object of one environment in memory, indexed by what the link
+//! finders look partners up by (id, type, host, name on a host, address, MAC, references).
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use calipso_proto::{
+    AttrValue, LinkState, MacAddress, Object, ObjectId, ObjectType, StatusLevel, Timestamp,
+};
+
+/// An object as the aggregator holds it: what its source reported, plus what the aggregator
+/// knows about its freshness.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub object: Object,
+    /// The owning host's agent is disconnected: the object keeps its last reported state.
+    pub stale: bool,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+}
+
+impl Node {
+    pub fn new(object: Object, at: Timestamp) -> Self {
+        Node {
+            object,
+            stale: false,
+            first_seen: at,
+            last_seen: at,
+        }
+    }
+
+    pub fn id(&self) -> &ObjectId {
+        &self.object.id
+    }
+
+    pub fn object_type(&self) -> ObjectType {
+        self.object.object_type
+    }
+
+    /// Whether traffic can pass through this object: down when stale or reported down or in
+    /// error, up when reported up (or, for objects without an interface state, present).
+    pub fn state(&self) -> LinkState {
+        if self.stale || self.object.status.level == StatusLevel::Error {
+            return LinkState::Down;
+        }
+        self.object.attributes.link_state.unwrap_or(LinkState::Up)
+    }
+
+    /// A free-form string attribute.
+    pub fn text(&self, key: &str) -> Option<&str> {
+        self.object
+            .attributes
+            .extra
+            .get(key)
+            .and_then(AttrValue::as_str)
+    }
+
+    /// A free-form attribute that names another object.
+    pub fn reference(&self, key: &str) -> Option<ObjectId> {
+        self.text(key).map(ObjectId::from_raw)
+    }
+
+    /// A list attribute's strings.
+    pub fn texts(&self, key: &str) -> Vec<&str> {
+        match self.object.attributes.extra.get(key) {
+            Some(AttrValue::List(items)) => items.iter().filter_map(AttrValue::as_str).collect(),
+            Some(AttrValue::Str(one)) => vec![one.as_str()],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Every address the object holds: interface addresses and an endpoint's `ip_address`.
+    pub fn addresses(&self) -> BTreeSet<IpAddr> {
+        let mut found: BTreeSet<IpAddr> = self
+            .object
+            .attributes
+            .addresses
+            .iter()
+            .map(|prefix| prefix.addr)
+            .collect();
+        found.extend(
+            self.text("ip_address")
+                .and_then(|ip| ip.parse::<IpAddr>().ok()),
+        );
+        found
+    }
+}
+
+/// A way to find objects other than by id. An object is found under every lookup
+/// [`lookups_of`] lists for it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Lookup {
+    /// A host-local object by host and name.
+    Name {
+        host: String,
+        name: String,
+    },
+    /// Objects holding an address.
+    Address(IpAddr),
+    /// Tunnel endpoints that list this remote endpoint.
+    RemoteEndpoint(IpAddr),
+    Mac(MacAddress),
+    /// Objects whose attribute `key` names this object.
+    ReferenceTo {
+        key: &'static str,
+        target: ObjectId,
+    },
+    /// Vswitches that use the interface `name` of `host` as an uplink.
+    Uplink {
+        host: String,
+        name: String,
+    },
+    /// Neutron ports bound to a host (`binding:host_id`).
+    BoundTo(String),
+}
+
+/// Attributes that name another object, indexed so that the named object finds who names it.
+const REFERENCE_KEYS: &[&str] = &[
+    "master", "peer", "lower", "underlay", "vedge", "instance", "port",
+];
+
+/// Everything `object` can be found by.
+pub fn lookups_of(node: &Node) -> Vec<Lookup> {
+    let object = &node.object;
+    let mut found = Vec::new();
+    if let Some(host) = &object.host {
+        found.push(Lookup::Name {
+            host: host.clone(),
+            name: object.name.clone(),
+        });
+        for uplink in node.texts("uplinks") {
+            found.push(Lookup::Uplink {
+                host: host.clone(),
+                name: uplink.to_owned(),
+            });
+        }
+    }
+    found.extend(node.addresses().into_iter().map(Lookup::Address));
+    if object.object_type == ObjectType::Otep {
+        found.extend(
+            node.texts("remote_endpoints")
+                .into_iter()
+                .filter_map(|ip| ip.parse().ok())
+                .map(Lookup::RemoteEndpoint),
+        );
+    }
+    found.extend(object.attributes.mac_address.map(Lookup::Mac));
+    for key in REFERENCE_KEYS {
+        if let Some(target) = node.reference(key) {
+            found.push(Lookup::ReferenceTo { key, target });
+        }
+    }
+    if let Some(AttrValue::List(interfaces)) = object.attributes.extra.get("interfaces") {
+        for interface in interfaces {
+            if let AttrValue::Map(fields) = interface
+                && let Some(vnic) = fields.get("vnic").and_then(AttrValue::as_str)
+            {
+                found.push(Lookup::ReferenceTo {
+                    key: "interfaces.vnic",
+                    target: ObjectId::from_raw(vnic),
+                });
+            }
+        }
+    }
+    if object.object_type == ObjectType::Port
+        && let Some(host) = node.text("binding:host_id").filter(|h| !h.is_empty())
+    {
+        found.push(Lookup::BoundTo(host.to_owned()));
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// The objects of one environment.
+#[derive(Debug, Default, Clone)]
+pub struct Graph {
+    nodes: HashMap<ObjectId, Node>,
+    by_type: HashMap<ObjectType, BTreeSet<ObjectId>>,
+    by_host: HashMap<String, BTreeSet<ObjectId>>,
+    lookups: HashMap<Lookup, BTreeSet<ObjectId>>,
+}
+
+impl Graph {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn get(&self, id: &ObjectId) -> Option<&Node> {
+        self.nodes.get(id)
+    }
+
+    pub fn contains(&self, id: &ObjectId) -> bool {
+        self.nodes.contains_key(id)
+    }
+
+    /// Every node, in no particular order.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    /// The objects found by `lookup`, in id order.
+    pub fn find(&self, lookup: &Lookup) -> impl Iterator<Item = &Node> {
+        self.lookups
+            .get(lookup)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.nodes.get(id))
+    }
+
+    /// The objects of a type, in id order.
+    pub fn of_type(&self, object_type: ObjectType) -> impl Iterator<Item = &Node> {
+        self.by_type
+            .get(&object_type)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.nodes.get(id))
+    }
+
+    /// The ids of a host's objects, in id order.
+    pub fn ids_on_host(&self, host: &str) -> impl Iterator<Item = &ObjectId> {
+        self.by_host.get(host).into_iter().flatten()
+    }
+
+    /// Inserts or replaces a node; returns the one it replaced.
+    pub fn upsert(&mut self, node: Node) -> Option<Node> {
+        let previous = self.remove(node.id());
+        let id = node.id().clone();
+        self.by_type
+            .entry(node.object_type())
+            .or_default()
+            .insert(id.clone());
+        if let Some(host) = &node.object.host {
+            self.by_host
+                .entry(host.clone())
+                .or_default()
+                .insert(id.clone());
+        }
+        for lookup in lookups_of(&node) {
+            self.lookups.entry(lookup).or_default().insert(id.clone());
+        }
+        self.nodes.insert(id, node);
+        previous
+    }
+
+    pub fn remove(&mut self, id: &ObjectId) -> Option<Node> {
+        let node = self.nodes.remove(id)?;
+        remove_from(&mut self.by_type, &node.object_type(), id);
+        if let Some(host) = &node.object.host {
+            remove_from(&mut self.by_host, host, id);
+        }
+        for lookup in lookups_of(&node) {
+            remove_from(&mut self.lookups, &lookup, id);
+        }
+        Some(node)
+    }
+}
+
+fn remove_from<K: std::hash::Hash + Eq>(
+    index: &mut HashMap<K, BTreeSet<ObjectId>>,
+    key: &K,
+    id: &ObjectId,
+) {
+    if let Some(ids) = index.get_mut(key) {
+        ids.remove(id);
+        if ids.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use calipso_proto::IpPrefix;
+
+    fn otep(host: &str, ip: &str, remotes: &[&str]) -> Node {
+        let object = Object::new(
+            ObjectId::host_local(ObjectType::Otep, host, ip),
+            ObjectType::Otep,
+            format!("{host}-otep"),
+            "lab",
+        )
+        .with_host(host)
+        .with_extra("ip_address", ip)
+        .with_extra(
+            "remote_endpoints",
+            remotes.iter().map(|r| (*r).to_owned()).collect::<Vec<_>>(),
+        );
+        Node::new(object, Timestamp::default())
+    }
+
+    #[test]
+    fn indexes_follow_upserts_and_removals() {
+        let mut graph = Graph::new();
+        let a = otep("h1", "10.0.0.1", &["10.0.0.2"]);
+        graph.upsert(a.clone());
+        let by_ip = |g: &Graph, ip: &str| {
+            g.find(&Lookup::Address(ip.parse().expect("ip")))
+                .map(|n| n.id().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(by_ip(&graph, "10.0.0.1"), vec!["otep:h1:10.0.0.1"]);
+        let remote = Lookup::RemoteEndpoint("10.0.0.2".parse().expect("ip"));
+        assert_eq!(graph.find(&remote).count(), 1);
+        let mut moved = a.clone();
+        moved.object.attributes.extra.insert(
+            "remote_endpoints".into(),
+            AttrValue::List(vec!["10.0.0.3".into()]),
+        );
+        moved.object.attributes.addresses =
+            vec!["192.0.2.1/24".parse::<IpPrefix>().expect("prefix")];
+        assert_eq!(graph.upsert(moved), Some(a));
+        assert_eq!(graph.find(&remote).count(), 0);
+        assert_eq!(by_ip(&graph, "192.0.2.1"), vec!["otep:h1:10.0.0.1"]);
+        assert!(
+            graph
+                .remove(&ObjectId::from_raw("otep:h1:10.0.0.1"))
+                .is_some()
+        );
+        assert!(graph.is_empty());
+        assert!(graph.lookups.is_empty() && graph.by_host.is_empty() && graph.by_type.is_empty());
+    }
+
+    #[test]
+    fn state_is_down_when_stale_or_in_error() {
+        let mut node = otep("h1", "10.0.0.1", &[]);
+        assert_eq!(node.state(), LinkState::Up);
+        node.object.attributes.link_state = Some(LinkState::Unknown);
+        assert_eq!(node.state(), LinkState::Unknown);
+        node.stale = true;
+        assert_eq!(node.state(), LinkState::Down);
+        node.stale = false;
+        node.object.status.level = StatusLevel::Error;
+        assert_eq!(node.state(), LinkState::Down);
+    }
+}

@@ -1,0 +1,176 @@
+//! What a kernel interface is plugged into: its VM, its bridge, its veth peer, its namespace,
+//! and a physical NIC's bridge.
+
+use calipso_proto::{Link, LinkType, ObjectId, ObjectType};
+
+use super::{LinkFinder, Reader, link_between, named, on_network, symmetric_link};
+use crate::graph::{Lookup, Node};
+
+pub(super) fn finders() -> Vec<Box<dyn LinkFinder>> {
+    vec![
+        Box::new(InstanceVnic),
+        Box::new(VnicVconnector),
+        Box::new(VnicVnic),
+        Box::new(VserviceVnic),
+        Box::new(VconnectorHostPnic),
+    ]
+}
+
+/// The Neutron network a vNIC is on: its port's network, or its DHCP namespace's network.
+pub(super) fn vnic_network(vnic: &Node, reader: &mut Reader<'_>) -> Option<String> {
+    if let Some(port) = reader.referenced(vnic, "port", ObjectType::Port)
+        && let Some(network) = port.text("network_id")
+    {
+        return Some(ObjectId::global(ObjectType::Network, network).to_string());
+    }
+    let parent = vnic.object.parent.as_ref()?;
+    if parent.object_type != ObjectType::Vservice {
+        return None;
+    }
+    let service = reader.object(&parent.id)?;
+    let network = service.text("network_id")?;
+    Some(ObjectId::global(ObjectType::Network, network).to_string())
+}
+
+/// A VM's interface: named by the VM (Open vSwitch `vm-uuid`) or listed in the VM's libvirt
+/// domain.
+#[derive(Debug)]
+struct InstanceVnic;
+
+impl LinkFinder for InstanceVnic {
+    fn origin(&self) -> ObjectType {
+        ObjectType::Vnic
+    }
+
+    fn produces(&self) -> Vec<LinkType> {
+        vec![LinkType::new(ObjectType::Instance, ObjectType::Vnic)]
+    }
+
+    fn find(&self, vnic: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
+        let instance = match reader.referenced(vnic, "instance", ObjectType::Instance) {
+            Some(instance) => Some(instance),
+            None => reader
+                .find(Lookup::ReferenceTo {
+                    key: "interfaces.vnic",
+                    target: vnic.id().clone(),
+                })
+                .into_iter()
+                .find(|n| n.object_type() == ObjectType::Instance),
+        };
+        let Some(instance) = instance else { return };
+        let network = vnic_network(vnic, reader);
+        let name = network
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", instance.object.name, vnic.object.name));
+        let link = named(link_between(instance, vnic), name, None);
+        out.push(on_network(link, network));
+    }
+}
+
+/// An interface enslaved to a Linux bridge (a tap on `qbr…` or `brq…`).
+#[derive(Debug)]
+struct VnicVconnector;
+
+impl LinkFinder for VnicVconnector {
+    fn origin(&self) -> ObjectType {
+        ObjectType::Vnic
+    }
+
+    fn produces(&self) -> Vec<LinkType> {
+        vec![LinkType::new(ObjectType::Vnic, ObjectType::Vconnector)]
+    }
+
+    fn find(&self, vnic: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
+        let Some(bridge) = reader.referenced(vnic, "master", ObjectType::Vconnector) else {
+            return;
+        };
+        let name = vnic
+            .object
+            .attributes
+            .mac_address
+            .map_or_else(|| vnic.object.name.clone(), |mac| mac.to_string());
+        let network = vnic_network(vnic, reader);
+        out.push(on_network(
+            named(link_between(vnic, bridge), name, None),
+            network,
+        ));
+    }
+}
+
+/// The two ends of a veth pair (also across namespaces).
+#[derive(Debug)]
+struct VnicVnic;
+
+impl LinkFinder for VnicVnic {
+    fn origin(&self) -> ObjectType {
+        ObjectType::Vnic
+    }
+
+    fn produces(&self) -> Vec<LinkType> {
+        vec![LinkType::new(ObjectType::Vnic, ObjectType::Vnic)]
+    }
+
+    fn find(&self, vnic: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
+        let Some(peer) = reader.referenced(vnic, "peer", ObjectType::Vnic) else {
+            return;
+        };
+        let link = symmetric_link(vnic, peer);
+        let name = format!("{}-{}", link.source, link.target);
+        out.push(named(link, name, None));
+    }
+}
+
+/// An interface inside a DHCP or router namespace.
+#[derive(Debug)]
+struct VserviceVnic;
+
+impl LinkFinder for VserviceVnic {
+    fn origin(&self) -> ObjectType {
+        ObjectType::Vnic
+    }
+
+    fn produces(&self) -> Vec<LinkType> {
+        vec![LinkType::new(ObjectType::Vservice, ObjectType::Vnic)]
+    }
+
+    fn find(&self, vnic: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
+        let Some(parent) = vnic.object.parent.as_ref() else {
+            return;
+        };
+        if parent.object_type != ObjectType::Vservice {
+            return;
+        }
+        let Some(service) = reader.object(&parent.id) else {
+            return;
+        };
+        let network = vnic_network(vnic, reader);
+        let name = network
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", service.object.name, vnic.object.name));
+        out.push(on_network(
+            named(link_between(service, vnic), name, None),
+            network,
+        ));
+    }
+}
+
+/// A physical NIC (or its VLAN sub-interface) enslaved to a Linux bridge.
+#[derive(Debug)]
+struct VconnectorHostPnic;
+
+impl LinkFinder for VconnectorHostPnic {
+    fn origin(&self) -> ObjectType {
+        ObjectType::HostPnic
+    }
+
+    fn produces(&self) -> Vec<LinkType> {
+        vec![LinkType::new(ObjectType::Vconnector, ObjectType::HostPnic)]
+    }
+
+    fn find(&self, pnic: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
+        if let Some(bridge) = reader.referenced(pnic, "master", ObjectType::Vconnector) {
+            let name = pnic.object.name.clone();
+            out.push(named(link_between(bridge, pnic), name, None));
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! Link finders and the incremental link set.
+//!
+//! Every link is *produced* by one of its ends (its origin: a vNIC produces its
+//! `vnic-vconnector` link from its `master`), by a [`LinkFinder`] that reads the partner objects
+//! only through a [`Reader`]. The reader records what was read — an object by id, or a
+//! [`Lookup`] such as "objects holding 10.0.0.2" — and the [`LinkSet`] keeps those records as
+//! watches. When objects change, only the producers that are the changed objects themselves or
+//! that watched them run again, so a delta costs what it touches, not the size of the
+//! environment. A full build runs every producer once and gives the same set (tested).
+//!
+//! The families, one module each: [`interfaces`] (what a kernel interface is plugged into),
+//! [`vswitch`] (Open vSwitch ports, bridges, uplinks, tunnels), [`overlay`] (tunnel endpoints
+//! and what carries them), [`cloud`] (physical NICs to Neutron networks), [`fabric`] (physical
+//! switches).
+
+mod cloud;
+mod fabric;
+mod interfaces;
+mod overlay;
+mod vswitch;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use calipso_proto::{AttrValue, Link, LinkType, ObjectId, ObjectType};
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{Graph, Lookup, Node, lookups_of};
+
+/// What identifies a link: its type and its ends. Links of a type that is its own reverse
+/// (`otep-otep`, `vnic-vnic`) are stored with the smaller id as source.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LinkKey {
+    pub link_type: LinkType,
+    pub source: ObjectId,
+    pub target: ObjectId,
+}
+
+impl LinkKey {
+    pub fn of(link: &Link) -> Self {
+        LinkKey {
+            link_type: link.link_type,
+            source: link.source.clone(),
+            target: link.target.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for LinkKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}->{}", self.link_type, self.source, self.target)
+    }
+}
+
+/// Something a producer read, and so something whose change makes it run again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Watch {
+    Object(ObjectId),
+    Lookup(Lookup),
+}
+
+/// The graph as a finder sees it: every read is recorded as a watch.
+#[derive(Debug)]
+pub struct Reader<'g> {
+    graph: &'g Graph,
+    watches: Vec<Watch>,
+}
+
+impl<'g> Reader<'g> {
+    fn new(graph: &'g Graph) -> Self {
+        Reader {
+            graph,
+            watches: Vec::new(),
+        }
+    }
+
+    /// The object with this id, if it exists.
+    pub fn object(&mut self, id: &ObjectId) -> Option<&'g Node> {
+        self.watches.push(Watch::Object(id.clone()));
+        self.graph.get(id)
+    }
+
+    /// The object a reference attribute of `node` names, if it exists and has the type.
+    pub fn referenced(
+        &mut self,
+        node: &Node,
+        key: &str,
+        object_type: ObjectType,
+    ) -> Option<&'g Node> {
+        let id = node.reference(key)?;
+        self.object(&id).filter(|n| n.object_type() == object_type)
+    }
+
+    /// The objects found by a lookup, each watched for its changes.
+    pub fn find(&mut self, lookup: Lookup) -> Vec<&'g Node> {
+        let found: Vec<&'g Node> = self.graph.find(&lookup).collect();
+        self.watches.push(Watch::Lookup(lookup));
+        self.watches
+            .extend(found.iter().map(|n| Watch::Object(n.id().clone())));
+        found
+    }
+}
+
+/// One rule that derives links from an object of its origin type.
+pub trait LinkFinder: Send + Sync + std::fmt::Debug {
+    /// The type of the objects this finder produces links for.
+    fn origin(&self) -> ObjectType;
+    /// The link types it produces.
+    fn produces(&self) -> Vec<LinkType>;
+    /// Appends the links `node` originates, reading other objects only through `reader`.
+    fn find(&self, node: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>);
+}
+
+/// Every finder, by origin type.
+#[derive(Debug)]
+pub struct Finders {
+    by_origin: HashMap<ObjectType, Vec<Box<dyn LinkFinder>>>,
+}
+
+impl Default for Finders {
+    fn default() -> Self {
+        let all: Vec<Box<dyn LinkFinder>> = interfaces::finders()
+            .into_iter()
+            .chain(vswitch::finders())
+            .chain(overlay::finders())
+            .chain(cloud::finders())
+            .chain(fabric::finders())
+            .collect();
+        let mut by_origin: HashMap<ObjectType, Vec<Box<dyn LinkFinder>>> = HashMap::new();
+        for finder in all {
+            by_origin.entry(finder.origin()).or_default().push(finder);
+        }
+        Finders { by_origin }
+    }
+}
+
+impl Finders {
+    /// The link types some finder produces.
+    pub fn link_types(&self) -> Vec<LinkType> {
+        let mut types: Vec<LinkType> = self
+            .by_origin
+            .values()
+            .flatten()
+            .flat_map(|f| f.produces())
+            .collect();
+        types.sort();
+        types.dedup();
+        types
+    }
+
+    fn run(&self, node: &Node, graph: &Graph) -> Production {
+        let mut reader = Reader::new(graph);
+        let mut links = Vec::new();
+        for finder in self
+            .by_origin
+            .get(&node.object_type())
+            .into_iter()
+            .flatten()
+        {
+            finder.find(node, &mut reader, &mut links);
+        }
+        let mut keys: Vec<LinkKey> = Vec::with_capacity(links.len());
+        let mut produced = Vec::with_capacity(links.len());
+        for link in links {
+            let key = LinkKey::of(&link);
+            if !keys.contains(&key) {
+                keys.push(key);
+                produced.push(link);
+            }
+        }
+        let mut watches = reader.watches;
+        watches.retain(|w| w != &Watch::Object(node.id().clone()));
+        let mut seen = HashSet::with_capacity(watches.len());
+        watches.retain(|w| seen.insert(w.clone()));
+        Production {
+            links: produced,
+            watches,
+        }
+    }
+}
+
+/// What one producer derived, kept to undo it when the producer runs again.
+#[derive(Debug, Default)]
+struct Production {
+    links: Vec<Link>,
+    watches: Vec<Watch>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    link: Link,
+    /// How many producers derive this link (two for a link both ends agree on, such as
+    /// otep-otep); each computes it from both ends, so they agree on its content.
+    producers: u32,
+}
+
+/// How one object changed, as the link set needs to know it.
+#[derive(Debug, Clone)]
+pub struct Touched {
+    pub id: ObjectId,
+    /// The lookups it was found by before the change (empty if it is new).
+    pub lookups_before: Vec<Lookup>,
+}
+
+/// The links that changed in one update.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct LinkChanges {
+    /// New links and links whose state or attributes changed.
+    pub upserted: Vec<Link>,
+    pub removed: Vec<LinkKey>,
+}
+
+impl LinkChanges {
+    pub fn is_empty(&self) -> bool {
+        self.upserted.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// The links of one environment, kept up to date incrementally.
+#[derive(Debug, Default)]
+pub struct LinkSet {
+    finders: Finders,
+    links: HashMap<LinkKey, Entry>,
+    by_object: HashMap<ObjectId, HashSet<LinkKey>>,
+    productions: HashMap<ObjectId, Production>,
+    watchers: HashMap<Watch, HashSet<ObjectId>>,
+}
+
+impl LinkSet {
+    /// Every link of the graph, from scratch.
+    pub fn build(graph: &Graph) -> Self {
+        let mut set = LinkSet::default();
+        let ids: Vec<ObjectId> = graph.nodes().map(|n| n.id().clone()).collect();
+        let mut ignored = HashMap::new();
+        for id in ids {
+            set.reproduce(&id, graph, &mut ignored);
+        }
+        set
+    }
+
+    pub fn len(&self) -> usize {
+        self.links.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+
+    pub fn get(&self, key: &LinkKey) -> Option<&Link> {
+        self.links.get(key).map(|e| &e.link)
+    }
+
+    /// Every link, in no particular order.
+    pub fn links(&self) -> impl Iterator<Item = &Link> {
+        self.links.values().map(|e| &e.link)
+    }
+
+    /// The links with `id` at either end.
+    pub fn incident(&self, id: &ObjectId) -> impl Iterator<Item = &Link> {
+        self.by_object
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.links.get(k).map(|e| &e.link))
+    }
+
+    /// Brings the links up to date with objects that changed in `graph` (already applied).
+    pub fn update(&mut self, graph: &Graph, touched: &[Touched]) -> LinkChanges {
+        let mut dirty: HashSet<ObjectId> = HashSet::new();
+        for change in touched {
+            dirty.insert(change.id.clone());
+            let watch = Watch::Object(change.id.clone());
+            dirty.extend(self.watchers.get(&watch).into_iter().flatten().cloned());
+            let after = graph.get(&change.id).map(lookups_of).unwrap_or_default();
+            let before: HashSet<&Lookup> = change.lookups_before.iter().collect();
+            let after_set: HashSet<&Lookup> = after.iter().collect();
+            for lookup in before.symmetric_difference(&after_set) {
+                let watch = Watch::Lookup((*lookup).clone());
+                dirty.extend(self.watchers.get(&watch).into_iter().flatten().cloned());
+            }
+        }
+        let mut before: HashMap<LinkKey, Option<Link>> = HashMap::new();
+        let mut dirty: Vec<ObjectId> = dirty.into_iter().collect();
+        dirty.sort();
+        for id in &dirty {
+            self.reproduce(id, graph, &mut before);
+        }
+        let mut changes = LinkChanges::default();
+        let mut keys: Vec<LinkKey> = before.keys().cloned().collect();
+        keys.sort();
+        for key in keys {
+            let old = before.get(&key).and_then(Option::as_ref);
+            match (old, self.links.get(&key)) {
+                (Some(_), None) => changes.removed.push(key),
+                (old, Some(entry)) if old != Some(&entry.link) => {
+                    changes.upserted.push(entry.link.clone());
+                }
+                _ => {}
+            }
+        }
+        changes
+    }
+
+    /// Undoes what `producer` derived last time and derives it again from the graph.
+    fn reproduce(
+        &mut self,
+        producer: &ObjectId,
+        graph: &Graph,
+        before: &mut HashMap<LinkKey, Option<Link>>,
+    ) {
+        if let Some(old) = self.productions.remove(producer) {
+            for watch in old.watches {
+                if let Some(set) = self.watchers.get_mut(&watch) {
+                    set.remove(producer);
+                    if set.is_empty() {
+                        self.watchers.remove(&watch);
+                    }
+                }
+            }
+            for link in old.links {
+                let key = LinkKey::of(&link);
+                self.release(key, before);
+            }
+        }
+        let Some(node) = graph.get(producer) else {
+            return;
+        };
+        let production = self.finders.run(node, graph);
+        for watch in &production.watches {
+            self.watchers
+                .entry(watch.clone())
+                .or_default()
+                .insert(producer.clone());
+        }
+        for link in &production.links {
+            self.hold(link, before);
+        }
+        if !production.links.is_empty() || !production.watches.is_empty() {
+            self.productions.insert(producer.clone(), production);
+        }
+    }
+
+    fn release(&mut self, key: LinkKey, before: &mut HashMap<LinkKey, Option<Link>>) {
+        let Some(entry) = self.links.get_mut(&key) else {
+            return;
+        };
+        before
+            .entry(key.clone())
+            .or_insert_with(|| Some(entry.link.clone()));
+        entry.producers -= 1;
+        if entry.producers == 0 {
+            self.links.remove(&key);
+            for end in [&key.source, &key.target] {
+                if let Some(set) = self.by_object.get_mut(end) {
+                    set.remove(&key);
+                    if set.is_empty() {
+                        self.by_object.remove(end);
+                    }
+                }
+            }
+        }
+    }
+
+    fn hold(&mut self, link: &Link, before: &mut HashMap<LinkKey, Option<Link>>) {
+        let key = LinkKey::of(link);
+        match self.links.get_mut(&key) {
+            Some(entry) => {
+                entry.producers += 1;
+                // The latest derivation wins; both producers read both ends, so they agree.
+                entry.link = link.clone();
+            }
+            None => {
+                before.entry(key.clone()).or_insert(None);
+                for end in [&key.source, &key.target] {
+                    self.by_object
+                        .entry(end.clone())
+                        .or_default()
+                        .insert(key.clone());
+                }
+                self.links.insert(
+                    key,
+                    Entry {
+                        link: link.clone(),
+                        producers: 1,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// A link between two objects: its state from both ends, its host if both share one.
+fn link_between(source: &Node, target: &Node) -> Link {
+    let host = match (&source.object.host, &target.object.host) {
+        (Some(a), Some(b)) if a == b => Some(a.clone()),
+        _ => None,
+    };
+    Link {
+        source: source.id().clone(),
+        target: target.id().clone(),
+        link_type: LinkType::new(source.object_type(), target.object_type()),
+        state: source.state().and(target.state()),
+        host,
+        implicit: false,
+        attributes: BTreeMap::new(),
+    }
+}
+
+/// A link of a type that is its own reverse, with the smaller id as source so that both ends
+/// derive the same link.
+fn symmetric_link(a: &Node, b: &Node) -> Link {
+    if a.id() <= b.id() {
+        link_between(a, b)
+    } else {
+        link_between(b, a)
+    }
+}
+
+/// Sets the link's display name and end labels, as the original's links carry them.
+fn named(mut link: Link, name: String, labels: Option<(String, String)>) -> Link {
+    link.attributes
+        .insert("link_name".into(), AttrValue::Str(name));
+    if let Some((source, target)) = labels {
+        link.attributes
+            .insert("source_label".into(), AttrValue::Str(source));
+        link.attributes
+            .insert("target_label".into(), AttrValue::Str(target));
+    }
+    link
+}
+
+/// Marks a link with the network it carries: the constraint key of `network` cliques.
+fn on_network(mut link: Link, network: Option<String>) -> Link {
+    if let Some(network) = network {
+        link.attributes
+            .insert("network".into(), AttrValue::Str(network));
+    }
+    link
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,165 @@
+//! Open vSwitch: ports plugged into it, Linux bridges joined to it by a veth pair (hybrid
+//! plugging), its uplinks and its tunnel endpoints.
+
+use calipso_proto::{AttrValue, Link, LinkType, ObjectType};
+
+use super::interfaces::vnic_network;
+use super::{LinkFinder, Reader, link_between, named, on_network};
+use crate::graph::{Lookup, Node};
+
+pub(super) fn finders() -> Vec<Box<dyn LinkFinder>> {
+    vec![
+        Box::new(VnicVedge),
+        Box::new(VconnectorVedge),
+        Box::new(VedgeHostPnic),
+        Box::new(VedgeOtep),
+    ]
+}
+
+fn int_text(node: &Node, key: &str) -> Option<String> {
+    node.object
+        .attributes
+        .extra
+        .get(key)
+        .and_then(AttrValue::as_i64)
+        .map(|v| v.to_string())
+}
+
+/// `-<tag>` for a port with a local VLAN tag, as the original suffixed link names.
+fn tag_suffix(port: &Node) -> String {
+    int_text(port, "tag").map_or_else(String::new, |tag| format!("-{tag}"))
+}
+
+/// An interface that is a port of the vswitch (a tap, a `qvo…` end, a `qr-…` port).
+#[derive(Debug)]
+struct VnicVedge;
+
+impl LinkFinder for VnicVedge {
+    fn origin(&self) -> ObjectType {
+        ObjectType::Vnic
+    }
+
+    fn produces(&self) -> Vec<LinkType> {
+        vec![LinkType::new(ObjectType::Vnic, ObjectType::Vedge)]
+    }
+
+    fn find(&self, vnic: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
+        let Some(vedge) = reader.referenced(vnic, "vedge", ObjectType::Vedge) else {
+            return;
+        };
+        let name = format!(
+            "{}-{}{}",
+            vnic.object.name,
+            vedge.object.name,
+            tag_suffix(vnic)
+        );
+        let source_label = vnic
+            .object
+            .attributes
+            .mac_address
+            .map_or_else(String::new, |mac| mac.to_string());
+        let target_label = int_text(vnic, "ofport").unwrap_or_default();
+        let network = vnic_network(vnic, reader);
+        let link = named(
+            link_between(vnic, vedge),
+            name,
+            Some((source_label, target_label)),
+        );
+        out.push(on_network(link, network));
+    }
+}
+
+/// A Linux bridge joined to the vswitch by a veth pair: `qbr…` holds `qvb…`, whose peer `qvo…`
+/// is a vswitch port. Produced by the bridge-side end of the pair.
+#[derive(Debug)]
+struct VconnectorVedge;
+
+impl LinkFinder for VconnectorVedge {
+    fn origin(&self) -> ObjectType {
+        ObjectType::Vnic
+    }
+
+    fn produces(&self) -> Vec<LinkType> {
+        vec![LinkType::new(ObjectType::Vconnector, ObjectType::Vedge)]
+    }
+
+    fn find(&self, bridge_end: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
+        let Some(bridge) = reader.referenced(bridge_end, "master", ObjectType::Vconnector) else {
+            return;
+        };
+        let Some(switch_end) = reader.referenced(bridge_end, "peer", ObjectType::Vnic) else {
+            return;
+        };
+        let Some(vedge) = reader.referenced(switch_end, "vedge", ObjectType::Vedge) else {
+            return;
+        };
+        let port = int_text(switch_end, "ofport").unwrap_or_else(|| "unknown".into());
+        let name = format!("port-{port}{}", tag_suffix(switch_end));
+        let labels = (
+            bridge_end.object.name.clone(),
+            switch_end.object.name.clone(),
+        );
+        let mut link = named(link_between(bridge, vedge), name, Some(labels));
+        // The state of the path runs through both veth ends.
+        link.state = link.state.and(bridge_end.state()).and(switch_end.state());
+        if let Some(mac) = bridge_end.object.attributes.mac_address {
+            link.attributes
+                .insert("mac_address".into(), AttrValue::Str(mac.to_string()));
+        }
+        let network = vnic_network(switch_end, reader);
+        out.push(on_network(link, network));
+    }
+}
+
+/// The physical NICs the vswitch uses as uplinks (system ports of the provider bridges).
+#[derive(Debug)]
+struct VedgeHostPnic;
+
+impl LinkFinder for VedgeHostPnic {
+    fn origin(&self) -> ObjectType {
+        ObjectType::Vedge
+    }
+
+    fn produces(&self) -> Vec<LinkType> {
+        vec![LinkType::new(ObjectType::Vedge, ObjectType::HostPnic)]
+    }
+
+    fn find(&self, vedge: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
+        let Some(host) = vedge.object.host.clone() else {
+            return;
+        };
+        for uplink in vedge.texts("uplinks") {
+            let lookup = Lookup::Name {
+                host: host.clone(),
+                name: uplink.to_owned(),
+            };
+            for pnic in reader.find(lookup) {
+                if pnic.object_type() == ObjectType::HostPnic {
+                    let name = format!("Port-{uplink}");
+                    out.push(named(link_between(vedge, pnic), name, None));
+                }
+            }
+        }
+    }
+}
+
+/// A tunnel endpoint of the vswitch.
+#[derive(Debug)]
+struct VedgeOtep;
+
+impl LinkFinder for VedgeOtep {
+    fn origin(&self) -> ObjectType {
+        ObjectType::Otep
+    }
+
+    fn produces(&self) -> Vec<LinkType> {
+        vec![LinkType::new(ObjectType::Vedge, ObjectType::Otep)]
+    }
+
+    fn find(&self, otep: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
+        if let Some(vedge) = reader.referenced(otep, "vedge", ObjectType::Vedge) {
+            let name = format!("{}-otep", vedge.object.name);
+            out.push(named(link_between(vedge, otep), name, None));
+        }
+    }
+}
