@@ -166,7 +166,9 @@ fn a_half_configured_tunnel_is_down_and_networks_reach_their_carriers() {
     let tunnel = set
         .links()
         .find(|l| {
-            l.link_type.to_string() == "otep-otep" && l.target.as_str().ends_with("10.16.0.3")
+            l.link_type.to_string() == "otep-otep"
+                && l.source.as_str().ends_with("10.16.0.1")
+                && l.target.as_str().ends_with("10.16.0.3")
         })
         .expect("tunnel 0-2");
     assert_eq!(tunnel.state, LinkState::Down);
