@@ -21,5 +21,6 @@ pub mod graph;
 pub mod ingest;
 pub mod links;
 pub mod quickstart;
+pub mod store;
 pub mod synthetic;
 pub mod tls;

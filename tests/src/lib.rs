@@ -4,6 +4,7 @@
 
 pub mod netlab;
 pub mod ovslab;
+pub mod pg;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

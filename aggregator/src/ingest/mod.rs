@@ -5,6 +5,7 @@
 //! agent sent durable. A delta is acknowledged only after the sink returns, so an acknowledged
 //! delta survives any crash of the aggregator.
 
+mod durable;
 mod memory;
 mod server;
 mod session;
@@ -14,6 +15,7 @@ use std::future::Future;
 
 use calipso_proto::wire::{Delta, Snapshot};
 
+pub use durable::{Committed, DurableSink, OpenError};
 pub use memory::{JournalEntry, MemorySink};
 pub use server::{IngestConfig, IngestError, IngestHandle, IngestServer};
 
@@ -24,6 +26,8 @@ pub struct AgentSession {
     pub environment: String,
     pub agent_version: String,
     pub epoch: u64,
+    /// The last sequence number the agent saw acknowledged, from its `Hello`.
+    pub last_acked_seq: u64,
 }
 
 /// What the sink durably holds for a host: the epoch and the last sequence number applied.

@@ -25,6 +25,8 @@ pub(super) const CLOSE_DISCONNECTED: VarInt = VarInt::from_u32(4);
 
 /// The most frames gathered into one sink call (one group commit).
 const MAX_BATCH: usize = 4096;
+/// Consecutive undecodable frames tolerated before the session is closed.
+const MAX_MALFORMED_IN_A_ROW: u32 = 16;
 /// How long a refused peer gets to read our `Error` before the connection is closed.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -104,10 +106,11 @@ pub(super) async fn run<S: IngestSink>(
             environment: hello.environment.clone(),
             agent_version: hello.agent_version.clone(),
             epoch: hello.epoch,
+            last_acked_seq: hello.last_acked_seq,
         };
         let (command_tx, command_rx) = mpsc::channel(16);
         let session_id = registry.register(&info.host, command_tx, connection.clone());
-        let mut session = Session { sink: sink.clone(), info, writer, last_seq: 0, awaiting_snapshot: true };
+        let mut session = Session { sink: sink.clone(), info, writer, last_seq: 0, awaiting_snapshot: true, malformed_in_a_row: 0 };
         let end = match session.welcome(&hello).await {
             Ok(()) => session.serve(&mut reader, command_rx).await,
             Err(end) => end,
@@ -174,6 +177,7 @@ struct Session<S> {
     last_seq: u64,
     /// Deltas are dropped until a snapshot arrives (after SnapshotRequired or a sequence gap).
     awaiting_snapshot: bool,
+    malformed_in_a_row: u32,
 }
 
 impl<S: IngestSink> Session<S> {
@@ -230,8 +234,15 @@ impl<S: IngestSink> Session<S> {
             let mut batch = match first {
                 Ok(Some(message)) => vec![message],
                 Ok(None) => return End::Closed("agent closed the session".into()),
+                Err(FrameError::Decode(err)) => {
+                    if let Err(end) = self.skip_malformed(&err.to_string()).await {
+                        return end;
+                    }
+                    continue;
+                }
                 Err(err) => return err.into(),
             };
+            self.malformed_in_a_row = 0;
             // Whatever else has already arrived joins the batch: one sink call, one ack.
             let mut deferred_error = None;
             while batch.len() < MAX_BATCH {
@@ -247,10 +258,36 @@ impl<S: IngestSink> Session<S> {
             if let Err(end) = self.handle_batch(batch).await {
                 return end;
             }
-            if let Some(err) = deferred_error {
-                return err.into();
+            match deferred_error {
+                Some(FrameError::Decode(err)) => {
+                    if let Err(end) = self.skip_malformed(&err.to_string()).await {
+                        return end;
+                    }
+                }
+                Some(err) => return err.into(),
+                None => {}
             }
         }
+    }
+
+    /// A frame that does not decode (an object of a type this aggregator does not know, say)
+    /// is refused on its own: the agent is told why and the session goes on. The sequence
+    /// number it carried is missing, so the next delta asks for a snapshot; nothing is lost.
+    /// Only a peer that sends nothing but garbage is disconnected.
+    async fn skip_malformed(&mut self, reason: &str) -> Result<(), End> {
+        self.malformed_in_a_row += 1;
+        if self.malformed_in_a_row > MAX_MALFORMED_IN_A_ROW {
+            return Err(refused(
+                ErrorCode::MalformedMessage,
+                format!("{MAX_MALFORMED_IN_A_ROW} malformed frames in a row; last: {reason}"),
+            ));
+        }
+        tracing::warn!(%reason, "malformed frame refused");
+        self.send(AggregatorMessage::Error(ProtocolError {
+            code: ErrorCode::MalformedMessage,
+            message: format!("frame refused: {reason}"),
+        }))
+        .await
     }
 
     async fn handle_batch(&mut self, batch: Vec<AgentMessage>) -> Result<(), End> {

@@ -111,6 +111,7 @@ mod tests {
             environment: "lab".into(),
             agent_version: "t".into(),
             epoch: 1,
+            last_acked_seq: 0,
         }
     }
 

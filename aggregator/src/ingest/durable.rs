@@ -1,0 +1,663 @@
+//! The production sink: agents' snapshots and deltas become object changes in the [`Engine`]
+//! (which derives the link and clique changes) and one [`Batch`] in the [`Store`].
+//!
+//! One committer task owns every write. Requests from all sessions queue to it; it takes
+//! whatever has queued (up to [`MAX_GROUP`]), applies each request to the engine in order,
+//! writes everything in one transaction (group commit) and only then answers the sessions,
+//! which only then acknowledge to their agents. If the transaction fails, the engine is
+//! reloaded from the store, so memory never runs ahead of what is durable.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+
+use calipso_proto::wire::{Delta, Snapshot};
+use calipso_proto::{Object, ObjectId, Timestamp};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::validate::{check_delta, check_snapshot};
+use super::{AgentSession, IngestSink, Outcome, ResumePoint, SinkError};
+use crate::cliques::{CliqueChanges, default_clique_constraints, default_clique_types};
+use crate::engine::{Applied, Change, Engine};
+use crate::graph::Node;
+use crate::links::LinkKey;
+use crate::store::{
+    AgentRecord, AgentState, Batch, Loaded, Message, MessageLevel, Store, StoreError,
+};
+
+/// The most queued requests one transaction takes.
+const MAX_GROUP: usize = 256;
+
+/// What one transaction made durable: the live stream's unit.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub at: Timestamp,
+    pub changes: Vec<(String, Applied)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot load the store: {0}")]
+    Store(#[from] StoreError),
+}
+
+enum Request {
+    Connected(AgentSession),
+    Snapshot(AgentSession, Snapshot),
+    Deltas(AgentSession, Vec<Delta>),
+    Disconnected(String),
+}
+
+struct Job {
+    request: Request,
+    reply: oneshot::Sender<Result<Vec<Outcome>, SinkError>>,
+}
+
+/// State shared between the committer and readers.
+#[derive(Debug)]
+struct Shared {
+    engine: RwLock<Engine>,
+    agents: RwLock<HashMap<String, AgentRecord>>,
+}
+
+/// An [`IngestSink`] over a [`Store`], with the engine that derives links and cliques.
+#[derive(Debug)]
+pub struct DurableSink {
+    jobs: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+    committed: broadcast::Sender<Arc<Committed>>,
+}
+
+impl DurableSink {
+    /// Loads everything from the store (seeding the default clique types on first start),
+    /// builds links and cliques, records any difference from the stored ones (a new version may
+    /// derive links differently), and starts the committer.
+    pub async fn open<S: Store>(store: S) -> Result<Self, OpenError> {
+        let store = Arc::new(store);
+        let (engine, agents, last_commit) = load_engine(store.as_ref()).await?;
+        let shared = Arc::new(Shared {
+            engine: RwLock::new(engine),
+            agents: RwLock::new(agents),
+        });
+        let (jobs, queue) = mpsc::channel(4 * MAX_GROUP);
+        let (committed, _) = broadcast::channel(1024);
+        let committer = Committer {
+            store,
+            shared: shared.clone(),
+            queue,
+            committed: committed.clone(),
+            last_at: last_commit,
+        };
+        tokio::spawn(committer.run());
+        Ok(DurableSink {
+            jobs,
+            shared,
+            committed,
+        })
+    }
+
+    /// The engine, for reading (the API, tests).
+    pub fn engine(&self) -> RwLockReadGuard<'_, Engine> {
+        self.shared
+            .engine
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What the store holds of every agent.
+    pub fn agents(&self) -> Vec<AgentRecord> {
+        let mut agents: Vec<AgentRecord> = self
+            .shared
+            .agents
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        agents.sort_by(|a, b| a.host.cmp(&b.host));
+        agents
+    }
+
+    /// Every commit from now on, as it becomes durable.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
+        self.committed.subscribe()
+    }
+
+    async fn submit(&self, request: Request) -> Result<Vec<Outcome>, SinkError> {
+        let (reply, answer) = oneshot::channel();
+        let unavailable = || SinkError("the committer has stopped".into());
+        self.jobs
+            .send(Job { request, reply })
+            .await
+            .map_err(|_| unavailable())?;
+        answer.await.map_err(|_| unavailable())?
+    }
+}
+
+async fn load_engine<S: Store>(
+    store: &S,
+) -> Result<(Engine, HashMap<String, AgentRecord>, Timestamp), StoreError> {
+    let Loaded {
+        environments,
+        objects,
+        links,
+        cliques,
+        agents,
+        clique_rules,
+        last_commit,
+    } = store.load().await?;
+    let (types, constraints) = match clique_rules {
+        Some(rules) => rules,
+        None => {
+            let (types, constraints) = (default_clique_types(), default_clique_constraints());
+            store.put_clique_rules(&types, &constraints).await?;
+            (types, constraints)
+        }
+    };
+    let mut engine = Engine::new(types, constraints);
+    let mut by_env: HashMap<String, Vec<Node>> = HashMap::new();
+    for (env, node) in objects {
+        by_env.entry(env).or_default().push(node);
+    }
+    let mut batch = Batch {
+        at: next_time(last_commit),
+        ..Batch::default()
+    };
+    for config in environments {
+        let nodes = by_env.remove(&config.name).unwrap_or_default();
+        engine.load(config, nodes);
+    }
+    for (name, nodes) in by_env {
+        engine.load(crate::cliques::EnvironmentConfig::named(&name), nodes);
+        if let Some(env) = engine.environment(&name) {
+            batch.environments.push(env.config.clone());
+        }
+    }
+    reconcile(&engine, links, cliques, &mut batch);
+    if !batch.is_empty() {
+        tracing::info!(
+            changes = batch.change_count(),
+            "links and cliques differ from the stored ones; recording the difference"
+        );
+        store.commit(&batch).await?;
+    }
+    let agents = agents.into_iter().map(|a| (a.host.clone(), a)).collect();
+    Ok((engine, agents, batch.at))
+}
+
+/// Adds to `batch` the differences between the stored links and cliques and the built ones.
+fn reconcile(
+    engine: &Engine,
+    links: Vec<(String, calipso_proto::Link)>,
+    cliques: Vec<(String, crate::cliques::Clique)>,
+    batch: &mut Batch,
+) {
+    let mut stored_links: HashMap<(String, LinkKey), calipso_proto::Link> = links
+        .into_iter()
+        .map(|(env, link)| ((env, LinkKey::of(&link)), link))
+        .collect();
+    let mut stored_cliques: HashMap<(String, ObjectId), crate::cliques::Clique> = cliques
+        .into_iter()
+        .map(|(env, clique)| ((env, clique.focal_point.clone()), clique))
+        .collect();
+    for env in engine.environments() {
+        let name = &env.config.name;
+        for link in env.links.links() {
+            let key = LinkKey::of(link);
+            match stored_links.remove(&(name.clone(), key.clone())) {
+                Some(stored) if &stored == link => {}
+                _ => batch.links.push((name.clone(), key, Some(link.clone()))),
+            }
+        }
+        for clique in env.cliques.cliques() {
+            let key = (name.clone(), clique.focal_point.clone());
+            match stored_cliques.remove(&key) {
+                Some(stored) if &stored == clique => {}
+                _ => batch.cliques.push((key.0, key.1, Some(clique.clone()))),
+            }
+        }
+    }
+    batch
+        .links
+        .extend(stored_links.into_keys().map(|(env, key)| (env, key, None)));
+    batch.cliques.extend(
+        stored_cliques
+            .into_keys()
+            .map(|(env, focal)| (env, focal, None)),
+    );
+}
+
+/// A commit time strictly after `last`, so versions of one key never share a start.
+fn next_time(last: Timestamp) -> Timestamp {
+    Timestamp::from_unix_micros(Timestamp::now().unix_micros().max(last.unix_micros() + 1))
+}
+
+struct Committer<S> {
+    store: Arc<S>,
+    shared: Arc<Shared>,
+    queue: mpsc::Receiver<Job>,
+    committed: broadcast::Sender<Arc<Committed>>,
+    last_at: Timestamp,
+}
+
+impl<S: Store> Committer<S> {
+    async fn run(mut self) {
+        while let Some(first) = self.queue.recv().await {
+            let mut jobs = vec![first];
+            while jobs.len() < MAX_GROUP {
+                match self.queue.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(jobs).await;
+        }
+    }
+
+    async fn commit_group(&mut self, jobs: Vec<Job>) {
+        let at = next_time(self.last_at);
+        let mut batch = Batch {
+            at,
+            ..Batch::default()
+        };
+        let mut changes: Vec<(String, Applied)> = Vec::new();
+        let mut replies = Vec::with_capacity(jobs.len());
+        let agents_before = self.agents_snapshot();
+        {
+            let mut engine = self
+                .shared
+                .engine
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut agents = self
+                .shared
+                .agents
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut work = Work {
+                engine: &mut engine,
+                agents: &mut agents,
+                batch: &mut batch,
+                changes: &mut changes,
+                at,
+            };
+            for job in jobs {
+                let outcomes = work.handle(job.request);
+                replies.push((job.reply, outcomes));
+            }
+        }
+        for (env, applied) in &changes {
+            add_to_batch(&mut batch, env, applied);
+        }
+        match self.store.commit(&batch).await {
+            Ok(()) => {
+                self.last_at = at;
+                for (reply, outcomes) in replies {
+                    let _ = reply.send(Ok(outcomes));
+                }
+                if !changes.is_empty() {
+                    let _ = self.committed.send(Arc::new(Committed { at, changes }));
+                }
+            }
+            Err(err) => {
+                tracing::error!(%err, "commit failed; reloading the engine from the store");
+                let reason = SinkError(format!("the store refused the commit: {err}"));
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(reason.clone()));
+                }
+                self.reload(agents_before).await;
+            }
+        }
+    }
+
+    fn agents_snapshot(&self) -> HashMap<String, AgentRecord> {
+        self.shared
+            .agents
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    async fn reload(&mut self, agents_before: HashMap<String, AgentRecord>) {
+        *self
+            .shared
+            .agents
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = agents_before;
+        match load_engine(self.store.as_ref()).await {
+            Ok((engine, agents, last)) => {
+                self.last_at = self.last_at.max(last);
+                *self
+                    .shared
+                    .engine
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = engine;
+                *self
+                    .shared
+                    .agents
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = agents;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot reload from the store; will retry on the next commit")
+            }
+        }
+    }
+}
+
+fn add_to_batch(batch: &mut Batch, env: &str, applied: &Applied) {
+    for diff in &applied.objects {
+        batch
+            .objects
+            .push((env.to_owned(), diff.id.clone(), diff.after.clone()));
+    }
+    for link in &applied.links.upserted {
+        batch
+            .links
+            .push((env.to_owned(), LinkKey::of(link), Some(link.clone())));
+    }
+    for key in &applied.links.removed {
+        batch.links.push((env.to_owned(), key.clone(), None));
+    }
+    push_cliques(batch, env, &applied.cliques);
+}
+
+fn push_cliques(batch: &mut Batch, env: &str, cliques: &CliqueChanges) {
+    for clique in &cliques.upserted {
+        batch.cliques.push((
+            env.to_owned(),
+            clique.focal_point.clone(),
+            Some(clique.clone()),
+        ));
+    }
+    for focal in &cliques.removed {
+        batch.cliques.push((env.to_owned(), focal.clone(), None));
+    }
+}
+
+/// One group's work on the engine, under its lock.
+struct Work<'a> {
+    engine: &'a mut Engine,
+    agents: &'a mut HashMap<String, AgentRecord>,
+    batch: &'a mut Batch,
+    changes: &'a mut Vec<(String, Applied)>,
+    at: Timestamp,
+}
+
+impl Work<'_> {
+    fn handle(&mut self, request: Request) -> Vec<Outcome> {
+        match request {
+            Request::Connected(session) => {
+                self.connected(&session);
+                Vec::new()
+            }
+            Request::Snapshot(session, snapshot) => vec![self.snapshot(&session, snapshot)],
+            Request::Deltas(session, deltas) => deltas
+                .into_iter()
+                .map(|delta| self.delta(&session, delta))
+                .collect(),
+            Request::Disconnected(host) => {
+                self.disconnected(&host);
+                Vec::new()
+            }
+        }
+    }
+
+    fn apply(&mut self, environment: &str, changes: Vec<Change>) {
+        if self.engine.ensure_environment(environment)
+            && let Some(env) = self.engine.environment(environment)
+        {
+            self.batch.environments.push(env.config.clone());
+        }
+        let applied = self.engine.apply(environment, changes);
+        if !applied.is_empty() {
+            self.changes.push((environment.to_owned(), applied));
+        }
+    }
+
+    fn record_agent(&mut self, session: &AgentSession, epoch: Option<u64>, seq: u64) {
+        let record = AgentRecord {
+            host: session.host.clone(),
+            environment: session.environment.clone(),
+            agent_version: session.agent_version.clone(),
+            epoch,
+            seq,
+            state: AgentState::Connected,
+            last_seen: self.at,
+        };
+        self.agents.insert(record.host.clone(), record.clone());
+        self.batch.agents.push(record);
+    }
+
+    fn message(
+        &mut self,
+        environment: &str,
+        level: MessageLevel,
+        object: Option<ObjectId>,
+        text: String,
+    ) {
+        self.batch.messages.push(Message {
+            environment: Some(environment.to_owned()),
+            level,
+            source: "ingest".into(),
+            related_object: object,
+            text,
+            at: self.at,
+        });
+    }
+
+    /// The host's current nodes, by id.
+    fn host_nodes(&self, environment: &str, host: &str) -> Vec<Node> {
+        self.engine
+            .environment(environment)
+            .map(|env| {
+                env.graph
+                    .ids_on_host(host)
+                    .filter_map(|id| env.graph.get(id).cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn set_stale(&mut self, environment: &str, host: &str, stale: bool) {
+        let changes: Vec<Change> = self
+            .host_nodes(environment, host)
+            .into_iter()
+            .filter(|n| n.stale != stale)
+            .map(|mut n| {
+                n.stale = stale;
+                Change::Upsert(Box::new(n))
+            })
+            .collect();
+        if !changes.is_empty() {
+            self.apply(environment, changes);
+        }
+    }
+
+    fn connected(&mut self, session: &AgentSession) {
+        let previous = self.agents.get(&session.host).cloned();
+        let moved = previous
+            .as_ref()
+            .filter(|p| p.environment != session.environment);
+        if let Some(previous) = moved {
+            // The host now reports into another environment: what it had in the old one is
+            // stale there, and the new one needs a snapshot.
+            let environment = previous.environment.clone();
+            self.set_stale(&environment, &session.host, true);
+        }
+        let data = previous
+            .filter(|p| p.environment == session.environment)
+            .and_then(|p| Some((p.epoch?, p.seq)));
+        let resumes = data
+            .is_some_and(|(epoch, seq)| epoch == session.epoch && session.last_acked_seq <= seq);
+        if resumes {
+            self.set_stale(&session.environment, &session.host, false);
+        }
+        // The resume point describes the data held, so it stays as it was until a snapshot
+        // or delta of the new session is applied.
+        let (epoch, seq) = data.map_or((None, 0), |(epoch, seq)| (Some(epoch), seq));
+        self.record_agent(session, epoch, seq);
+    }
+
+    fn disconnected(&mut self, host: &str) {
+        let Some(mut record) = self.agents.get(host).cloned() else {
+            return;
+        };
+        self.set_stale(&record.environment, host, true);
+        record.state = AgentState::Disconnected;
+        record.last_seen = self.at;
+        self.agents.insert(host.to_owned(), record.clone());
+        self.message(
+            &record.environment,
+            MessageLevel::Warning,
+            Some(ObjectId::host(host)),
+            format!("host `{host}` disconnected; its objects are stale until it reconnects"),
+        );
+        self.batch.agents.push(record);
+    }
+
+    fn snapshot(&mut self, session: &AgentSession, snapshot: Snapshot) -> Outcome {
+        let environment = session.environment.clone();
+        let outcome = match check_snapshot(session, &snapshot) {
+            Ok(()) => {
+                let reported: BTreeSet<&ObjectId> =
+                    snapshot.objects.iter().map(|o| &o.id).collect();
+                let mut changes: Vec<Change> = self
+                    .host_nodes(&environment, &session.host)
+                    .into_iter()
+                    .filter(|n| !reported.contains(n.id()))
+                    .map(|n| Change::Remove(n.id().clone()))
+                    .collect();
+                changes.extend(
+                    snapshot
+                        .objects
+                        .into_iter()
+                        .map(|o| self.upsert(&environment, o)),
+                );
+                self.apply(&environment, changes);
+                Outcome::Applied
+            }
+            Err(reason) => {
+                self.message(
+                    &environment,
+                    MessageLevel::Error,
+                    None,
+                    format!(
+                        "snapshot {} from `{}` refused: {reason}",
+                        snapshot.seq, session.host
+                    ),
+                );
+                Outcome::Rejected(reason)
+            }
+        };
+        self.record_agent(session, Some(session.epoch), snapshot.seq);
+        outcome
+    }
+
+    fn upsert(&self, environment: &str, object: Object) -> Change {
+        let first_seen = self
+            .engine
+            .environment(environment)
+            .and_then(|env| env.graph.get(&object.id))
+            .map_or(self.at, |n| n.first_seen);
+        let mut node = Node::new(object, self.at);
+        node.first_seen = first_seen;
+        Change::Upsert(Box::new(node))
+    }
+
+    fn delta(&mut self, session: &AgentSession, delta: Delta) -> Outcome {
+        let environment = session.environment.clone();
+        let graph = self.engine.environment(&environment).map(|env| &env.graph);
+        let exists = |id: &ObjectId| graph.is_some_and(|g| g.contains(id));
+        let outcome = match check_delta(session, &delta, exists) {
+            Ok(()) => {
+                let owned_elsewhere = |id: &ObjectId| {
+                    graph
+                        .and_then(|g| g.get(id))
+                        .is_some_and(|n| n.object.host.as_deref() != Some(session.host.as_str()))
+                };
+                // A cloud-level object (an instance) that another host now reports — a VM that
+                // migrated — is no longer this host's to remove.
+                let removals: Vec<Change> = delta
+                    .removals
+                    .into_iter()
+                    .filter(|id| !owned_elsewhere(id))
+                    .map(Change::Remove)
+                    .collect();
+                let mut changes = removals;
+                changes.extend(
+                    delta
+                        .upserts
+                        .into_iter()
+                        .map(|o| self.upsert(&environment, o)),
+                );
+                self.apply(&environment, changes);
+                Outcome::Applied
+            }
+            Err(reason) => {
+                self.message(
+                    &environment,
+                    MessageLevel::Error,
+                    None,
+                    format!(
+                        "delta {} from `{}` refused: {reason}",
+                        delta.seq, session.host
+                    ),
+                );
+                Outcome::Rejected(reason)
+            }
+        };
+        self.record_agent(session, Some(session.epoch), delta.seq);
+        outcome
+    }
+}
+
+impl IngestSink for DurableSink {
+    async fn resume_point(&self, host: &str) -> Result<Option<ResumePoint>, SinkError> {
+        Ok(self
+            .shared
+            .agents
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(host)
+            .and_then(|a| {
+                Some(ResumePoint {
+                    epoch: a.epoch?,
+                    seq: a.seq,
+                })
+            }))
+    }
+
+    async fn host_connected(&self, session: &AgentSession) -> Result<(), SinkError> {
+        self.submit(Request::Connected(session.clone()))
+            .await
+            .map(drop)
+    }
+
+    async fn apply_snapshot(
+        &self,
+        session: &AgentSession,
+        snapshot: Snapshot,
+    ) -> Result<Outcome, SinkError> {
+        let outcomes = self
+            .submit(Request::Snapshot(session.clone(), snapshot))
+            .await?;
+        outcomes
+            .into_iter()
+            .next()
+            .ok_or_else(|| SinkError("the committer gave no outcome".into()))
+    }
+
+    async fn apply_deltas(
+        &self,
+        session: &AgentSession,
+        deltas: Vec<Delta>,
+    ) -> Result<Vec<Outcome>, SinkError> {
+        self.submit(Request::Deltas(session.clone(), deltas)).await
+    }
+
+    async fn host_disconnected(&self, host: &str) {
+        if let Err(err) = self.submit(Request::Disconnected(host.to_owned())).await {
+            tracing::warn!(host, %err, "could not record the disconnection");
+        }
+    }
+}

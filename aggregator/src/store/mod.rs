@@ -1,0 +1,267 @@
+//! The durable store: one trait, two sqlx implementations — [`SqliteStore`] (the embedded
+//! default: a file in the data directory) and [`PostgresStore`] (production). Both apply their
+//! checked-in migrations at open and pass the same conformance suite.
+//!
+//! Objects, links and cliques are versioned: every version is a row with its validity range
+//! `[valid_from, valid_to)`, the current one open-ended. "The state at T" selects the rows valid
+//! at T; "what changed between T1 and T2" selects the rows that began or ended in between;
+//! both are index range scans, not replays. A [`Batch`] is written in one transaction, so a
+//! group of deltas is durable whole or not at all.
+
+mod postgres;
+mod rows;
+mod sqlite;
+
+use std::future::Future;
+
+use calipso_proto::{Link, ObjectId, Timestamp};
+use serde::{Deserialize, Serialize};
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+use crate::cliques::{Clique, CliqueConstraint, CliqueType, EnvironmentConfig};
+use crate::graph::Node;
+use crate::links::LinkKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored {what} is not valid JSON: {source}")]
+    Corrupt {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("store URL `{0}` is neither sqlite:… nor postgres://…")]
+    UnknownScheme(String),
+}
+
+/// Whether an agent is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentState {
+    Connected,
+    Disconnected,
+}
+
+impl AgentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentState::Connected => "connected",
+            AgentState::Disconnected => "disconnected",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        if text == "connected" {
+            AgentState::Connected
+        } else {
+            AgentState::Disconnected
+        }
+    }
+}
+
+/// What the store knows of a host's agent, including where its session resumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub host: String,
+    pub environment: String,
+    pub agent_version: String,
+    /// The epoch of the data held for the host; `None` until a snapshot or delta of it was
+    /// applied (the host must send a snapshot).
+    pub epoch: Option<u64>,
+    /// The last sequence number applied and durable in that epoch.
+    pub seq: u64,
+    pub state: AgentState,
+    pub last_seen: Timestamp,
+}
+
+/// Severity of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageLevel {
+    Info,
+    Warning,
+    Error,
+}
+
+impl MessageLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageLevel::Info => "info",
+            MessageLevel::Warning => "warning",
+            MessageLevel::Error => "error",
+        }
+    }
+
+    fn parse(text: &str) -> Self {
+        match text {
+            "error" => MessageLevel::Error,
+            "warning" => MessageLevel::Warning,
+            _ => MessageLevel::Info,
+        }
+    }
+}
+
+/// An event worth an operator's attention (a host went away, a delta was refused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub environment: Option<String>,
+    pub level: MessageLevel,
+    pub source: String,
+    pub related_object: Option<ObjectId>,
+    pub text: String,
+    pub at: Timestamp,
+}
+
+/// One version of an object in history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectVersion {
+    pub node: Node,
+    pub valid_from: Timestamp,
+    pub valid_to: Option<Timestamp>,
+}
+
+/// Everything one transaction writes. A `None` closes the current version (a removal).
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    /// The commit time: the start of the new versions and the end of the replaced ones.
+    pub at: Timestamp,
+    pub environments: Vec<EnvironmentConfig>,
+    pub objects: Vec<(String, ObjectId, Option<Node>)>,
+    pub links: Vec<(String, LinkKey, Option<Link>)>,
+    pub cliques: Vec<(String, ObjectId, Option<Clique>)>,
+    pub agents: Vec<AgentRecord>,
+    pub messages: Vec<Message>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.environments.is_empty()
+            && self.objects.is_empty()
+            && self.links.is_empty()
+            && self.cliques.is_empty()
+            && self.agents.is_empty()
+            && self.messages.is_empty()
+    }
+
+    /// How many object, link and clique versions it writes.
+    pub fn change_count(&self) -> usize {
+        self.objects.len() + self.links.len() + self.cliques.len()
+    }
+}
+
+/// What the aggregator needs at start.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub environments: Vec<EnvironmentConfig>,
+    /// Current objects, by environment.
+    pub objects: Vec<(String, Node)>,
+    pub links: Vec<(String, Link)>,
+    pub cliques: Vec<(String, Clique)>,
+    pub agents: Vec<AgentRecord>,
+    /// `None` until the defaults were seeded once: an operator who deletes every clique type
+    /// does not get them back at the next start.
+    pub clique_rules: Option<(Vec<CliqueType>, Vec<CliqueConstraint>)>,
+    /// The latest commit time, so that new versions never start before old ones.
+    pub last_commit: Timestamp,
+}
+
+/// The durable store. Implemented for SQLite and PostgreSQL; every method is one transaction.
+pub trait Store: Send + Sync + 'static {
+    /// Everything current, for the engine and the ingest layer at start.
+    fn load(&self) -> impl Future<Output = Result<Loaded, StoreError>> + Send;
+
+    /// Writes a batch atomically.
+    fn commit(&self, batch: &Batch) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Replaces the clique types and constraints.
+    fn put_clique_rules(
+        &self,
+        types: &[CliqueType],
+        constraints: &[CliqueConstraint],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The objects of an environment as they were at `at`.
+    fn objects_at(
+        &self,
+        environment: &str,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Node>, StoreError>> + Send;
+
+    /// The links of an environment as they were at `at`.
+    fn links_at(
+        &self,
+        environment: &str,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Link>, StoreError>> + Send;
+
+    /// The cliques of an environment as they were at `at`.
+    fn cliques_at(
+        &self,
+        environment: &str,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Clique>, StoreError>> + Send;
+
+    /// Object versions that began or ended in `(from, to]`, by id then time.
+    fn object_changes(
+        &self,
+        environment: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> impl Future<Output = Result<Vec<ObjectVersion>, StoreError>> + Send;
+
+    /// Messages at or after `since`, oldest first, at most `limit`.
+    fn messages(
+        &self,
+        since: Timestamp,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Message>, StoreError>> + Send;
+
+    fn agents(&self) -> impl Future<Output = Result<Vec<AgentRecord>, StoreError>> + Send;
+}
+
+fn encode<T: Serialize>(what: &str, value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|source| StoreError::Encode {
+        what: what.to_owned(),
+        source,
+    })
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|source| StoreError::Corrupt {
+        what: what.to_owned(),
+        source,
+    })
+}
+
+/// u64 agent epochs and sequence numbers are stored in signed 64-bit columns bit for bit.
+fn to_db(value: u64) -> i64 {
+    i64::from_ne_bytes(value.to_ne_bytes())
+}
+
+fn from_db(value: i64) -> u64 {
+    u64::from_ne_bytes(value.to_ne_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_survive_signed_columns() {
+        for value in [0, 1, u64::MAX, 1 << 63, 12_345_678_901_234_567_890] {
+            assert_eq!(from_db(to_db(value)), value);
+        }
+    }
+}

@@ -1,0 +1,520 @@
+//! The read side both backends share. The two schemas differ only in the message id column,
+//! so the SQL and the decoding are written once; [`shared_methods!`] expands the same read
+//! methods inside each backend's `Store` impl, where sqlx checks them against that backend.
+
+use calipso_proto::{Object, Timestamp};
+
+use super::{
+    AgentRecord, AgentState, Message, MessageLevel, ObjectVersion, StoreError, decode, from_db,
+};
+use crate::graph::Node;
+
+/// `body, stale, first_seen, last_seen, valid_from, valid_to`
+pub(super) type ObjectRow = (String, bool, i64, i64, i64, Option<i64>);
+pub(super) const OBJECT_COLUMNS: &str = "body, stale, first_seen, last_seen, valid_from, valid_to";
+
+/// `host, environment, agent_version, epoch, seq, state, last_seen`
+pub(super) type AgentRow = (String, String, String, Option<i64>, i64, String, i64);
+pub(super) const AGENTS: &str = "SELECT host, environment, agent_version, epoch, seq, state, last_seen FROM agents ORDER BY host";
+
+/// `environment, level, source, related_object, text, at`
+pub(super) type MessageRow = (Option<String>, String, String, Option<String>, String, i64);
+pub(super) const MESSAGES: &str = "SELECT environment, level, source, related_object, text, at \
+     FROM messages WHERE at >= $1 ORDER BY at, id LIMIT $2";
+
+/// Rows of a versioned table valid at `$2` in environment `$1`.
+pub(super) fn valid_at(table: &str, columns: &str, order: &str) -> String {
+    format!(
+        "SELECT {columns} FROM {table} WHERE environment = $1 \
+         AND valid_from <= $2 AND (valid_to IS NULL OR valid_to > $2) ORDER BY {order}"
+    )
+}
+
+/// The current rows of a versioned table, with the environment first.
+pub(super) fn current(table: &str, columns: &str) -> String {
+    format!("SELECT environment, {columns} FROM {table} WHERE valid_to IS NULL")
+}
+
+/// Object versions of environment `$1` that began or ended in `($2, $3]`.
+pub(super) fn object_changes_sql() -> String {
+    format!(
+        "SELECT {OBJECT_COLUMNS} FROM objects WHERE environment = $1 AND \
+         ((valid_from > $2 AND valid_from <= $3) OR (valid_to > $2 AND valid_to <= $3)) \
+         ORDER BY id, valid_from"
+    )
+}
+
+pub(super) fn object_version(row: ObjectRow) -> Result<ObjectVersion, StoreError> {
+    let (body, stale, first_seen, last_seen, valid_from, valid_to) = row;
+    let object: Object = decode("object", &body)?;
+    Ok(ObjectVersion {
+        node: Node {
+            object,
+            stale,
+            first_seen: Timestamp::from_unix_micros(first_seen),
+            last_seen: Timestamp::from_unix_micros(last_seen),
+        },
+        valid_from: Timestamp::from_unix_micros(valid_from),
+        valid_to: valid_to.map(Timestamp::from_unix_micros),
+    })
+}
+
+pub(super) fn agent(row: AgentRow) -> AgentRecord {
+    let (host, environment, agent_version, epoch, seq, state, last_seen) = row;
+    AgentRecord {
+        host,
+        environment,
+        agent_version,
+        epoch: epoch.map(from_db),
+        seq: from_db(seq),
+        state: AgentState::parse(&state),
+        last_seen: Timestamp::from_unix_micros(last_seen),
+    }
+}
+
+pub(super) fn message(row: MessageRow) -> Message {
+    let (environment, level, source, related_object, text, at) = row;
+    Message {
+        environment,
+        level: MessageLevel::parse(&level),
+        source,
+        related_object: related_object.map(calipso_proto::ObjectId::from_raw),
+        text,
+        at: Timestamp::from_unix_micros(at),
+    }
+}
+
+/// The methods of [`super::Store`] that are identical for both backends: the reads and the
+/// clique rules (`self.pool` is each
+/// backend's pool).
+macro_rules! shared_methods {
+    () => {
+    async fn put_clique_rules(
+        &self,
+        types: &[$crate::cliques::CliqueType],
+        constraints: &[$crate::cliques::CliqueConstraint],
+    ) -> Result<(), $crate::store::StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM clique_types").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM clique_constraints").execute(&mut *tx).await?;
+        for clique_type in types {
+            sqlx::query("INSERT INTO clique_types (name, body) VALUES ($1, $2)")
+                .bind(&clique_type.name)
+                .bind($crate::store::encode("clique type", clique_type)?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for constraint in constraints {
+            sqlx::query(
+                "INSERT INTO clique_constraints (focal_point_type, environment, body) VALUES ($1, $2, $3)",
+            )
+            .bind(constraint.focal_point_type.to_string())
+            .bind(constraint.environment.clone().unwrap_or_default())
+            .bind($crate::store::encode("clique constraint", constraint)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query($crate::store::rows::MARK_SEEDED).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+        async fn load(&self) -> Result<$crate::store::Loaded, $crate::store::StoreError> {
+            use $crate::store::{decode, rows};
+            let mut loaded = $crate::store::Loaded::default();
+            let environments: Vec<(String,)> =
+                sqlx::query_as("SELECT config FROM environments ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await?;
+            for (config,) in environments {
+                loaded.environments.push(decode("environment", &config)?);
+            }
+            let objects: Vec<(String, String, bool, i64, i64, i64, Option<i64>)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(rows::current("objects", rows::OBJECT_COLUMNS)))
+                    .fetch_all(&self.pool)
+                    .await?;
+            for (env, body, stale, first, last, from, to) in objects {
+                let version = rows::object_version((body, stale, first, last, from, to))?;
+                loaded.objects.push((env, version.node));
+            }
+            let links: Vec<(String, String)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(rows::current("links", "body")))
+                    .fetch_all(&self.pool)
+                    .await?;
+            for (env, body) in links {
+                loaded.links.push((env, decode("link", &body)?));
+            }
+            let cliques: Vec<(String, String)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(rows::current("cliques", "body")))
+                    .fetch_all(&self.pool)
+                    .await?;
+            for (env, body) in cliques {
+                loaded.cliques.push((env, decode("clique", &body)?));
+            }
+            loaded.agents = self.agents().await?;
+            let seeded: Option<(String,)> =
+                sqlx::query_as("SELECT value FROM store_meta WHERE key = 'clique_rules_seeded'")
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if seeded.is_some() {
+                let types: Vec<(String,)> =
+                    sqlx::query_as("SELECT body FROM clique_types ORDER BY name")
+                        .fetch_all(&self.pool)
+                        .await?;
+                let constraints: Vec<(String,)> = sqlx::query_as(
+                    "SELECT body FROM clique_constraints ORDER BY focal_point_type, environment",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                let types = types
+                    .iter()
+                    .map(|(body,)| decode("clique type", body))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let constraints = constraints
+                    .iter()
+                    .map(|(body,)| decode("clique constraint", body))
+                    .collect::<Result<Vec<_>, _>>()?;
+                loaded.clique_rules = Some((types, constraints));
+            }
+            let last: (Option<i64>,) = sqlx::query_as(
+                "SELECT MAX(t) FROM (SELECT MAX(valid_from) AS t FROM objects \
+                 UNION ALL SELECT MAX(valid_from) FROM links \
+                 UNION ALL SELECT MAX(valid_from) FROM cliques \
+                 UNION ALL SELECT MAX(valid_to) FROM objects \
+                 UNION ALL SELECT MAX(at) FROM messages) AS times",
+            )
+            .fetch_one(&self.pool)
+            .await?;
+            loaded.last_commit = calipso_proto::Timestamp::from_unix_micros(last.0.unwrap_or(0));
+            Ok(loaded)
+        }
+
+        async fn objects_at(
+            &self,
+            environment: &str,
+            at: calipso_proto::Timestamp,
+        ) -> Result<Vec<$crate::graph::Node>, $crate::store::StoreError> {
+            use $crate::store::rows;
+            let sql = rows::valid_at("objects", rows::OBJECT_COLUMNS, "id");
+            let found: Vec<rows::ObjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(environment)
+                .bind(at.unix_micros())
+                .fetch_all(&self.pool)
+                .await?;
+            found
+                .into_iter()
+                .map(|row| rows::object_version(row).map(|v| v.node))
+                .collect()
+        }
+
+        async fn links_at(
+            &self,
+            environment: &str,
+            at: calipso_proto::Timestamp,
+        ) -> Result<Vec<calipso_proto::Link>, $crate::store::StoreError> {
+            use $crate::store::{decode, rows};
+            let sql = rows::valid_at("links", "body", "link_type, source_id, target_id");
+            let found: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(environment)
+                .bind(at.unix_micros())
+                .fetch_all(&self.pool)
+                .await?;
+            found.iter().map(|(body,)| decode("link", body)).collect()
+        }
+
+        async fn cliques_at(
+            &self,
+            environment: &str,
+            at: calipso_proto::Timestamp,
+        ) -> Result<Vec<$crate::cliques::Clique>, $crate::store::StoreError> {
+            use $crate::store::{decode, rows};
+            let sql = rows::valid_at("cliques", "body", "focal_point");
+            let found: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(environment)
+                .bind(at.unix_micros())
+                .fetch_all(&self.pool)
+                .await?;
+            found.iter().map(|(body,)| decode("clique", body)).collect()
+        }
+
+        async fn object_changes(
+            &self,
+            environment: &str,
+            from: calipso_proto::Timestamp,
+            to: calipso_proto::Timestamp,
+        ) -> Result<Vec<$crate::store::ObjectVersion>, $crate::store::StoreError> {
+            use $crate::store::rows;
+            let found: Vec<rows::ObjectRow> =
+                sqlx::query_as(sqlx::AssertSqlSafe(rows::object_changes_sql()))
+                    .bind(environment)
+                    .bind(from.unix_micros())
+                    .bind(to.unix_micros())
+                    .fetch_all(&self.pool)
+                    .await?;
+            found.into_iter().map(rows::object_version).collect()
+        }
+
+        async fn messages(
+            &self,
+            since: calipso_proto::Timestamp,
+            limit: u32,
+        ) -> Result<Vec<$crate::store::Message>, $crate::store::StoreError> {
+            use $crate::store::rows;
+            let found: Vec<rows::MessageRow> = sqlx::query_as(rows::MESSAGES)
+                .bind(since.unix_micros())
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(found.into_iter().map(rows::message).collect())
+        }
+
+        async fn agents(
+            &self,
+        ) -> Result<Vec<$crate::store::AgentRecord>, $crate::store::StoreError> {
+            use $crate::store::rows;
+            let found: Vec<rows::AgentRow> = sqlx::query_as(rows::AGENTS)
+                .fetch_all(&self.pool)
+                .await?;
+            Ok(found.into_iter().map(rows::agent).collect())
+        }
+    };
+}
+
+/// Writes a prepared batch's environments, agents and messages (few rows) inside transaction
+/// `$tx`, the same way on both backends.
+macro_rules! write_small_tables {
+    ($tx:ident, $p:ident) => {
+        for (name, config) in &$p.environments {
+            sqlx::query(
+                "INSERT INTO environments (name, config) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET config = excluded.config",
+            )
+            .bind(name)
+            .bind(config)
+            .execute(&mut *$tx)
+            .await?;
+        }
+        for agent in &$p.agents {
+            sqlx::query(rows::UPSERT_AGENT)
+                .bind(&agent.0)
+                .bind(&agent.1)
+                .bind(&agent.2)
+                .bind(agent.3)
+                .bind(agent.4)
+                .bind(&agent.5)
+                .bind(agent.6)
+                .execute(&mut *$tx)
+                .await?;
+        }
+        for message in &$p.messages {
+            sqlx::query(rows::INSERT_MESSAGE)
+                .bind(&message.0)
+                .bind(&message.1)
+                .bind(&message.2)
+                .bind(&message.3)
+                .bind(&message.4)
+                .bind(message.5)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    };
+}
+
+pub(super) use {shared_methods, write_small_tables};
+
+/// A batch laid out as columns, ready for either backend's writes. Within a table each key
+/// appears once (the last version wins), so no two versions share a start time.
+#[derive(Debug, Default)]
+pub(super) struct Prepared {
+    pub at: i64,
+    pub environments: Vec<(String, String)>,
+    pub objects: Versioned<2>,
+    pub object_rows: ObjectColumns,
+    pub links: Versioned<4>,
+    pub link_rows: LinkColumns,
+    pub cliques: Versioned<2>,
+    pub clique_bodies: Vec<String>,
+    pub agents: Vec<AgentRow>,
+    pub messages: Vec<MessageRow>,
+}
+
+/// Keys whose current version closes, and which of them get a new version (`inserted[i]` is the
+/// index into `keys` of the i-th new version).
+#[derive(Debug)]
+pub(super) struct Versioned<const N: usize> {
+    /// One column per key part.
+    pub keys: [Vec<String>; N],
+    pub inserted: Vec<usize>,
+}
+
+impl<const N: usize> Default for Versioned<N> {
+    fn default() -> Self {
+        Versioned {
+            keys: std::array::from_fn(|_| Vec::new()),
+            inserted: Vec::new(),
+        }
+    }
+}
+
+impl<const N: usize> Versioned<N> {
+    pub fn len(&self) -> usize {
+        self.keys[0].len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Key part `part` of the new versions, in insertion order.
+    pub fn inserted_column(&self, part: usize) -> Vec<String> {
+        self.inserted
+            .iter()
+            .map(|&i| self.keys[part][i].clone())
+            .collect()
+    }
+
+    fn push(&mut self, key: [String; N], inserted: bool) {
+        let index = self.len();
+        for (column, value) in self.keys.iter_mut().zip(key) {
+            column.push(value);
+        }
+        if inserted {
+            self.inserted.push(index);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct ObjectColumns {
+    pub object_type: Vec<String>,
+    pub host: Vec<Option<String>>,
+    pub stale: Vec<bool>,
+    pub first_seen: Vec<i64>,
+    pub last_seen: Vec<i64>,
+    pub body: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct LinkColumns {
+    pub state: Vec<String>,
+    pub body: Vec<String>,
+}
+
+/// Keeps the last entry per key, in first-seen order.
+fn last_per_key<K: std::hash::Hash + Eq + Clone, V>(entries: &[(K, V)]) -> Vec<&(K, V)> {
+    let mut last: std::collections::HashMap<&K, usize> = std::collections::HashMap::new();
+    for (index, (key, _)) in entries.iter().enumerate() {
+        last.insert(key, index);
+    }
+    entries
+        .iter()
+        .enumerate()
+        .filter(|(index, (key, _))| last.get(key) == Some(index))
+        .map(|(_, entry)| entry)
+        .collect()
+}
+
+pub(super) fn prepare(batch: &super::Batch) -> Result<Prepared, StoreError> {
+    use super::{encode, to_db};
+    let mut prepared = Prepared {
+        at: batch.at.unix_micros(),
+        ..Prepared::default()
+    };
+    for config in &batch.environments {
+        prepared
+            .environments
+            .push((config.name.clone(), encode("environment", config)?));
+    }
+    let objects: Vec<((&str, &str), &Option<Node>)> = batch
+        .objects
+        .iter()
+        .map(|(env, id, node)| ((env.as_str(), id.as_str()), node))
+        .collect();
+    for ((env, id), node) in last_per_key(&objects) {
+        prepared
+            .objects
+            .push([(*env).to_owned(), (*id).to_owned()], node.is_some());
+        if let Some(node) = node {
+            let columns = &mut prepared.object_rows;
+            columns
+                .object_type
+                .push(node.object.object_type.to_string());
+            columns.host.push(node.object.host.clone());
+            columns.stale.push(node.stale);
+            columns.first_seen.push(node.first_seen.unix_micros());
+            columns.last_seen.push(node.last_seen.unix_micros());
+            columns.body.push(encode("object", &node.object)?);
+        }
+    }
+    let links: Vec<((&str, &crate::links::LinkKey), &Option<calipso_proto::Link>)> = batch
+        .links
+        .iter()
+        .map(|(env, key, link)| ((env.as_str(), key), link))
+        .collect();
+    for ((env, key), link) in last_per_key(&links) {
+        prepared.links.push(
+            [
+                (*env).to_owned(),
+                key.link_type.to_string(),
+                key.source.to_string(),
+                key.target.to_string(),
+            ],
+            link.is_some(),
+        );
+        if let Some(link) = link {
+            prepared
+                .link_rows
+                .state
+                .push(link.state.as_str().to_owned());
+            prepared.link_rows.body.push(encode("link", link)?);
+        }
+    }
+    let cliques: Vec<((&str, &str), &Option<crate::cliques::Clique>)> = batch
+        .cliques
+        .iter()
+        .map(|(env, focal, clique)| ((env.as_str(), focal.as_str()), clique))
+        .collect();
+    for ((env, focal), clique) in last_per_key(&cliques) {
+        prepared
+            .cliques
+            .push([(*env).to_owned(), (*focal).to_owned()], clique.is_some());
+        if let Some(clique) = clique {
+            prepared.clique_bodies.push(encode("clique", clique)?);
+        }
+    }
+    for agent in &batch.agents {
+        prepared.agents.push((
+            agent.host.clone(),
+            agent.environment.clone(),
+            agent.agent_version.clone(),
+            agent.epoch.map(to_db),
+            to_db(agent.seq),
+            agent.state.as_str().to_owned(),
+            agent.last_seen.unix_micros(),
+        ));
+    }
+    for message in &batch.messages {
+        prepared.messages.push((
+            message.environment.clone(),
+            message.level.as_str().to_owned(),
+            message.source.clone(),
+            message.related_object.as_ref().map(ToString::to_string),
+            message.text.clone(),
+            message.at.unix_micros(),
+        ));
+    }
+    Ok(prepared)
+}
+
+pub(super) const UPSERT_AGENT: &str = "INSERT INTO agents \
+     (host, environment, agent_version, epoch, seq, state, last_seen) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (host) DO UPDATE SET \
+     environment = excluded.environment, agent_version = excluded.agent_version, \
+     epoch = excluded.epoch, seq = excluded.seq, state = excluded.state, \
+     last_seen = excluded.last_seen";
+
+pub(super) const INSERT_MESSAGE: &str = "INSERT INTO messages \
+     (environment, level, source, related_object, text, at) VALUES ($1, $2, $3, $4, $5, $6)";
+
+pub(super) const MARK_SEEDED: &str = "INSERT INTO store_meta (key, value) \
+     VALUES ('clique_rules_seeded', '1') ON CONFLICT (key) DO NOTHING";

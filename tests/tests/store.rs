@@ -1,0 +1,223 @@
+//! One conformance suite, run against both store backends: SQLite in a temporary file and
+//! PostgreSQL (the server `DATABASE_URL` names, or an ephemeral one the harness starts).
+
+use std::collections::BTreeMap;
+
+use calipso_aggregator::cliques::{
+    Clique, EnvironmentConfig, default_clique_constraints, default_clique_types,
+};
+use calipso_aggregator::graph::Node;
+use calipso_aggregator::links::LinkKey;
+use calipso_aggregator::store::{
+    AgentRecord, AgentState, Batch, Message, MessageLevel, PostgresStore, SqliteStore, Store,
+};
+use calipso_proto::{Link, LinkState, LinkType, Object, ObjectId, ObjectType, Timestamp};
+use calipso_tests::pg::TestDatabase;
+
+fn at(micros: i64) -> Timestamp {
+    Timestamp::from_unix_micros(1_700_000_000_000_000 + micros)
+}
+
+fn vnic(name: &str, mtu: u32, seen: Timestamp) -> Node {
+    let mut object = Object::new(
+        ObjectId::host_local(ObjectType::Vnic, "h1", name),
+        ObjectType::Vnic,
+        name,
+        "lab",
+    )
+    .with_host("h1")
+    .with_extra("nested", vec!["a", "b"]);
+    object.attributes.mtu = Some(mtu);
+    Node::new(object, seen)
+}
+
+fn link(a: &str, b: &str) -> Link {
+    Link {
+        source: ObjectId::host_local(ObjectType::Vnic, "h1", a),
+        target: ObjectId::host_local(ObjectType::Vnic, "h1", b),
+        link_type: LinkType::new(ObjectType::Vnic, ObjectType::Vnic),
+        state: LinkState::Up,
+        host: Some("h1".into()),
+        implicit: false,
+        attributes: BTreeMap::new(),
+    }
+}
+
+fn clique(focal: &str, links: &[&Link]) -> Clique {
+    Clique {
+        focal_point: ObjectId::host_local(ObjectType::Vnic, "h1", focal),
+        focal_point_type: ObjectType::Vnic,
+        clique_type: "test".into(),
+        constraints: BTreeMap::new(),
+        nodes: links.iter().flat_map(|l| [l.source.clone(), l.target.clone()]).collect(),
+        links: links.iter().map(|l| LinkKey::of(l)).collect(),
+        implicit_links: Vec::new(),
+    }
+}
+
+fn agent(seq: u64, state: AgentState, seen: Timestamp) -> AgentRecord {
+    AgentRecord {
+        host: "h1".into(),
+        environment: "lab".into(),
+        agent_version: "0.1.0".into(),
+        epoch: Some(u64::MAX - 7),
+        seq,
+        state,
+        last_seen: seen,
+    }
+}
+
+fn names(nodes: &[Node]) -> Vec<(String, Option<u32>)> {
+    nodes
+        .iter()
+        .map(|n| (n.object.name.clone(), n.object.attributes.mtu))
+        .collect()
+}
+
+async fn conformance<S: Store>(store: S) -> anyhow::Result<()> {
+    // Empty store.
+    let loaded = store.load().await?;
+    assert!(loaded.environments.is_empty() && loaded.objects.is_empty());
+    assert!(loaded.clique_rules.is_none(), "not seeded yet");
+
+    // Clique rules round-trip, and an empty set stays empty (seeded once).
+    store
+        .put_clique_rules(&default_clique_types(), &default_clique_constraints())
+        .await?;
+    let rules = store.load().await?.clique_rules.expect("seeded");
+    let mut expected = default_clique_types();
+    expected.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(rules.0, expected);
+    assert_eq!(rules.1.len(), default_clique_constraints().len());
+    store.put_clique_rules(&[], &[]).await?;
+    assert_eq!(store.load().await?.clique_rules, Some((vec![], vec![])));
+
+    // T1: three objects, a link, a clique, an agent, a message.
+    let t1 = at(1_000);
+    let ab = link("a", "b");
+    let first = Batch {
+        at: t1,
+        environments: vec![EnvironmentConfig::named("lab")],
+        objects: ["a", "b", "c"]
+            .iter()
+            .map(|n| ("lab".into(), vnic(n, 1500, t1).object.id.clone(), Some(vnic(n, 1500, t1))))
+            .collect(),
+        links: vec![("lab".into(), LinkKey::of(&ab), Some(ab.clone()))],
+        cliques: vec![("lab".into(), ObjectId::host_local(ObjectType::Vnic, "h1", "a"), Some(clique("a", &[&ab])))],
+        agents: vec![agent(5, AgentState::Connected, t1)],
+        messages: vec![Message {
+            environment: Some("lab".into()),
+            level: MessageLevel::Warning,
+            source: "test".into(),
+            related_object: Some(ObjectId::host("h1")),
+            text: "first".into(),
+            at: t1,
+        }],
+    };
+    store.commit(&first).await?;
+
+    // T2: a changes (twice in the batch: the last wins), b goes away with its link; c stays.
+    let t2 = at(2_000);
+    let mut stale_a = vnic("a", 9000, t2);
+    stale_a.stale = true;
+    stale_a.first_seen = t1;
+    let second = Batch {
+        at: t2,
+        objects: vec![
+            ("lab".into(), stale_a.object.id.clone(), Some(vnic("a", 1400, t2))),
+            ("lab".into(), stale_a.object.id.clone(), Some(stale_a.clone())),
+            ("lab".into(), ObjectId::host_local(ObjectType::Vnic, "h1", "b"), None),
+        ],
+        links: vec![("lab".into(), LinkKey::of(&ab), None)],
+        cliques: vec![("lab".into(), ObjectId::host_local(ObjectType::Vnic, "h1", "a"), None)],
+        agents: vec![agent(9, AgentState::Disconnected, t2)],
+        ..Batch::default()
+    };
+    store.commit(&second).await?;
+
+    // Current state.
+    let loaded = store.load().await?;
+    assert_eq!(loaded.environments, vec![EnvironmentConfig::named("lab")]);
+    let mut current: Vec<Node> = loaded.objects.into_iter().map(|(_, n)| n).collect();
+    current.sort_by(|a, b| a.object.id.cmp(&b.object.id));
+    assert_eq!(current, vec![stale_a.clone(), vnic("c", 1500, t1)]);
+    assert!(loaded.links.is_empty() && loaded.cliques.is_empty());
+    assert_eq!(loaded.agents, vec![agent(9, AgentState::Disconnected, t2)]);
+    assert_eq!(loaded.last_commit, t2);
+
+    // Time travel.
+    assert!(store.objects_at("lab", at(999)).await?.is_empty());
+    assert_eq!(
+        names(&store.objects_at("lab", t1).await?),
+        vec![("a".into(), Some(1500)), ("b".into(), Some(1500)), ("c".into(), Some(1500))]
+    );
+    assert_eq!(
+        names(&store.objects_at("lab", at(1_999)).await?),
+        names(&store.objects_at("lab", t1).await?)
+    );
+    assert_eq!(
+        names(&store.objects_at("lab", t2).await?),
+        vec![("a".into(), Some(9000)), ("c".into(), Some(1500))]
+    );
+    assert_eq!(store.links_at("lab", t1).await?, vec![ab.clone()]);
+    assert!(store.links_at("lab", t2).await?.is_empty());
+    assert_eq!(store.cliques_at("lab", at(1_500)).await?, vec![clique("a", &[&ab])]);
+    assert!(store.cliques_at("lab", t2).await?.is_empty());
+    assert!(store.objects_at("other", t2).await?.is_empty());
+
+    // What changed in (T1, T2]: a's old version ended, its new one began, b ended.
+    let changes = store.object_changes("lab", t1, t2).await?;
+    let summary: Vec<(String, i64, Option<i64>)> = changes
+        .iter()
+        .map(|v| {
+            (
+                v.node.object.name.clone(),
+                v.valid_from.unix_micros() - at(0).unix_micros(),
+                v.valid_to.map(|t| t.unix_micros() - at(0).unix_micros()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("a".into(), 1_000, Some(2_000)),
+            ("a".into(), 2_000, None),
+            ("b".into(), 1_000, Some(2_000)),
+        ]
+    );
+    // And in (0, T1]: everything began.
+    assert_eq!(store.object_changes("lab", at(0), t1).await?.len(), 3);
+
+    // Messages.
+    let messages = store.messages(at(0), 10).await?;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].text, "first");
+    assert_eq!(messages[0].related_object, Some(ObjectId::host("h1")));
+    assert!(store.messages(t2, 10).await?.is_empty());
+    assert_eq!(store.agents().await?[0].epoch, Some(u64::MAX - 7));
+
+    // An empty batch writes nothing and fails nothing.
+    store.commit(&Batch::default()).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sqlite_store_conforms() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("calipso.db");
+    conformance(SqliteStore::open(&path).await?).await?;
+    // Reopening applies no migration twice and keeps everything.
+    let reopened = SqliteStore::open(&path).await?;
+    assert_eq!(reopened.load().await?.objects.len(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn postgres_store_conforms() -> anyhow::Result<()> {
+    let db = TestDatabase::create().await?;
+    conformance(PostgresStore::connect(&db.url).await?).await?;
+    let reopened = PostgresStore::connect(&db.url).await?;
+    assert_eq!(reopened.load().await?.objects.len(), 2);
+    reopened.pool().close().await;
+    db.drop_database().await
+}
