@@ -10,6 +10,10 @@
 //! max_frame_bytes = 16777216
 //! idle_timeout = "30s"
 //! hello_timeout = "10s"
+//!
+//! [store]
+//! # sqlite:PATH (the default, created if missing) or postgres://user@host/database
+//! url = "sqlite:///var/lib/calipso/calipso.db"
 //! ```
 
 use std::net::SocketAddr;
@@ -29,6 +33,27 @@ use crate::tls::ServerTlsPaths;
 #[serde(deny_unknown_fields)]
 pub struct AggregatorConfig {
     pub ingest: IngestSection,
+    #[serde(default)]
+    pub store: StoreSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    #[serde(default = "default_store_url")]
+    pub url: String,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            url: default_store_url(),
+        }
+    }
+}
+
+fn default_store_url() -> String {
+    "sqlite:///var/lib/calipso/calipso.db".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,6 +114,14 @@ impl AggregatorConfig {
         if ingest.hello_timeout.is_zero() {
             return Err(invalid("ingest.hello_timeout", "must be non-zero"));
         }
+        let url = &config.store.url;
+        let known = ["sqlite:", "postgres://", "postgresql://"];
+        if !known.iter().any(|scheme| url.starts_with(scheme)) {
+            return Err(invalid(
+                "store.url",
+                "must start with sqlite: or postgres://",
+            ));
+        }
         Ok(config)
     }
 
@@ -134,6 +167,10 @@ mod tests {
             (format!("[ingest]\n{PATHS}listen = \"nowhere\"\n"), "listen"),
             (format!("[ingest]\n{PATHS}colour = 1\n"), "colour"),
             ("[ingest]\nca_cert = \"x\"\n".to_owned(), "cert"),
+            (
+                format!("[ingest]\n{PATHS}[store]\nurl = \"mysql://x\"\n"),
+                "store.url",
+            ),
         ];
         for (text, key) in cases {
             let err = AggregatorConfig::parse(&text, Path::new("agg.toml"))

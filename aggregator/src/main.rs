@@ -2,9 +2,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use anyhow::Context;
 use calipso_aggregator::ca::CaDir;
 use calipso_aggregator::config::AggregatorConfig;
-use calipso_aggregator::ingest::{IngestServer, MemorySink};
+use calipso_aggregator::ingest::{DurableSink, IngestServer};
 use calipso_aggregator::quickstart::{self, QuickstartOptions};
 use clap::{Parser, Subcommand};
 
@@ -114,7 +115,10 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Serve { config } => {
             let config = AggregatorConfig::load(&config)?;
-            let server = IngestServer::bind(config.ingest(), Arc::new(MemorySink::new()))?;
+            let sink = DurableSink::connect(&config.store.url)
+                .await
+                .context("opening the store named by store.url")?;
+            let server = IngestServer::bind(config.ingest(), Arc::new(sink))?;
             tracing::info!(listen = %server.local_addr()?, "aggregator listening for agents");
             let shutdown = calipso_agent::process::shutdown_on_signal();
             server.run(shutdown.cancelled_owned()).await;

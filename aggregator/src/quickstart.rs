@@ -13,7 +13,8 @@ use calipso_agent::{Agent, AgentConfig, Uplink, UplinkEvent};
 use tokio_util::sync::CancellationToken;
 
 use crate::ca::CaDir;
-use crate::ingest::{IngestConfig, IngestServer, MemorySink};
+use crate::ingest::{DurableSink, IngestConfig, IngestServer};
+use crate::store::SqliteStore;
 use crate::tls::ServerTlsPaths;
 
 const SERVER_NAME: &str = "localhost";
@@ -56,6 +57,46 @@ fn prepare_ca(ca_dir: &Path, host: &str) -> anyhow::Result<(ServerTlsPaths, Upli
     Ok((server, agent))
 }
 
+/// What the aggregator holds for the host: objects by type, links by type, cliques.
+fn print_summary(sink: &DurableSink, host: &str, seq: u64) {
+    let engine = sink.engine();
+    let Some(env) = engine
+        .environments()
+        .find(|e| e.graph.ids_on_host(host).next().is_some())
+    else {
+        return;
+    };
+    let mut objects: std::collections::BTreeMap<String, usize> = Default::default();
+    for id in env.graph.ids_on_host(host) {
+        if let Some(node) = env.graph.get(id) {
+            *objects
+                .entry(node.object.object_type.to_string())
+                .or_default() += 1;
+        }
+    }
+    let mut links: std::collections::BTreeMap<String, usize> = Default::default();
+    for link in env.links.links() {
+        *links.entry(link.link_type.to_string()).or_default() += 1;
+    }
+    let count = |m: &std::collections::BTreeMap<String, usize>| {
+        m.iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "stored up to seq {seq} in environment `{}`:\n  objects of `{host}`: {}\n  links: {}\n  cliques: {}",
+        env.config.name,
+        count(&objects),
+        if links.is_empty() {
+            "none".into()
+        } else {
+            count(&links)
+        },
+        env.cliques.len(),
+    );
+}
+
 pub async fn run(options: QuickstartOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(&options.data_dir).with_context(|| {
         format!(
@@ -67,7 +108,8 @@ pub async fn run(options: QuickstartOptions, shutdown: CancellationToken) -> any
     let host = agent_config.host_id()?;
     let (server_tls, agent_tls) = prepare_ca(&options.data_dir.join("ca"), &host)?;
 
-    let sink = Arc::new(MemorySink::new());
+    let store_path = options.data_dir.join("calipso.db");
+    let sink = Arc::new(DurableSink::open(SqliteStore::open(&store_path).await?).await?);
     let server = IngestServer::bind(IngestConfig::new(options.listen, server_tls), sink.clone())?;
     let listen = server.local_addr()?;
     agent_config.host = Some(host.clone());
@@ -98,17 +140,7 @@ pub async fn run(options: QuickstartOptions, shutdown: CancellationToken) -> any
         match event {
             Ok(UplinkEvent::Acked { seq }) if reported < Some(seq) => {
                 reported = Some(seq);
-                let objects = sink.objects(&host);
-                println!(
-                    "aggregator holds {} object(s) for `{host}` (acknowledged up to seq {seq}):",
-                    objects.len()
-                );
-                for object in &objects {
-                    println!(
-                        "  {:<12} {:<40} {}",
-                        object.object_type, object.id, object.name
-                    );
-                }
+                print_summary(&sink, &host, seq);
                 if options.once {
                     shutdown.cancel();
                 }

@@ -74,7 +74,14 @@ impl Drop for Cluster {
             let data = self.dir.path().join("data");
             let _ = as_postgres(
                 &bin.join("pg_ctl"),
-                &["-D", &data.to_string_lossy(), "-m", "immediate", "-w", "stop"],
+                &[
+                    "-D",
+                    &data.to_string_lossy(),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "stop",
+                ],
             );
         }
     }

@@ -49,7 +49,10 @@ fn clique(focal: &str, links: &[&Link]) -> Clique {
         focal_point_type: ObjectType::Vnic,
         clique_type: "test".into(),
         constraints: BTreeMap::new(),
-        nodes: links.iter().flat_map(|l| [l.source.clone(), l.target.clone()]).collect(),
+        nodes: links
+            .iter()
+            .flat_map(|l| [l.source.clone(), l.target.clone()])
+            .collect(),
         links: links.iter().map(|l| LinkKey::of(l)).collect(),
         implicit_links: Vec::new(),
     }
@@ -100,10 +103,20 @@ async fn conformance<S: Store>(store: S) -> anyhow::Result<()> {
         environments: vec![EnvironmentConfig::named("lab")],
         objects: ["a", "b", "c"]
             .iter()
-            .map(|n| ("lab".into(), vnic(n, 1500, t1).object.id.clone(), Some(vnic(n, 1500, t1))))
+            .map(|n| {
+                (
+                    "lab".into(),
+                    vnic(n, 1500, t1).object.id.clone(),
+                    Some(vnic(n, 1500, t1)),
+                )
+            })
             .collect(),
         links: vec![("lab".into(), LinkKey::of(&ab), Some(ab.clone()))],
-        cliques: vec![("lab".into(), ObjectId::host_local(ObjectType::Vnic, "h1", "a"), Some(clique("a", &[&ab])))],
+        cliques: vec![(
+            "lab".into(),
+            ObjectId::host_local(ObjectType::Vnic, "h1", "a"),
+            Some(clique("a", &[&ab])),
+        )],
         agents: vec![agent(5, AgentState::Connected, t1)],
         messages: vec![Message {
             environment: Some("lab".into()),
@@ -124,12 +137,28 @@ async fn conformance<S: Store>(store: S) -> anyhow::Result<()> {
     let second = Batch {
         at: t2,
         objects: vec![
-            ("lab".into(), stale_a.object.id.clone(), Some(vnic("a", 1400, t2))),
-            ("lab".into(), stale_a.object.id.clone(), Some(stale_a.clone())),
-            ("lab".into(), ObjectId::host_local(ObjectType::Vnic, "h1", "b"), None),
+            (
+                "lab".into(),
+                stale_a.object.id.clone(),
+                Some(vnic("a", 1400, t2)),
+            ),
+            (
+                "lab".into(),
+                stale_a.object.id.clone(),
+                Some(stale_a.clone()),
+            ),
+            (
+                "lab".into(),
+                ObjectId::host_local(ObjectType::Vnic, "h1", "b"),
+                None,
+            ),
         ],
         links: vec![("lab".into(), LinkKey::of(&ab), None)],
-        cliques: vec![("lab".into(), ObjectId::host_local(ObjectType::Vnic, "h1", "a"), None)],
+        cliques: vec![(
+            "lab".into(),
+            ObjectId::host_local(ObjectType::Vnic, "h1", "a"),
+            None,
+        )],
         agents: vec![agent(9, AgentState::Disconnected, t2)],
         ..Batch::default()
     };
@@ -149,7 +178,11 @@ async fn conformance<S: Store>(store: S) -> anyhow::Result<()> {
     assert!(store.objects_at("lab", at(999)).await?.is_empty());
     assert_eq!(
         names(&store.objects_at("lab", t1).await?),
-        vec![("a".into(), Some(1500)), ("b".into(), Some(1500)), ("c".into(), Some(1500))]
+        vec![
+            ("a".into(), Some(1500)),
+            ("b".into(), Some(1500)),
+            ("c".into(), Some(1500))
+        ]
     );
     assert_eq!(
         names(&store.objects_at("lab", at(1_999)).await?),
@@ -161,7 +194,10 @@ async fn conformance<S: Store>(store: S) -> anyhow::Result<()> {
     );
     assert_eq!(store.links_at("lab", t1).await?, vec![ab.clone()]);
     assert!(store.links_at("lab", t2).await?.is_empty());
-    assert_eq!(store.cliques_at("lab", at(1_500)).await?, vec![clique("a", &[&ab])]);
+    assert_eq!(
+        store.cliques_at("lab", at(1_500)).await?,
+        vec![clique("a", &[&ab])]
+    );
     assert!(store.cliques_at("lab", t2).await?.is_empty());
     assert!(store.objects_at("other", t2).await?.is_empty());
 

@@ -21,7 +21,8 @@ use crate::engine::{Applied, Change, Engine};
 use crate::graph::Node;
 use crate::links::LinkKey;
 use crate::store::{
-    AgentRecord, AgentState, Batch, Loaded, Message, MessageLevel, Store, StoreError,
+    AgentRecord, AgentState, Batch, Loaded, Message, MessageLevel, PostgresStore, SqliteStore,
+    Store, StoreError,
 };
 
 /// The most queued requests one transaction takes.
@@ -93,6 +94,18 @@ impl DurableSink {
             shared,
             committed,
         })
+    }
+
+    /// Opens the store a URL names — `sqlite:PATH` (created if missing) or
+    /// `postgres://…` — and the sink over it.
+    pub async fn connect(url: &str) -> Result<Self, OpenError> {
+        if url.starts_with("sqlite:") {
+            Self::open(SqliteStore::connect(url).await?).await
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::open(PostgresStore::connect(url).await?).await
+        } else {
+            Err(StoreError::UnknownScheme(url.to_owned()).into())
+        }
     }
 
     /// The engine, for reading (the API, tests).

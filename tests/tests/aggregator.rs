@@ -1,0 +1,590 @@
+//! The aggregator core end to end: agents over real QUIC into the durable sink (SQLite or
+//! PostgreSQL), links and cliques derived as hosts report, hosts going and coming, restarts,
+//! and bad input refused whole.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use calipso_agent::outbox::{ChangeSet, Outbox};
+use calipso_aggregator::ingest::{AgentSession, DurableSink, IngestSink, Outcome};
+use calipso_aggregator::store::{SqliteStore, Store};
+use calipso_aggregator::synthetic::{Layout, host_name, host_objects, vm_objects};
+use calipso_proto::codec;
+use calipso_proto::framing::{FrameReader, FrameWriter};
+use calipso_proto::wire::{
+    AgentMessage, AggregatorMessage, Command, Delta, ErrorCode, Hello, PROTOCOL_VERSION, Resume,
+    Snapshot,
+};
+use calipso_proto::{LinkState, Object, ObjectId, ObjectType, Timestamp};
+use calipso_tests::{ENV, Pki, TestAgent, TestAggregator, agent_config, raw_session, wait_until};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn layout() -> Layout {
+    Layout {
+        hosts: 3,
+        vms_per_host: 2,
+        tunnel_peers: 2,
+    }
+}
+
+async fn sqlite_sink(dir: &tempfile::TempDir) -> anyhow::Result<Arc<DurableSink>> {
+    let store = SqliteStore::open(&dir.path().join("calipso.db")).await?;
+    Ok(Arc::new(DurableSink::open(store).await?))
+}
+
+/// Starts an agent for synthetic host `index` reporting its whole model.
+fn start_host(pki: &Pki, addr: std::net::SocketAddr, index: usize) -> anyhow::Result<TestAgent> {
+    let (tls, _) = pki.agent(&host_name(index))?;
+    let agent = TestAgent::start(&host_name(index), &tls, &agent_config(addr))?;
+    agent
+        .outbox
+        .replace_all("synthetic", host_objects(ENV, index, &layout()))?;
+    Ok(agent)
+}
+
+fn sorted(mut links: Vec<calipso_proto::Link>) -> Vec<calipso_proto::Link> {
+    links.sort_by_key(calipso_aggregator::links::LinkKey::of);
+    links
+}
+
+fn link_count(sink: &DurableSink) -> usize {
+    sink.engine().environment(ENV).map_or(0, |e| e.links.len())
+}
+
+fn stale_count(sink: &DurableSink, host: &str) -> usize {
+    let engine = sink.engine();
+    let Some(env) = engine.environment(ENV) else {
+        return 0;
+    };
+    env.graph
+        .ids_on_host(host)
+        .filter(|id| env.graph.get(id).is_some_and(|n| n.stale))
+        .count()
+}
+
+#[tokio::test]
+async fn hosts_build_links_and_cliques_that_history_records() -> anyhow::Result<()> {
+    calipso_tests::init_test_logging();
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::new()?;
+    let sink = sqlite_sink(&dir).await?;
+    let aggregator = TestAggregator::start(&pki, sink.clone(), ([127, 0, 0, 1], 0).into())?;
+    let mut agents = Vec::new();
+    for index in 0..3 {
+        agents.push(start_host(&pki, aggregator.addr, index)?);
+    }
+    for agent in &mut agents {
+        assert!(agent.wait_acked(WAIT).await);
+    }
+    // 3 hosts x (2 VMs x 7 + 5 infrastructure links) + 3 tunnels: the unit tests' count.
+    assert_eq!(link_count(&sink), 3 * (2 * 7 + 5) + 3);
+    let engine_links = {
+        let engine = sink.engine();
+        let env = engine.environment(ENV).expect("environment");
+        assert_eq!(
+            env.cliques.len(),
+            3 * 2 + 3,
+            "an instance clique per VM, a vservice clique per host"
+        );
+        let tunnels = env
+            .links
+            .links()
+            .filter(|l| l.link_type.to_string() == "otep-otep")
+            .count();
+        assert_eq!(tunnels, 3);
+        let mut links: Vec<_> = env.links.links().cloned().collect();
+        links.sort_by_key(calipso_aggregator::links::LinkKey::of);
+        links
+    };
+    // The store holds exactly what the engine derived.
+    let store = SqliteStore::open(&dir.path().join("calipso.db")).await?;
+    assert_eq!(sorted(store.links_at(ENV, Timestamp::now()).await?), engine_links);
+    assert_eq!(store.cliques_at(ENV, Timestamp::now()).await?.len(), 9);
+
+    // A VM started on host 1: its links and clique appear; a delta touching one host.
+    let before_vm = Timestamp::now();
+    agents[1].outbox.publish(
+        "synthetic",
+        ChangeSet {
+            upserts: vm_objects(ENV, 1, 7),
+            removals: vec![],
+        },
+    )?;
+    assert!(agents[1].wait_acked(WAIT).await);
+    assert_eq!(link_count(&sink), 3 * (2 * 7 + 5) + 3 + 7);
+    let now = Timestamp::now();
+    assert_eq!(
+        store.objects_at(ENV, now).await?.len(),
+        store.objects_at(ENV, before_vm).await?.len() + 5
+    );
+    assert_eq!(sorted(store.links_at(ENV, before_vm).await?), engine_links);
+    for agent in agents {
+        agent.stop().await;
+    }
+    aggregator.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_disconnected_host_goes_stale_and_resumes_without_a_snapshot() -> anyhow::Result<()> {
+    calipso_tests::init_test_logging();
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::new()?;
+    let sink = sqlite_sink(&dir).await?;
+    let aggregator = TestAggregator::start(&pki, sink.clone(), ([127, 0, 0, 1], 0).into())?;
+    let mut agents = vec![
+        start_host(&pki, aggregator.addr, 0)?,
+        start_host(&pki, aggregator.addr, 1)?,
+    ];
+    for agent in &mut agents {
+        assert!(agent.wait_acked(WAIT).await);
+    }
+    let host = host_name(0);
+    let objects = sink
+        .engine()
+        .environment(ENV)
+        .map_or(0, |e| e.graph.ids_on_host(&host).count());
+    let agent = agents.remove(0);
+    let outbox: Outbox = agent.outbox.clone();
+    agent.stop().await;
+    assert!(
+        wait_until(WAIT, || stale_count(&sink, &host) == objects).await,
+        "every object of the host is stale"
+    );
+    {
+        let engine = sink.engine();
+        let env = engine.environment(ENV).expect("environment");
+        // Its links are down; the other host's own links are not.
+        let down = |host: &str| {
+            env.links
+                .links()
+                .filter(|l| l.host.as_deref() == Some(host) && l.state == LinkState::Down)
+                .count()
+        };
+        assert!(down(&host) > 0);
+        assert_eq!(down(&host_name(1)), 0);
+        // The tunnel to the stale host is down too.
+        assert!(
+            env.links
+                .links()
+                .any(|l| l.link_type.to_string() == "otep-otep" && l.state == LinkState::Down)
+        );
+        // Objects are kept with their last state.
+        assert_eq!(env.graph.ids_on_host(&host).count(), objects);
+    }
+    let agent_record = sink
+        .agents()
+        .into_iter()
+        .find(|a| a.host == host)
+        .expect("agent");
+    assert_eq!(
+        agent_record.state,
+        calipso_aggregator::store::AgentState::Disconnected
+    );
+
+    // The same agent (same epoch) reconnects: it resumes, no snapshot, nothing stale.
+    let (tls, _) = pki.agent(&host)?;
+    let mut back = TestAgent::with_outbox(outbox, &tls, &agent_config(aggregator.addr))?;
+    let resumed = back
+        .wait_event(WAIT, |e| {
+            matches!(e, calipso_agent::UplinkEvent::Connected { .. })
+        })
+        .await;
+    assert!(
+        matches!(
+            resumed,
+            Some(calipso_agent::UplinkEvent::Connected {
+                resume: Resume::After { .. }
+            })
+        ),
+        "{resumed:?}"
+    );
+    assert!(wait_until(WAIT, || stale_count(&sink, &host) == 0).await);
+    assert!(
+        sink.engine()
+            .environment(ENV)
+            .is_some_and(|e| e.links.links().all(|l| l.state == LinkState::Up))
+    );
+    back.stop().await;
+    for agent in agents {
+        agent.stop().await;
+    }
+    aggregator.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_restarted_agents_snapshot_replaces_its_partition_and_closes_history()
+-> anyhow::Result<()> {
+    calipso_tests::init_test_logging();
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::new()?;
+    let sink = sqlite_sink(&dir).await?;
+    let aggregator = TestAggregator::start(&pki, sink.clone(), ([127, 0, 0, 1], 0).into())?;
+    let mut agent = start_host(&pki, aggregator.addr, 0)?;
+    assert!(agent.wait_acked(WAIT).await);
+    agent.stop().await;
+    let before = Timestamp::now();
+    // The host lost VM 1 while its agent was down; the new agent (new epoch) sends a snapshot.
+    let gone: Vec<ObjectId> = vm_objects(ENV, 0, 1).into_iter().map(|o| o.id).collect();
+    let kept: Vec<Object> = host_objects(ENV, 0, &layout())
+        .into_iter()
+        .filter(|o| !gone.contains(&o.id))
+        .collect();
+    let (tls, _) = pki.agent(&host_name(0))?;
+    let mut restarted = TestAgent::start(&host_name(0), &tls, &agent_config(aggregator.addr))?;
+    restarted.outbox.replace_all("synthetic", kept.clone())?;
+    assert!(restarted.wait_acked(WAIT).await);
+    {
+        let engine = sink.engine();
+        let env = engine.environment(ENV).expect("environment");
+        let mut now: Vec<&ObjectId> = env.graph.ids_on_host(&host_name(0)).collect();
+        now.sort();
+        let mut expected: Vec<&ObjectId> = kept.iter().map(|o| &o.id).collect();
+        expected.sort();
+        assert_eq!(now, expected, "exactly the snapshot, nothing left behind");
+        assert!(env.graph.nodes().all(|n| !n.stale));
+    }
+    let store = SqliteStore::open(&dir.path().join("calipso.db")).await?;
+    let changes = store.object_changes(ENV, before, Timestamp::now()).await?;
+    let mut closed: Vec<ObjectId> = changes
+        .iter()
+        .filter(|v| v.valid_to.is_some() && gone.contains(&v.node.object.id))
+        .map(|v| v.node.object.id.clone())
+        .collect();
+    closed.sort();
+    let mut expected = gone.clone();
+    expected.sort();
+    assert_eq!(
+        closed, expected,
+        "the lost VM's objects are closed in history"
+    );
+    let then = store.objects_at(ENV, before).await?;
+    assert!(
+        gone.iter()
+            .all(|id| then.iter().any(|n| &n.object.id == id)),
+        "and still there in the past"
+    );
+    restarted.stop().await;
+    aggregator.stop().await;
+    Ok(())
+}
+
+async fn restart_keeps_everything(url_or_dir: Option<String>) -> anyhow::Result<()> {
+    calipso_tests::init_test_logging();
+    let dir = tempfile::tempdir()?;
+    let url = url_or_dir
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("calipso.db").display()));
+    let pki = Pki::new()?;
+    let sink = Arc::new(DurableSink::connect(&url).await?);
+    let aggregator = TestAggregator::start(&pki, sink.clone(), ([127, 0, 0, 1], 0).into())?;
+    let addr = aggregator.addr;
+    let mut agents = vec![start_host(&pki, addr, 0)?, start_host(&pki, addr, 1)?];
+    for agent in &mut agents {
+        assert!(agent.wait_acked(WAIT).await);
+    }
+    let summary = |sink: &DurableSink| {
+        let engine = sink.engine();
+        let env = engine.environment(ENV).expect("environment");
+        let mut links: Vec<String> = env
+            .links
+            .links()
+            .map(|l| {
+                format!(
+                    "{} {}",
+                    calipso_aggregator::links::LinkKey::of(l),
+                    l.state.as_str()
+                )
+            })
+            .collect();
+        links.sort();
+        let mut cliques: Vec<_> = env.cliques.cliques().cloned().collect();
+        cliques.sort_by(|a, b| a.focal_point.cmp(&b.focal_point));
+        (env.graph.len(), links, cliques)
+    };
+    let before = summary(&sink);
+    for agent in &mut agents {
+        // Forget the first session's events: the next `Connected` is the reconnection.
+        while agent.events.try_recv().is_ok() {}
+    }
+    aggregator.stop().await;
+    drop(sink);
+
+    let sink = Arc::new(DurableSink::connect(&url).await?);
+    let aggregator = TestAggregator::start(&pki, sink.clone(), addr)?;
+    // The agents reconnect and resume where the store left off: no snapshot.
+    for agent in &mut agents {
+        let event = agent
+            .wait_event(WAIT, |e| {
+                matches!(e, calipso_agent::UplinkEvent::Connected { .. })
+            })
+            .await;
+        assert!(
+            matches!(
+                event,
+                Some(calipso_agent::UplinkEvent::Connected {
+                    resume: Resume::After { .. }
+                })
+            ),
+            "{event:?}"
+        );
+    }
+    assert!(
+        wait_until(WAIT, || {
+            let engine = sink.engine();
+            engine
+                .environment(ENV)
+                .is_some_and(|e| e.graph.nodes().all(|n| !n.stale))
+        })
+        .await
+    );
+    assert_eq!(
+        summary(&sink),
+        before,
+        "objects, links and cliques all came back"
+    );
+    for agent in agents {
+        agent.stop().await;
+    }
+    aggregator.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_aggregator_restart_on_sqlite_loses_nothing() -> anyhow::Result<()> {
+    restart_keeps_everything(None).await
+}
+
+#[tokio::test]
+async fn an_aggregator_restart_on_postgres_loses_nothing() -> anyhow::Result<()> {
+    let db = calipso_tests::pg::TestDatabase::create().await?;
+    restart_keeps_everything(Some(db.url.clone())).await?;
+    db.drop_database().await
+}
+
+fn session(host: &str, epoch: u64) -> AgentSession {
+    AgentSession {
+        host: host.into(),
+        environment: ENV.into(),
+        agent_version: "test".into(),
+        epoch,
+        last_acked_seq: 0,
+    }
+}
+
+fn delta(seq: u64, upserts: Vec<Object>, removals: Vec<ObjectId>) -> Delta {
+    Delta {
+        epoch: 1,
+        seq,
+        upserts,
+        removals,
+        observed_at: Timestamp::now(),
+    }
+}
+
+#[tokio::test]
+async fn bad_deltas_are_refused_whole_naming_the_item() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let sink = sqlite_sink(&dir).await?;
+    let (a, b) = (session(&host_name(0), 1), session(&host_name(1), 1));
+    for s in [&a, &b] {
+        sink.host_connected(s).await?;
+    }
+    let snapshot = |host: usize| Snapshot {
+        epoch: 1,
+        seq: 1,
+        objects: host_objects(
+            ENV,
+            host,
+            &Layout {
+                hosts: 2,
+                vms_per_host: 1,
+                tunnel_peers: 1,
+            },
+        ),
+        observed_at: Timestamp::now(),
+    };
+    assert_eq!(
+        sink.apply_snapshot(&a, snapshot(0)).await?,
+        Outcome::Applied
+    );
+    assert_eq!(
+        sink.apply_snapshot(&b, snapshot(1)).await?,
+        Outcome::Applied
+    );
+    let size = |sink: &DurableSink| sink.engine().environment(ENV).map_or(0, |e| e.graph.len());
+    let links = link_count(&sink);
+    let total = size(&sink);
+
+    let fresh = |name: &str| calipso_tests::vnic(&host_name(0), name, 1500);
+    let dangling = fresh("tapX").with_parent(
+        ObjectId::host_local(ObjectType::Vservice, &host_name(0), "qdhcp-nope"),
+        ObjectType::Vservice,
+    );
+    let foreign = calipso_tests::vnic(&host_name(1), "tapY", 1500);
+    let cases = vec![
+        (
+            delta(2, vec![fresh("tap-ok-1"), dangling], vec![]),
+            "parent vservice:compute-0000:qdhcp-nope does not exist",
+        ),
+        (
+            delta(
+                3,
+                vec![fresh("tap-ok-2")],
+                vec![ObjectId::host_local(
+                    ObjectType::Vnic,
+                    &host_name(0),
+                    "never",
+                )],
+            ),
+            "removal of vnic:compute-0000:never: no such object",
+        ),
+        (
+            delta(4, vec![fresh("tap-ok-3"), foreign], vec![]),
+            "object vnic:compute-0001:tapY",
+        ),
+    ];
+    let (deltas, expected): (Vec<Delta>, Vec<&str>) = cases.into_iter().unzip();
+    // Host B's valid delta is committed in the same groups as A's refused ones.
+    let (outcomes_a, outcomes_b) = tokio::join!(
+        sink.apply_deltas(&a, deltas),
+        sink.apply_deltas(
+            &b,
+            vec![delta(
+                2,
+                vec![calipso_tests::vnic(&host_name(1), "tap-b", 1500)],
+                vec![]
+            )]
+        )
+    );
+    for (outcome, expected) in outcomes_a?.into_iter().zip(expected) {
+        match outcome {
+            Outcome::Rejected(reason) => {
+                assert!(reason.contains(expected), "{reason} should name {expected}")
+            }
+            Outcome::Applied => panic!("applied, expected refusal naming {expected}"),
+        }
+    }
+    assert_eq!(outcomes_b?, vec![Outcome::Applied]);
+    assert_eq!(size(&sink), total + 1, "only host B's vNIC was added");
+    assert_eq!(link_count(&sink), links);
+    // The refused deltas consumed their sequence numbers: the next one applies.
+    assert_eq!(
+        sink.apply_deltas(&a, vec![delta(5, vec![fresh("tap-ok-4")], vec![])])
+            .await?,
+        vec![Outcome::Applied]
+    );
+    assert_eq!(sink.resume_point(&a.host).await?.map(|p| p.seq), Some(5));
+    let store = SqliteStore::open(&dir.path().join("calipso.db")).await?;
+    let messages = store.messages(Timestamp::from_unix_micros(0), 100).await?;
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| m.text.contains("refused"))
+            .count(),
+        3,
+        "{messages:#?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_object_of_an_unknown_type_is_refused_and_the_session_goes_on() -> anyhow::Result<()> {
+    calipso_tests::init_test_logging();
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::new()?;
+    let sink = sqlite_sink(&dir).await?;
+    let aggregator = TestAggregator::start(&pki, sink.clone(), ([127, 0, 0, 1], 0).into())?;
+    let host = host_name(0);
+    let (tls, _) = pki.agent(&host)?;
+    let (_endpoint, _connection, send, recv) = raw_session(aggregator.addr, &tls).await?;
+    let mut writer = FrameWriter::new(send, 1 << 20);
+    let mut reader = FrameReader::new(recv, 1 << 20);
+    writer
+        .send(&AgentMessage::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            agent_version: "test".into(),
+            host: host.clone(),
+            environment: ENV.into(),
+            epoch: 9,
+            last_acked_seq: 0,
+        }))
+        .await?;
+    let welcome = reader.recv::<AggregatorMessage>().await?;
+    assert!(
+        matches!(welcome, Some(AggregatorMessage::Welcome(_))),
+        "{welcome:?}"
+    );
+    let snapshot = Snapshot {
+        epoch: 9,
+        seq: 1,
+        objects: vec![
+            Object::new(ObjectId::host(&host), ObjectType::Host, &host, ENV).with_host(&host),
+        ],
+        observed_at: Timestamp::now(),
+    };
+    writer.send(&AgentMessage::Snapshot(snapshot)).await?;
+    assert!(matches!(
+        reader.recv::<AggregatorMessage>().await?,
+        Some(AggregatorMessage::Ack(_))
+    ));
+    // A `pod` object whose type name is rewritten to one this aggregator does not know.
+    let pod =
+        Object::new(ObjectId::from_raw("pod:zz"), ObjectType::Pod, "zz", ENV).with_host(&host);
+    let bytes = codec::encode(&AgentMessage::Delta(delta_with_epoch(9, 2, vec![pod])))?;
+    let patched = replace_all(&bytes, b"pod", b"pot");
+    writer.feed_frame(bytes::Bytes::from(patched)).await?;
+    writer.flush().await?;
+    match reader.recv::<AggregatorMessage>().await? {
+        Some(AggregatorMessage::Error(error)) => {
+            assert_eq!(error.code, ErrorCode::MalformedMessage);
+            assert!(error.message.contains("pot"), "{}", error.message);
+        }
+        other => panic!("expected an Error, got {other:?}"),
+    }
+    // The session goes on: the next delta finds seq 2 missing and asks for a snapshot.
+    writer
+        .send(&AgentMessage::Delta(delta_with_epoch(9, 3, vec![])))
+        .await?;
+    let mut asked = false;
+    for _ in 0..2 {
+        match reader.recv::<AggregatorMessage>().await? {
+            Some(AggregatorMessage::Command(Command::Resync)) => asked = true,
+            Some(AggregatorMessage::Ack(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        if asked {
+            break;
+        }
+    }
+    assert!(asked, "a resync is asked for");
+    assert_eq!(
+        sink.engine().environment(ENV).map(|e| e.graph.len()),
+        Some(1)
+    );
+    aggregator.stop().await;
+    Ok(())
+}
+
+fn delta_with_epoch(epoch: u64, seq: u64, upserts: Vec<Object>) -> Delta {
+    Delta {
+        epoch,
+        ..delta(seq, upserts, vec![])
+    }
+}
+
+fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut i = 0;
+    while i < haystack.len() {
+        if haystack[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    out
+}
