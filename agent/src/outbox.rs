@@ -94,10 +94,9 @@ pub fn merge<'a>(fragments: impl IntoIterator<Item = (&'a str, &'a Object)>) -> 
             attrs.addresses.clone_from(&more.addresses);
         }
         for (key, value) in &more.extra {
-            attrs
-                .extra
-                .entry(key.clone())
-                .or_insert_with(|| value.clone());
+            if !attrs.extra.contains_key(key) {
+                attrs.extra.insert(key.clone(), value.clone());
+            }
         }
     }
     Some(merged)

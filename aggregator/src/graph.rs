@@ -1,7 +1,9 @@
 //! The environment graph: every object of one environment in memory, indexed by what the link
 //! finders look partners up by (id, type, host, name on a host, address, MAC, references).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 
 use calipso_proto::{
@@ -91,43 +93,40 @@ impl Node {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Lookup {
     /// A host-local object by host and name.
-    Name {
-        host: String,
-        name: String,
-    },
+    Name { host: String, name: String },
     /// Objects holding an address.
     Address(IpAddr),
     /// Tunnel endpoints that list this remote endpoint.
     RemoteEndpoint(IpAddr),
+    /// A physical NIC by MAC address.
     Mac(MacAddress),
     /// Objects whose attribute `key` names this object.
-    ReferenceTo {
-        key: &'static str,
-        target: ObjectId,
-    },
+    ReferenceTo { key: &'static str, target: ObjectId },
     /// Vswitches that use the interface `name` of `host` as an uplink.
-    Uplink {
-        host: String,
-        name: String,
-    },
+    Uplink { host: String, name: String },
     /// Neutron ports bound to a host (`binding:host_id`).
     BoundTo(String),
 }
 
-/// Attributes that name another object, indexed so that the named object finds who names it.
-const REFERENCE_KEYS: &[&str] = &[
-    "master", "peer", "lower", "underlay", "vedge", "instance", "port",
-];
+/// Attributes that name another object and that a finder looks up the other way (which
+/// objects name this one). Only these are indexed: an index entry per reference of every vNIC
+/// would cost more memory than the whole model.
+const REFERENCE_KEYS: &[&str] = &["underlay"];
 
-/// Everything `object` can be found by.
+/// Everything `object` can be found by. Only what some finder looks up is indexed: names and
+/// MACs of physical NICs (vswitch uplinks, switch ports), addresses, tunnel endpoints,
+/// reverse references, bound ports.
 pub fn lookups_of(node: &Node) -> Vec<Lookup> {
     let object = &node.object;
     let mut found = Vec::new();
+    let nic = object.object_type == ObjectType::HostPnic;
     if let Some(host) = &object.host {
-        found.push(Lookup::Name {
-            host: host.clone(),
-            name: object.name.clone(),
-        });
+        if nic {
+            found.push(Lookup::Name {
+                host: host.clone(),
+                name: object.name.clone(),
+            });
+        }
         for uplink in node.texts("uplinks") {
             found.push(Lookup::Uplink {
                 host: host.clone(),
@@ -144,7 +143,9 @@ pub fn lookups_of(node: &Node) -> Vec<Lookup> {
                 .map(Lookup::RemoteEndpoint),
         );
     }
-    found.extend(object.attributes.mac_address.map(Lookup::Mac));
+    if nic {
+        found.extend(object.attributes.mac_address.map(Lookup::Mac));
+    }
     for key in REFERENCE_KEYS {
         if let Some(target) = node.reference(key) {
             found.push(Lookup::ReferenceTo { key, target });
@@ -175,10 +176,10 @@ pub fn lookups_of(node: &Node) -> Vec<Lookup> {
 /// The objects of one environment.
 #[derive(Debug, Default, Clone)]
 pub struct Graph {
-    nodes: HashMap<ObjectId, Node>,
-    by_type: HashMap<ObjectType, BTreeSet<ObjectId>>,
-    by_host: HashMap<String, BTreeSet<ObjectId>>,
-    lookups: HashMap<Lookup, BTreeSet<ObjectId>>,
+    nodes: FxHashMap<ObjectId, Node>,
+    by_type: FxHashMap<ObjectType, BTreeSet<ObjectId>>,
+    by_host: FxHashMap<String, BTreeSet<ObjectId>>,
+    lookups: FxHashMap<Lookup, BTreeSet<ObjectId>>,
 }
 
 impl Graph {
@@ -265,7 +266,7 @@ impl Graph {
 }
 
 fn remove_from<K: std::hash::Hash + Eq>(
-    index: &mut HashMap<K, BTreeSet<ObjectId>>,
+    index: &mut FxHashMap<K, BTreeSet<ObjectId>>,
     key: &K,
     id: &ObjectId,
 ) {

@@ -35,7 +35,8 @@ pub fn host_name(index: usize) -> String {
     format!("compute-{index:04}")
 }
 
-fn tunnel_ip(index: usize) -> String {
+/// The VXLAN endpoint address of synthetic host `index`.
+pub fn tunnel_ip(index: usize) -> String {
     format!(
         "10.{}.{}.{}",
         16 + (index >> 16) % 16,

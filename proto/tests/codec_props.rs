@@ -38,7 +38,7 @@ fn object() -> impl Strategy<Value = Object> {
                 .into_iter()
                 .filter_map(|(a, len)| IpPrefix::new(a.into(), len))
                 .collect();
-            obj.attributes.extra = extra;
+            obj.attributes.extra = extra.into();
             obj
         })
 }
@@ -107,7 +107,7 @@ fn nested_attribute_bomb_is_refused() {
     let mut extra = BTreeMap::new();
     extra.insert("x".to_owned(), value);
     let mut obj = Object::new(ObjectId::host("h1"), ObjectType::Host, "h1", "env");
-    obj.attributes.extra = extra;
+    obj.attributes.extra = extra.into();
     let bytes = codec::encode(&AgentMessage::Delta(Delta {
         epoch: 1,
         seq: 1,

@@ -99,7 +99,10 @@ async fn hosts_build_links_and_cliques_that_history_records() -> anyhow::Result<
     };
     // The store holds exactly what the engine derived.
     let store = SqliteStore::open(&dir.path().join("calipso.db")).await?;
-    assert_eq!(sorted(store.links_at(ENV, Timestamp::now()).await?), engine_links);
+    assert_eq!(
+        sorted(store.links_at(ENV, Timestamp::now()).await?),
+        engine_links
+    );
     assert_eq!(store.cliques_at(ENV, Timestamp::now()).await?.len(), 9);
 
     // A VM started on host 1: its links and clique appear; a delta touching one host.

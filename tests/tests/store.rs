@@ -39,7 +39,7 @@ fn link(a: &str, b: &str) -> Link {
         state: LinkState::Up,
         host: Some("h1".into()),
         implicit: false,
-        attributes: BTreeMap::new(),
+        attributes: calipso_proto::AttrMap::new(),
     }
 }
 

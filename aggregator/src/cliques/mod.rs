@@ -10,7 +10,9 @@
 
 mod types;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use calipso_proto::{AttrValue, Link, LinkState, LinkType, ObjectId, ObjectType};
 use serde::{Deserialize, Serialize};
@@ -80,10 +82,23 @@ fn passes(link: &Link, constraints: &BTreeMap<String, Vec<String>>) -> bool {
     })
 }
 
-/// The outcome of one walk: the clique (if any link was found) and every node it expanded from.
+/// A node a walk looked at for links of one type (`None`: of any type, for transitive steps).
+type Expansion = (ObjectId, Option<LinkType>);
+
+/// The outcome of one walk: the clique (if any link was found) and every expansion it made.
 struct Walk {
     clique: Option<Clique>,
-    expanded: Vec<ObjectId>,
+    expanded: Vec<Expansion>,
+}
+
+/// The direction in which links of a step's type are stored (`vnic-vconnector` for a
+/// `vconnector-vnic` step).
+fn stored_type(step: LinkType) -> LinkType {
+    if LinkType::declared().any(|d| d == step) {
+        step
+    } else {
+        step.reversed()
+    }
 }
 
 fn walk(
@@ -96,12 +111,12 @@ fn walk(
         .iter()
         .filter_map(|key| Some((key.clone(), constraint_values(focal, key)?)))
         .collect();
-    let mut collected: HashMap<ObjectType, BTreeSet<ObjectId>> = HashMap::new();
+    let mut collected: FxHashMap<ObjectType, BTreeSet<ObjectId>> = FxHashMap::default();
     collected
         .entry(focal.object_type())
         .or_default()
         .insert(focal.id().clone());
-    let mut expanded: HashSet<ObjectId> = HashSet::new();
+    let mut expanded: FxHashSet<Expansion> = FxHashSet::default();
     let mut found: BTreeSet<LinkKey> = BTreeSet::new();
     let mut implicit_links: Vec<Link> = Vec::new();
     for &step in &clique_type.link_types {
@@ -111,9 +126,10 @@ fn walk(
             .unwrap_or_default();
         let mut reached = Vec::new();
         if step.is_declared() {
+            let stored = stored_type(step);
             for id in &from {
-                expanded.insert(id.clone());
-                for link in links.incident(id) {
+                expanded.insert((id.clone(), Some(stored)));
+                for link in links.incident_of_type(id, stored) {
                     let far = if link.link_type == step && link.source == *id {
                         &link.target
                     } else if link.link_type == step.reversed() && link.target == *id {
@@ -141,7 +157,7 @@ fn walk(
         }
         collected.entry(step.target).or_default().extend(reached);
     }
-    let mut expanded: Vec<ObjectId> = expanded.into_iter().collect();
+    let mut expanded: Vec<Expansion> = expanded.into_iter().collect();
     expanded.sort();
     if found.is_empty() && implicit_links.is_empty() {
         return Walk {
@@ -174,7 +190,7 @@ fn transitive(
     step: LinkType,
     links: &LinkSet,
     constraints: &BTreeMap<String, Vec<String>>,
-    expanded: &mut HashSet<ObjectId>,
+    expanded: &mut FxHashSet<Expansion>,
 ) -> Vec<Link> {
     let found = reachable(start, step, links, constraints, expanded, true);
     if found.is_empty() {
@@ -189,15 +205,15 @@ fn reachable(
     step: LinkType,
     links: &LinkSet,
     constraints: &BTreeMap<String, Vec<String>>,
-    expanded: &mut HashSet<ObjectId>,
+    expanded: &mut FxHashSet<Expansion>,
     downstream: bool,
 ) -> Vec<Link> {
     let mut out = Vec::new();
-    let mut seen: HashSet<ObjectId> = HashSet::from([start.clone()]);
+    let mut seen: FxHashSet<ObjectId> = FxHashSet::from_iter([start.clone()]);
     let mut queue: VecDeque<(ObjectId, Option<LinkType>, LinkState)> =
         VecDeque::from([(start.clone(), None, LinkState::Up)]);
     while let Some((at, arrived_by, state)) = queue.pop_front() {
-        expanded.insert(at.clone());
+        expanded.insert((at.clone(), None));
         for link in links.incident(&at) {
             let symmetric = link.link_type.source == link.link_type.target;
             if symmetric || Some(link.link_type) == arrived_by || !passes(link, constraints) {
@@ -235,11 +251,11 @@ fn reachable(
 #[derive(Debug, Default)]
 pub struct CliqueSet {
     plan: Plan,
-    cliques: HashMap<ObjectId, Clique>,
-    /// Node → the focal points whose walk expanded from it.
-    expanded_by: HashMap<ObjectId, HashSet<ObjectId>>,
-    /// Focal point → the nodes its walk expanded from.
-    expansions: HashMap<ObjectId, Vec<ObjectId>>,
+    cliques: FxHashMap<ObjectId, Clique>,
+    /// Expansion → the focal points whose walk made it.
+    expanded_by: FxHashMap<Expansion, FxHashSet<ObjectId>>,
+    /// Focal point → the expansions its walk made.
+    expansions: FxHashMap<ObjectId, Vec<Expansion>>,
 }
 
 impl CliqueSet {
@@ -292,18 +308,23 @@ impl CliqueSet {
         link_changes: &LinkChanges,
     ) -> CliqueChanges {
         let mut dirty: BTreeSet<ObjectId> = BTreeSet::new();
-        let ends = link_changes
+        let changed = link_changes
             .upserted
             .iter()
-            .flat_map(|l| [&l.source, &l.target])
+            .map(|l| (l.link_type, [&l.source, &l.target]))
             .chain(
                 link_changes
                     .removed
                     .iter()
-                    .flat_map(|k| [&k.source, &k.target]),
+                    .map(|k| (k.link_type, [&k.source, &k.target])),
             );
-        for end in ends {
-            dirty.extend(self.expanded_by.get(end).into_iter().flatten().cloned());
+        for (link_type, ends) in changed {
+            for end in ends {
+                for expansion in [(end.clone(), Some(link_type)), (end.clone(), None)] {
+                    let focals = self.expanded_by.get(&expansion).into_iter().flatten();
+                    dirty.extend(focals.cloned());
+                }
+            }
         }
         for id in touched {
             let is_focal = self.cliques.contains_key(id)
@@ -350,11 +371,11 @@ impl CliqueSet {
 
     fn rewalk(&mut self, focal: &ObjectId, graph: &Graph, links: &LinkSet) {
         if let Some(old) = self.expansions.remove(focal) {
-            for node in old {
-                if let Some(set) = self.expanded_by.get_mut(&node) {
+            for expansion in old {
+                if let Some(set) = self.expanded_by.get_mut(&expansion) {
                     set.remove(focal);
                     if set.is_empty() {
-                        self.expanded_by.remove(&node);
+                        self.expanded_by.remove(&expansion);
                     }
                 }
             }

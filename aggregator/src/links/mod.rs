@@ -19,9 +19,9 @@ mod interfaces;
 mod overlay;
 mod vswitch;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 
-use calipso_proto::{AttrValue, Link, LinkType, ObjectId, ObjectType};
+use calipso_proto::{AttrMap, AttrValue, Link, LinkType, ObjectId, ObjectType};
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{Graph, Lookup, Node, lookups_of};
@@ -113,7 +113,7 @@ pub trait LinkFinder: Send + Sync + std::fmt::Debug {
 /// Every finder, by origin type.
 #[derive(Debug)]
 pub struct Finders {
-    by_origin: HashMap<ObjectType, Vec<Box<dyn LinkFinder>>>,
+    by_origin: FxHashMap<ObjectType, Vec<Box<dyn LinkFinder>>>,
 }
 
 impl Default for Finders {
@@ -125,7 +125,7 @@ impl Default for Finders {
             .chain(cloud::finders())
             .chain(fabric::finders())
             .collect();
-        let mut by_origin: HashMap<ObjectType, Vec<Box<dyn LinkFinder>>> = HashMap::new();
+        let mut by_origin: FxHashMap<ObjectType, Vec<Box<dyn LinkFinder>>> = FxHashMap::default();
         for finder in all {
             by_origin.entry(finder.origin()).or_default().push(finder);
         }
@@ -147,41 +147,50 @@ impl Finders {
         types
     }
 
-    fn run(&self, node: &Node, graph: &Graph) -> Production {
+    /// The links `node` originates (each once) and what was read to find them.
+    fn run(&self, node: &Node, graph: &Graph) -> (Vec<Link>, Vec<Watch>) {
+        let Some(finders) = self.by_origin.get(&node.object_type()) else {
+            return (Vec::new(), Vec::new());
+        };
         let mut reader = Reader::new(graph);
-        let mut links = Vec::new();
-        for finder in self
-            .by_origin
-            .get(&node.object_type())
-            .into_iter()
-            .flatten()
-        {
+        let mut links: Vec<Link> = Vec::new();
+        for finder in finders {
             finder.find(node, &mut reader, &mut links);
         }
-        let mut keys: Vec<LinkKey> = Vec::with_capacity(links.len());
-        let mut produced = Vec::with_capacity(links.len());
-        for link in links {
-            let key = LinkKey::of(&link);
-            if !keys.contains(&key) {
-                keys.push(key);
-                produced.push(link);
+        dedup(&mut links, |l| {
+            (l.link_type, l.source.clone(), l.target.clone())
+        });
+        let mut watches = reader.watches;
+        watches.retain(|w| !matches!(w, Watch::Object(id) if id == node.id()));
+        dedup(&mut watches, Watch::clone);
+        let unique = watches;
+        (links, unique)
+    }
+}
+
+/// Drops later duplicates (by `key`), keeping the order; linear for the few items a producer
+/// usually has, hashed for the many of a tunnel endpoint with dozens of peers.
+fn dedup<T, K: std::hash::Hash + Eq>(items: &mut Vec<T>, key: impl Fn(&T) -> K) {
+    if items.len() <= 16 {
+        let mut index = 0;
+        while index < items.len() {
+            let current = key(&items[index]);
+            if items[..index].iter().any(|earlier| key(earlier) == current) {
+                items.remove(index);
+            } else {
+                index += 1;
             }
         }
-        let mut watches = reader.watches;
-        watches.retain(|w| w != &Watch::Object(node.id().clone()));
-        let mut seen = HashSet::with_capacity(watches.len());
-        watches.retain(|w| seen.insert(w.clone()));
-        Production {
-            links: produced,
-            watches,
-        }
+    } else {
+        let mut seen = FxHashSet::with_capacity_and_hasher(items.len(), Default::default());
+        items.retain(|item| seen.insert(key(item)));
     }
 }
 
 /// What one producer derived, kept to undo it when the producer runs again.
 #[derive(Debug, Default)]
 struct Production {
-    links: Vec<Link>,
+    links: Vec<LinkKey>,
     watches: Vec<Watch>,
 }
 
@@ -215,24 +224,26 @@ impl LinkChanges {
     }
 }
 
+/// The links changed so far in one update: their version before it (`None`: did not exist).
+type Before = FxHashMap<LinkKey, Option<Link>>;
+
 /// The links of one environment, kept up to date incrementally.
 #[derive(Debug, Default)]
 pub struct LinkSet {
     finders: Finders,
-    links: HashMap<LinkKey, Entry>,
-    by_object: HashMap<ObjectId, HashSet<LinkKey>>,
-    productions: HashMap<ObjectId, Production>,
-    watchers: HashMap<Watch, HashSet<ObjectId>>,
+    links: FxHashMap<LinkKey, Entry>,
+    /// An object's links by type: what a clique walk asks for.
+    by_end: FxHashMap<(ObjectId, LinkType), Vec<LinkKey>>,
+    productions: FxHashMap<ObjectId, Production>,
+    watchers: FxHashMap<Watch, FxHashSet<ObjectId>>,
 }
 
 impl LinkSet {
     /// Every link of the graph, from scratch.
     pub fn build(graph: &Graph) -> Self {
         let mut set = LinkSet::default();
-        let ids: Vec<ObjectId> = graph.nodes().map(|n| n.id().clone()).collect();
-        let mut ignored = HashMap::new();
-        for id in ids {
-            set.reproduce(&id, graph, &mut ignored);
+        for node in graph.nodes() {
+            set.reproduce(node.id(), graph, None);
         }
         set
     }
@@ -254,35 +265,44 @@ impl LinkSet {
         self.links.values().map(|e| &e.link)
     }
 
-    /// The links with `id` at either end.
-    pub fn incident(&self, id: &ObjectId) -> impl Iterator<Item = &Link> {
-        self.by_object
-            .get(id)
+    /// The links of a type with `id` at either end.
+    pub fn incident_of_type(
+        &self,
+        id: &ObjectId,
+        link_type: LinkType,
+    ) -> impl Iterator<Item = &Link> {
+        self.by_end
+            .get(&(id.clone(), link_type))
             .into_iter()
             .flatten()
             .filter_map(|k| self.links.get(k).map(|e| &e.link))
     }
 
+    /// The links with `id` at either end.
+    pub fn incident<'a>(&'a self, id: &'a ObjectId) -> impl Iterator<Item = &'a Link> + 'a {
+        LinkType::declared().flat_map(move |link_type| self.incident_of_type(id, link_type))
+    }
+
     /// Brings the links up to date with objects that changed in `graph` (already applied).
     pub fn update(&mut self, graph: &Graph, touched: &[Touched]) -> LinkChanges {
-        let mut dirty: HashSet<ObjectId> = HashSet::new();
+        let mut dirty: FxHashSet<ObjectId> = FxHashSet::default();
         for change in touched {
             dirty.insert(change.id.clone());
             let watch = Watch::Object(change.id.clone());
             dirty.extend(self.watchers.get(&watch).into_iter().flatten().cloned());
             let after = graph.get(&change.id).map(lookups_of).unwrap_or_default();
-            let before: HashSet<&Lookup> = change.lookups_before.iter().collect();
-            let after_set: HashSet<&Lookup> = after.iter().collect();
+            let before: FxHashSet<&Lookup> = change.lookups_before.iter().collect();
+            let after_set: FxHashSet<&Lookup> = after.iter().collect();
             for lookup in before.symmetric_difference(&after_set) {
                 let watch = Watch::Lookup((*lookup).clone());
                 dirty.extend(self.watchers.get(&watch).into_iter().flatten().cloned());
             }
         }
-        let mut before: HashMap<LinkKey, Option<Link>> = HashMap::new();
+        let mut before = Before::default();
         let mut dirty: Vec<ObjectId> = dirty.into_iter().collect();
         dirty.sort();
         for id in &dirty {
-            self.reproduce(id, graph, &mut before);
+            self.reproduce(id, graph, Some(&mut before));
         }
         let mut changes = LinkChanges::default();
         let mut keys: Vec<LinkKey> = before.keys().cloned().collect();
@@ -300,13 +320,10 @@ impl LinkSet {
         changes
     }
 
-    /// Undoes what `producer` derived last time and derives it again from the graph.
-    fn reproduce(
-        &mut self,
-        producer: &ObjectId,
-        graph: &Graph,
-        before: &mut HashMap<LinkKey, Option<Link>>,
-    ) {
+    /// Undoes what `producer` derived last time and derives it again from the graph,
+    /// recording in `before` the prior version of every link it touches (a full build
+    /// records nothing).
+    fn reproduce(&mut self, producer: &ObjectId, graph: &Graph, mut before: Option<&mut Before>) {
         if let Some(old) = self.productions.remove(producer) {
             for watch in old.watches {
                 if let Some(set) = self.watchers.get_mut(&watch) {
@@ -316,75 +333,91 @@ impl LinkSet {
                     }
                 }
             }
-            for link in old.links {
-                let key = LinkKey::of(&link);
-                self.release(key, before);
+            for key in old.links {
+                self.release(key, before.as_deref_mut());
             }
         }
         let Some(node) = graph.get(producer) else {
             return;
         };
-        let production = self.finders.run(node, graph);
-        for watch in &production.watches {
+        let (links, watches) = self.finders.run(node, graph);
+        for watch in &watches {
             self.watchers
                 .entry(watch.clone())
                 .or_default()
                 .insert(producer.clone());
         }
-        for link in &production.links {
-            self.hold(link, before);
+        let mut keys = Vec::with_capacity(links.len());
+        for link in links {
+            keys.push(self.hold(link, before.as_deref_mut()));
         }
-        if !production.links.is_empty() || !production.watches.is_empty() {
-            self.productions.insert(producer.clone(), production);
+        if !keys.is_empty() || !watches.is_empty() {
+            self.productions.insert(
+                producer.clone(),
+                Production {
+                    links: keys,
+                    watches,
+                },
+            );
         }
     }
 
-    fn release(&mut self, key: LinkKey, before: &mut HashMap<LinkKey, Option<Link>>) {
+    fn release(&mut self, key: LinkKey, before: Option<&mut Before>) {
         let Some(entry) = self.links.get_mut(&key) else {
             return;
         };
-        before
-            .entry(key.clone())
-            .or_insert_with(|| Some(entry.link.clone()));
+        if let Some(before) = before {
+            before
+                .entry(key.clone())
+                .or_insert_with(|| Some(entry.link.clone()));
+        }
         entry.producers -= 1;
         if entry.producers == 0 {
             self.links.remove(&key);
             for end in [&key.source, &key.target] {
-                if let Some(set) = self.by_object.get_mut(end) {
-                    set.remove(&key);
-                    if set.is_empty() {
-                        self.by_object.remove(end);
+                let slot = (end.clone(), key.link_type);
+                if let Some(keys) = self.by_end.get_mut(&slot) {
+                    keys.retain(|k| k != &key);
+                    if keys.is_empty() {
+                        self.by_end.remove(&slot);
                     }
                 }
             }
         }
     }
 
-    fn hold(&mut self, link: &Link, before: &mut HashMap<LinkKey, Option<Link>>) {
-        let key = LinkKey::of(link);
+    fn hold(&mut self, link: Link, before: Option<&mut Before>) -> LinkKey {
+        let key = LinkKey::of(&link);
         match self.links.get_mut(&key) {
             Some(entry) => {
+                if let Some(before) = before {
+                    before
+                        .entry(key.clone())
+                        .or_insert_with(|| Some(entry.link.clone()));
+                }
                 entry.producers += 1;
                 // The latest derivation wins; both producers read both ends, so they agree.
-                entry.link = link.clone();
+                entry.link = link;
             }
             None => {
-                before.entry(key.clone()).or_insert(None);
-                for end in [&key.source, &key.target] {
-                    self.by_object
-                        .entry(end.clone())
-                        .or_default()
-                        .insert(key.clone());
+                if let Some(before) = before {
+                    before.entry(key.clone()).or_insert(None);
                 }
-                self.links.insert(
-                    key,
-                    Entry {
-                        link: link.clone(),
-                        producers: 1,
-                    },
-                );
+                let ends: &[&ObjectId] = if key.source == key.target {
+                    &[&key.source]
+                } else {
+                    &[&key.source, &key.target]
+                };
+                for end in ends {
+                    self.by_end
+                        .entry(((*end).clone(), key.link_type))
+                        .or_default()
+                        .push(key.clone());
+                }
+                self.links.insert(key.clone(), Entry { link, producers: 1 });
             }
         }
+        key
     }
 }
 
@@ -401,7 +434,7 @@ fn link_between(source: &Node, target: &Node) -> Link {
         state: source.state().and(target.state()),
         host,
         implicit: false,
-        attributes: BTreeMap::new(),
+        attributes: AttrMap::new(),
     }
 }
 

@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use calipso_proto::{IpPrefix, LinkState, Object, ObjectType, Timestamp};
 use proptest::prelude::*;
 

@@ -19,37 +19,41 @@
 //! validated to contain neither, so the parts of an id never run into each other.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::ObjectType;
 
 /// The id of an inventory object; see the module documentation for the rule per type.
+///
+/// Shared, not copied: the aggregator indexes every id several times (by type, host, links,
+/// cliques), and a clone is a reference count, not a new string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct ObjectId(String);
+pub struct ObjectId(Arc<str>);
 
 impl ObjectId {
     /// Wraps an id read from the wire, the store or a request. No format is imposed: ids of
     /// objects that came from elsewhere are checked where ownership matters
     /// ([`ObjectId::owning_host`]).
     pub fn from_raw(id: impl Into<String>) -> Self {
-        ObjectId(id.into())
+        ObjectId(Arc::from(id.into()))
     }
 
     /// The id of a host object.
     pub fn host(host: &str) -> Self {
-        ObjectId(format!("{}:{host}", ObjectType::Host))
+        ObjectId::from_raw(format!("{}:{host}", ObjectType::Host))
     }
 
     /// The id of an object that lives on one host, from its natural key on that host.
     pub fn host_local(object_type: ObjectType, host: &str, key: &str) -> Self {
-        ObjectId(format!("{object_type}:{host}:{key}"))
+        ObjectId::from_raw(format!("{object_type}:{host}:{key}"))
     }
 
     /// The id of a cloud-level object known by a global key (a Nova or Neutron UUID).
     pub fn global(object_type: ObjectType, key: &str) -> Self {
-        ObjectId(format!("{object_type}:{}", key.to_ascii_lowercase()))
+        ObjectId::from_raw(format!("{object_type}:{}", key.to_ascii_lowercase()))
     }
 
     /// The key of a network interface: its name, prefixed by its namespace when it is not in

@@ -3,7 +3,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{AttrValue, ObjectId, ObjectType, UnknownObjectType};
+use super::{AttrMap, ObjectId, ObjectType, UnknownObjectType};
 
 /// A link type, `<source type>-<target type>` as the original names it (`vnic-vconnector`).
 ///
@@ -153,7 +153,7 @@ pub struct Link {
     pub host: Option<String>,
     /// Whether the link is the transitive closure of two others rather than observed.
     pub implicit: bool,
-    pub attributes: std::collections::BTreeMap<String, AttrValue>,
+    pub attributes: AttrMap,
 }
 
 #[cfg(test)]

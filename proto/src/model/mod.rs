@@ -1,5 +1,6 @@
 //! The inventory model: what an agent reports and what the aggregator links, stores and serves.
 
+mod attr_map;
 mod id;
 mod link;
 mod net;
@@ -8,6 +9,7 @@ mod object_type;
 mod timestamp;
 mod value;
 
+pub use attr_map::AttrMap;
 pub use id::ObjectId;
 pub use link::{Link, LinkState, LinkType, ParseLinkTypeError};
 pub use net::{IpPrefix, MacAddress, ParseNetError};

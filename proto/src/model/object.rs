@@ -1,8 +1,6 @@
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
-use super::{AttrValue, IpPrefix, LinkState, MacAddress, ObjectId, ObjectType, Timestamp};
+use super::{AttrMap, AttrValue, IpPrefix, LinkState, MacAddress, ObjectId, ObjectType, Timestamp};
 
 /// An inventory object as an agent reports it (and as the aggregator keeps it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,7 +36,7 @@ pub struct Attributes {
     pub addresses: Vec<IpPrefix>,
     /// Operational state of an interface-like object.
     pub link_state: Option<LinkState>,
-    pub extra: BTreeMap<String, AttrValue>,
+    pub extra: AttrMap,
 }
 
 /// The health of an object.

@@ -1,0 +1,367 @@
+//! The aggregator core at the scale of the issue: 1 000 Open vSwitch compute hosts of ~500
+//! objects each (VMs with hybrid plugging, a DHCP namespace, VXLAN tunnels to 32 neighbours).
+//!
+//! 1. full build: graph, links and cliques from scratch (3 runs);
+//! 2. the process RSS with that environment built;
+//! 3. incremental update: 20 000 deltas of the shapes agents send (VM boot, VM deletion,
+//!    interface down/up, tunnel reconfiguration), each timed from changes to updated links
+//!    and cliques: p50 / p99 / max;
+//! 4. durable ingest through the sink (validation, engine, group commit) on SQLite and on
+//!    PostgreSQL (`DATABASE_URL`, or an ephemeral server): 64 hosts snapshotting concurrently,
+//!    then VM churn from all of them; object changes per second.
+//!
+//! `cargo bench -p calipso-tests --bench aggregator_core`
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use calipso_aggregator::cliques::CliqueSet;
+use calipso_aggregator::cliques::{
+    EnvironmentConfig, Plan, default_clique_constraints, default_clique_types,
+};
+use calipso_aggregator::engine::{Change, Environment};
+use calipso_aggregator::graph::{Graph, Node};
+use calipso_aggregator::ingest::{AgentSession, DurableSink, IngestSink, Outcome};
+use calipso_aggregator::links::LinkSet;
+use calipso_aggregator::store::{PostgresStore, SqliteStore, Store};
+use calipso_aggregator::synthetic::{Layout, host_name, host_objects, tunnel_ip, vm_objects};
+use calipso_proto::wire::{Delta, Snapshot};
+use calipso_proto::{AttrValue, LinkState, ObjectType, Timestamp};
+use rand::{Rng, SeedableRng};
+
+const ENV: &str = "bench";
+const HOSTS: usize = 1000;
+const OBJECTS_PER_HOST: usize = 500;
+const DELTAS: usize = 20_000;
+
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn layout() -> Layout {
+    Layout {
+        tunnel_peers: 16,
+        ..Layout::with_objects_per_host(HOSTS, OBJECTS_PER_HOST)
+    }
+}
+
+fn plan() -> Plan {
+    Plan::choose(
+        &EnvironmentConfig::named(ENV),
+        &default_clique_types(),
+        &default_clique_constraints(),
+    )
+}
+
+fn build() -> (Environment, Duration) {
+    let layout = layout();
+    let at = Timestamp::now();
+    let mut graph = Graph::new();
+    for host in 0..HOSTS {
+        for object in host_objects(ENV, host, &layout) {
+            graph.upsert(Node::new(object, at));
+        }
+    }
+    println!("  RSS with the graph alone: {:.0} MiB", rss_mib());
+    let start = Instant::now();
+    let links = LinkSet::build(&graph);
+    let links_time = start.elapsed();
+    let cliques = CliqueSet::build(plan(), &graph, &links);
+    println!(
+        "  links {links_time:?}, cliques {:?}",
+        start.elapsed() - links_time
+    );
+    let env = Environment {
+        config: EnvironmentConfig::named(ENV),
+        graph,
+        links,
+        cliques,
+    };
+    (env, start.elapsed())
+}
+
+/// A random change of the kinds agents send, against the current state.
+fn random_delta(
+    rng: &mut rand::rngs::StdRng,
+    env: &Environment,
+    vms: &mut HashMap<usize, Vec<usize>>,
+    next_vm: &mut usize,
+) -> (&'static str, Vec<Change>) {
+    let at = Timestamp::now();
+    let host = rng.random_range(0..HOSTS);
+    let host_vms = vms.entry(host).or_default();
+    match rng.random_range(0..10) {
+        0..=2 => {
+            *next_vm += 1;
+            host_vms.push(*next_vm);
+            let changes = vm_objects(ENV, host, *next_vm)
+                .into_iter()
+                .map(|o| Change::Upsert(Box::new(Node::new(o, at))))
+                .collect();
+            ("VM boot", changes)
+        }
+        3..=5 if !host_vms.is_empty() => {
+            let vm = host_vms.swap_remove(rng.random_range(0..host_vms.len()));
+            let changes = vm_objects(ENV, host, vm)
+                .into_iter()
+                .map(|o| Change::Remove(o.id))
+                .collect();
+            ("VM deletion", changes)
+        }
+        6..=8 if !host_vms.is_empty() => {
+            let vm = host_vms[rng.random_range(0..host_vms.len())];
+            let tap = &vm_objects(ENV, host, vm)[1];
+            let mut node = env.graph.get(&tap.id).cloned().expect("tap exists");
+            let up = node.object.attributes.link_state != Some(LinkState::Up);
+            node.object.attributes.link_state =
+                Some(if up { LinkState::Up } else { LinkState::Down });
+            ("interface down/up", vec![Change::Upsert(Box::new(node))])
+        }
+        _ => {
+            let otep = env
+                .graph
+                .ids_on_host(&host_name(host))
+                .find(|id| id.object_type() == Some(ObjectType::Otep))
+                .and_then(|id| env.graph.get(id))
+                .cloned();
+            let Some(mut otep) = otep else {
+                return ("tunnel reconfiguration", Vec::new());
+            };
+            // A neighbour leaves or comes back, as l2 population reconfigures tunnels.
+            let neighbour = tunnel_ip((host + 1) % HOSTS);
+            if let Some(AttrValue::List(remotes)) =
+                otep.object.attributes.extra.get_mut("remote_endpoints")
+            {
+                let before = remotes.len();
+                remotes.retain(|r| r.as_str() != Some(neighbour.as_str()));
+                if remotes.len() == before {
+                    remotes.push(AttrValue::Str(neighbour));
+                }
+            }
+            (
+                "tunnel reconfiguration",
+                vec![Change::Upsert(Box::new(otep))],
+            )
+        }
+    }
+}
+
+fn incremental(env: &mut Environment) {
+    let layout = layout();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut vms: HashMap<usize, Vec<usize>> = (0..HOSTS)
+        .map(|h| (h, (0..layout.vms_per_host).collect()))
+        .collect();
+    let mut next_vm = 1_000_000;
+    let mut times = Vec::with_capacity(DELTAS);
+    let mut by_kind: HashMap<&'static str, Vec<Duration>> = HashMap::new();
+    let (mut link_changes, mut clique_changes) = (0usize, 0usize);
+    for _ in 0..DELTAS {
+        let (kind, changes) = random_delta(&mut rng, env, &mut vms, &mut next_vm);
+        let start = Instant::now();
+        let applied = env.apply(changes);
+        let elapsed = start.elapsed();
+        times.push(elapsed);
+        by_kind.entry(kind).or_default().push(elapsed);
+        link_changes += applied.links.upserted.len() + applied.links.removed.len();
+        clique_changes += applied.cliques.upserted.len() + applied.cliques.removed.len();
+    }
+    times.sort();
+    println!(
+        "incremental: {DELTAS} deltas, p50 {:?}, p99 {:?}, max {:?} ({link_changes} link and {clique_changes} clique changes)",
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+        times[times.len() - 1]
+    );
+    let mut kinds: Vec<_> = by_kind.into_iter().collect();
+    kinds.sort();
+    for (kind, mut times) in kinds {
+        times.sort();
+        println!(
+            "  {kind}: {} deltas, p50 {:?}, p99 {:?}",
+            times.len(),
+            percentile(&times, 0.5),
+            percentile(&times, 0.99)
+        );
+    }
+}
+
+fn session(host: usize) -> AgentSession {
+    AgentSession {
+        host: host_name(host),
+        environment: ENV.into(),
+        agent_version: "bench".into(),
+        epoch: 1,
+        last_acked_seq: 0,
+    }
+}
+
+/// Snapshots from `hosts` hosts at once, then `rounds` VM boots per host, all concurrent.
+async fn ingest(
+    name: &str,
+    sink: Arc<DurableSink>,
+    hosts: usize,
+    rounds: usize,
+) -> anyhow::Result<()> {
+    let layout = Layout { hosts, ..layout() };
+    for host in 0..hosts {
+        sink.host_connected(&session(host)).await?;
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for host in 0..hosts {
+        let sink = sink.clone();
+        let objects = host_objects(ENV, host, &layout);
+        tasks.push(tokio::spawn(async move {
+            let snapshot = Snapshot {
+                epoch: 1,
+                seq: 1,
+                objects,
+                observed_at: Timestamp::now(),
+            };
+            sink.apply_snapshot(&session(host), snapshot).await
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await??, Outcome::Applied);
+    }
+    let snapshot_time = start.elapsed();
+    let snapshot_objects = hosts * (layout.vms_per_host * 5 + 8);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for host in 0..hosts {
+        let sink = sink.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..rounds {
+                let delta = Delta {
+                    epoch: 1,
+                    seq: 2 + round as u64,
+                    upserts: vm_objects(ENV, host, 10_000 + round),
+                    removals: Vec::new(),
+                    observed_at: Timestamp::now(),
+                };
+                let outcomes = sink.apply_deltas(&session(host), vec![delta]).await?;
+                assert_eq!(outcomes, vec![Outcome::Applied]);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let churn_time = start.elapsed();
+    let churn_objects = hosts * rounds * 5;
+    println!(
+        "{name}: snapshots of {hosts} hosts, {snapshot_objects} objects in {snapshot_time:?} = {:.0} object changes/s; \
+         churn {churn_objects} objects in {} single-VM deltas in {churn_time:?} = {:.0} object changes/s",
+        snapshot_objects as f64 / snapshot_time.as_secs_f64(),
+        hosts * rounds,
+        churn_objects as f64 / churn_time.as_secs_f64(),
+    );
+    Ok(())
+}
+
+async fn store_commit(name: &str, store: impl Store) -> anyhow::Result<()> {
+    use calipso_aggregator::store::Batch;
+    let layout = layout();
+    let mut total = 0usize;
+    let start = Instant::now();
+    for (round, host_chunk) in (0..200).collect::<Vec<_>>().chunks(20).enumerate() {
+        let at = Timestamp::from_unix_micros(1 + round as i64);
+        let mut batch = Batch {
+            at,
+            ..Batch::default()
+        };
+        for &host in host_chunk {
+            for object in host_objects(ENV, host, &layout) {
+                batch
+                    .objects
+                    .push((ENV.into(), object.id.clone(), Some(Node::new(object, at))));
+            }
+        }
+        total += batch.objects.len();
+        store.commit(&batch).await?;
+    }
+    let elapsed = start.elapsed();
+    println!(
+        "{name} store alone: {total} object versions in batches of ~{} in {elapsed:?} = {:.0} object changes/s",
+        total / 10,
+        total as f64 / elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let only = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    let run = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    println!(
+        "machine: {} cores; {HOSTS} hosts x ~{OBJECTS_PER_HOST} objects ({} VMs per host)",
+        std::thread::available_parallelism().map_or(0, usize::from),
+        layout().vms_per_host
+    );
+    if run("engine") {
+        let (mut env, time) = build();
+        println!(
+            "full build 0: {} objects, {} links, {} cliques in {time:?}",
+            env.graph.len(),
+            env.links.len(),
+            env.cliques.len()
+        );
+        println!("RSS with the environment built: {:.0} MiB", rss_mib());
+        incremental(&mut env);
+        drop(env);
+        for round in 1..3 {
+            let (env, time) = build();
+            println!(
+                "full build {round}: {} links, {} cliques in {time:?}",
+                env.links.len(),
+                env.cliques.len()
+            );
+        }
+    }
+    if run("ingest") {
+        let dir = tempfile::tempdir()?;
+        store_commit(
+            "sqlite",
+            SqliteStore::open(&dir.path().join("commit.db")).await?,
+        )
+        .await?;
+        let db = calipso_tests::pg::TestDatabase::create().await?;
+        store_commit("postgres", PostgresStore::connect(&db.url).await?).await?;
+        db.drop_database().await?;
+
+        let sqlite = SqliteStore::open(&dir.path().join("ingest.db")).await?;
+        ingest(
+            "sqlite sink",
+            Arc::new(DurableSink::open(sqlite).await?),
+            64,
+            20,
+        )
+        .await?;
+        let db = calipso_tests::pg::TestDatabase::create().await?;
+        let postgres = PostgresStore::connect(&db.url).await?;
+        ingest(
+            "postgres sink",
+            Arc::new(DurableSink::open(postgres).await?),
+            64,
+            20,
+        )
+        .await?;
+        db.drop_database().await?;
+    }
+    Ok(())
+}
