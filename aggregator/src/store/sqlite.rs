@@ -1,12 +1,19 @@
 use std::path::Path;
 use std::str::FromStr;
 
+use sqlx::QueryBuilder;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 
 use super::rows::{self, shared_methods};
 use super::{Batch, Store, StoreError};
+
+/// Rows per statement: sqlx runs each SQLite statement on a worker thread, so a statement per
+/// row would cost more in hand-offs than in SQLite; 200 rows of 9 columns stay far below
+/// SQLite's limit of bound parameters.
+const CHUNK: usize = 200;
 
 /// The embedded store: one SQLite file, written ahead (WAL) and synced on every commit, so an
 /// acknowledged delta survives a crash of the process or the machine.
@@ -53,85 +60,94 @@ impl Store for SqliteStore {
         let p = rows::prepare(batch)?;
         let mut tx = self.pool.begin().await?;
         let [envs, ids] = &p.objects.keys;
-        for (env, id) in envs.iter().zip(ids) {
-            sqlx::query(
-                "UPDATE objects SET valid_to = $1 WHERE environment = $2 AND id = $3 AND valid_to IS NULL",
-            )
-            .bind(p.at)
-            .bind(env)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let keys: Vec<usize> = (0..p.objects.len()).collect();
+        for chunk in keys.chunks(CHUNK) {
+            let mut close = QueryBuilder::<Sqlite>::new("UPDATE objects SET valid_to = ");
+            close.push_bind(p.at);
+            close.push(" WHERE valid_to IS NULL AND (environment, id) IN ");
+            close.push_tuples(chunk, |mut row, &k| {
+                row.push_bind(&envs[k]).push_bind(&ids[k]);
+            });
+            close.build().execute(&mut *tx).await?;
         }
         let o = &p.object_rows;
-        for (row, &key) in p.objects.inserted.iter().enumerate() {
-            sqlx::query(
+        let inserted: Vec<(usize, usize)> =
+            p.objects.inserted.iter().copied().enumerate().collect();
+        for chunk in inserted.chunks(CHUNK) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO objects (environment, id, valid_from, object_type, host, stale, \
-                 first_seen, last_seen, body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(&envs[key])
-            .bind(&ids[key])
-            .bind(p.at)
-            .bind(&o.object_type[row])
-            .bind(&o.host[row])
-            .bind(o.stale[row])
-            .bind(o.first_seen[row])
-            .bind(o.last_seen[row])
-            .bind(&o.body[row])
-            .execute(&mut *tx)
-            .await?;
+                 first_seen, last_seen, body) ",
+            );
+            insert.push_values(chunk, |mut row, &(r, k)| {
+                row.push_bind(&envs[k])
+                    .push_bind(&ids[k])
+                    .push_bind(p.at)
+                    .push_bind(&o.object_type[r])
+                    .push_bind(&o.host[r])
+                    .push_bind(o.stale[r])
+                    .push_bind(o.first_seen[r])
+                    .push_bind(o.last_seen[r])
+                    .push_bind(&o.body[r]);
+            });
+            insert.build().execute(&mut *tx).await?;
         }
         let [envs, types, sources, targets] = &p.links.keys;
-        for key in 0..p.links.len() {
-            sqlx::query(
-                "UPDATE links SET valid_to = $1 WHERE environment = $2 AND link_type = $3 \
-                 AND source_id = $4 AND target_id = $5 AND valid_to IS NULL",
-            )
-            .bind(p.at)
-            .bind(&envs[key])
-            .bind(&types[key])
-            .bind(&sources[key])
-            .bind(&targets[key])
-            .execute(&mut *tx)
-            .await?;
+        let keys: Vec<usize> = (0..p.links.len()).collect();
+        for chunk in keys.chunks(CHUNK) {
+            let mut close = QueryBuilder::<Sqlite>::new("UPDATE links SET valid_to = ");
+            close.push_bind(p.at);
+            close.push(
+                " WHERE valid_to IS NULL AND (environment, link_type, source_id, target_id) IN ",
+            );
+            close.push_tuples(chunk, |mut row, &k| {
+                row.push_bind(&envs[k])
+                    .push_bind(&types[k])
+                    .push_bind(&sources[k])
+                    .push_bind(&targets[k]);
+            });
+            close.build().execute(&mut *tx).await?;
         }
-        for (row, &key) in p.links.inserted.iter().enumerate() {
-            sqlx::query(
+        let inserted: Vec<(usize, usize)> = p.links.inserted.iter().copied().enumerate().collect();
+        for chunk in inserted.chunks(CHUNK) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO links (environment, link_type, source_id, target_id, valid_from, \
-                 state, body) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(&envs[key])
-            .bind(&types[key])
-            .bind(&sources[key])
-            .bind(&targets[key])
-            .bind(p.at)
-            .bind(&p.link_rows.state[row])
-            .bind(&p.link_rows.body[row])
-            .execute(&mut *tx)
-            .await?;
+                 state, body) ",
+            );
+            insert.push_values(chunk, |mut row, &(r, k)| {
+                row.push_bind(&envs[k])
+                    .push_bind(&types[k])
+                    .push_bind(&sources[k])
+                    .push_bind(&targets[k])
+                    .push_bind(p.at)
+                    .push_bind(&p.link_rows.state[r])
+                    .push_bind(&p.link_rows.body[r]);
+            });
+            insert.build().execute(&mut *tx).await?;
         }
         let [envs, focals] = &p.cliques.keys;
-        for (env, focal) in envs.iter().zip(focals) {
-            sqlx::query(
-                "UPDATE cliques SET valid_to = $1 WHERE environment = $2 AND focal_point = $3 \
-                 AND valid_to IS NULL",
-            )
-            .bind(p.at)
-            .bind(env)
-            .bind(focal)
-            .execute(&mut *tx)
-            .await?;
+        let keys: Vec<usize> = (0..p.cliques.len()).collect();
+        for chunk in keys.chunks(CHUNK) {
+            let mut close = QueryBuilder::<Sqlite>::new("UPDATE cliques SET valid_to = ");
+            close.push_bind(p.at);
+            close.push(" WHERE valid_to IS NULL AND (environment, focal_point) IN ");
+            close.push_tuples(chunk, |mut row, &k| {
+                row.push_bind(&envs[k]).push_bind(&focals[k]);
+            });
+            close.build().execute(&mut *tx).await?;
         }
-        for (row, &key) in p.cliques.inserted.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO cliques (environment, focal_point, valid_from, body) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(&envs[key])
-            .bind(&focals[key])
-            .bind(p.at)
-            .bind(&p.clique_bodies[row])
-            .execute(&mut *tx)
-            .await?;
+        let inserted: Vec<(usize, usize)> =
+            p.cliques.inserted.iter().copied().enumerate().collect();
+        for chunk in inserted.chunks(CHUNK) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO cliques (environment, focal_point, valid_from, body) ",
+            );
+            insert.push_values(chunk, |mut row, &(r, k)| {
+                row.push_bind(&envs[k])
+                    .push_bind(&focals[k])
+                    .push_bind(p.at)
+                    .push_bind(&p.clique_bodies[r]);
+            });
+            insert.build().execute(&mut *tx).await?;
         }
         rows::write_small_tables!(tx, p);
         tx.commit().await?;
