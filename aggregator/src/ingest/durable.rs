@@ -549,21 +549,21 @@ impl Work<'_> {
                 self.apply(&environment, changes);
                 Outcome::Applied
             }
-            Err(reason) => {
-                self.message(
-                    &environment,
-                    MessageLevel::Error,
-                    None,
-                    format!(
-                        "snapshot {} from `{}` refused: {reason}",
-                        snapshot.seq, session.host
-                    ),
-                );
-                Outcome::Rejected(reason)
-            }
+            Err(reason) => self.refuse(session, &format!("snapshot {}", snapshot.seq), reason),
         };
         self.record_agent(session, Some(session.epoch), snapshot.seq);
         outcome
+    }
+
+    /// Records why `what` was refused, for operators, and tells the session.
+    fn refuse(&mut self, session: &AgentSession, what: &str, reason: String) -> Outcome {
+        self.message(
+            &session.environment,
+            MessageLevel::Error,
+            None,
+            format!("{what} from `{}` refused: {reason}", session.host),
+        );
+        Outcome::Rejected(reason)
     }
 
     fn upsert(&self, environment: &str, object: Object) -> Change {
@@ -606,18 +606,7 @@ impl Work<'_> {
                 self.apply(&environment, changes);
                 Outcome::Applied
             }
-            Err(reason) => {
-                self.message(
-                    &environment,
-                    MessageLevel::Error,
-                    None,
-                    format!(
-                        "delta {} from `{}` refused: {reason}",
-                        delta.seq, session.host
-                    ),
-                );
-                Outcome::Rejected(reason)
-            }
+            Err(reason) => self.refuse(session, &format!("delta {}", delta.seq), reason),
         };
         self.record_agent(session, Some(session.epoch), delta.seq);
         outcome
