@@ -8,7 +8,7 @@ use calipso_proto::ObjectId;
 use crate::cliques::{
     CliqueChanges, CliqueConstraint, CliqueSet, CliqueType, EnvironmentConfig, Plan,
 };
-use crate::graph::{Graph, Node, lookups_of};
+use crate::graph::{Graph, Node};
 use crate::links::{LinkChanges, LinkSet, Touched};
 
 /// One change to an environment's objects.
@@ -80,15 +80,11 @@ impl Environment {
             if unchanged {
                 continue;
             }
-            let lookups_before = before.map(lookups_of).unwrap_or_default();
+            touched.push(Touched::before(id.clone(), before));
             let before = match &after {
                 Some(node) => self.graph.upsert(node.clone()),
                 None => self.graph.remove(&id),
             };
-            touched.push(Touched {
-                id: id.clone(),
-                lookups_before,
-            });
             objects.push(ObjectDiff { id, before, after });
         }
         if touched.is_empty() {

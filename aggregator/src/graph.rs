@@ -96,8 +96,6 @@ pub enum Lookup {
     Name { host: String, name: String },
     /// Objects holding an address.
     Address(IpAddr),
-    /// Tunnel endpoints that list this remote endpoint.
-    RemoteEndpoint(IpAddr),
     /// A physical NIC by MAC address.
     Mac(MacAddress),
     /// Objects whose attribute `key` names this object.
@@ -135,14 +133,6 @@ pub fn lookups_of(node: &Node) -> Vec<Lookup> {
         }
     }
     found.extend(node.addresses().into_iter().map(Lookup::Address));
-    if object.object_type == ObjectType::Otep {
-        found.extend(
-            node.texts("remote_endpoints")
-                .into_iter()
-                .filter_map(|ip| ip.parse().ok())
-                .map(Lookup::RemoteEndpoint),
-        );
-    }
     if nic {
         found.extend(object.attributes.mac_address.map(Lookup::Mac));
     }
@@ -291,6 +281,7 @@ mod tests {
             "lab",
         )
         .with_host(host)
+        .with_extra("underlay", format!("host_pnic:{host}:eth1"))
         .with_extra("ip_address", ip)
         .with_extra(
             "remote_endpoints",
@@ -310,17 +301,20 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(by_ip(&graph, "10.0.0.1"), vec!["otep:h1:10.0.0.1"]);
-        let remote = Lookup::RemoteEndpoint("10.0.0.2".parse().expect("ip"));
-        assert_eq!(graph.find(&remote).count(), 1);
+        let underlay = Lookup::ReferenceTo {
+            key: "underlay",
+            target: ObjectId::from_raw("host_pnic:h1:eth1"),
+        };
+        assert_eq!(graph.find(&underlay).count(), 1);
         let mut moved = a.clone();
         moved.object.attributes.extra.insert(
-            "remote_endpoints".into(),
-            AttrValue::List(vec!["10.0.0.3".into()]),
+            "underlay".into(),
+            AttrValue::Str("host_pnic:h1:eth2".into()),
         );
         moved.object.attributes.addresses =
             vec!["192.0.2.1/24".parse::<IpPrefix>().expect("prefix")];
         assert_eq!(graph.upsert(moved), Some(a));
-        assert_eq!(graph.find(&remote).count(), 0);
+        assert_eq!(graph.find(&underlay).count(), 0);
         assert_eq!(by_ip(&graph, "192.0.2.1"), vec!["otep:h1:10.0.0.1"]);
         assert!(
             graph

@@ -316,10 +316,7 @@ async fn every_change_produces_exactly_its_delta() -> anyhow::Result<()> {
         .await?;
     assert_eq!(
         changed,
-        (
-            ids(&["vnic:compute-1:tapnew"]),
-            ids(&[])
-        ),
+        (ids(&["vnic:compute-1:tapnew"]), ids(&[])),
         "port add: only the new vNIC (the vedge does not count VM ports)"
     );
 
@@ -358,10 +355,7 @@ async fn every_change_produces_exactly_its_delta() -> anyhow::Result<()> {
         .await?;
     assert_eq!(
         changed,
-        (
-            ids(&[]),
-            ids(&["vnic:compute-1:tapnew"])
-        ),
+        (ids(&[]), ids(&["vnic:compute-1:tapnew"])),
         "port removed"
     );
 
@@ -423,10 +417,7 @@ async fn every_change_produces_exactly_its_delta() -> anyhow::Result<()> {
         .await?;
     assert_eq!(
         changed,
-        (
-            ids(&[]),
-            ids(&["vnic:compute-1:tap1f72bd15-8a"])
-        ),
+        (ids(&[]), ids(&["vnic:compute-1:tap1f72bd15-8a"])),
         "VM interface deleted"
     );
 

@@ -35,7 +35,7 @@ impl LinkFinder for HostPnicSwitchPnic {
             .parent
             .as_ref()
             .map_or_else(String::new, |p| p.id.to_string());
-        for pnic in reader.find(Lookup::Mac(mac)) {
+        for pnic in reader.find_endpoints(Lookup::Mac(mac)) {
             if pnic.object_type() == ObjectType::HostPnic {
                 let host = pnic.object.host.clone().unwrap_or_default();
                 out.push(named(
@@ -66,7 +66,7 @@ impl LinkFinder for SwitchSwitchPnic {
             return;
         };
         if let Some(switch) = reader
-            .object(&parent.id)
+            .endpoint(&parent.id)
             .filter(|n| n.object_type() == ObjectType::Switch)
         {
             let name = format!("{}={}", switch.object.name, port.object.name);
@@ -93,7 +93,7 @@ impl LinkFinder for SwitchPnicSwitchPnic {
     }
 
     fn find(&self, port: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
-        if let Some(peer) = reader.referenced(port, "connected_to", ObjectType::SwitchPnic)
+        if let Some(peer) = reader.referenced_endpoint(port, "connected_to", ObjectType::SwitchPnic)
             && peer.id() != port.id()
         {
             let link = symmetric_link(port, peer);

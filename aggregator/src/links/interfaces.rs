@@ -47,7 +47,7 @@ impl LinkFinder for InstanceVnic {
     }
 
     fn find(&self, vnic: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
-        let instance = match reader.referenced(vnic, "instance", ObjectType::Instance) {
+        let instance = match reader.referenced_endpoint(vnic, "instance", ObjectType::Instance) {
             Some(instance) => Some(instance),
             None => reader
                 .find(Lookup::ReferenceTo {
@@ -81,7 +81,8 @@ impl LinkFinder for VnicVconnector {
     }
 
     fn find(&self, vnic: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
-        let Some(bridge) = reader.referenced(vnic, "master", ObjectType::Vconnector) else {
+        let Some(bridge) = reader.referenced_endpoint(vnic, "master", ObjectType::Vconnector)
+        else {
             return;
         };
         let name = vnic
@@ -111,7 +112,7 @@ impl LinkFinder for VnicVnic {
     }
 
     fn find(&self, vnic: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
-        let Some(peer) = reader.referenced(vnic, "peer", ObjectType::Vnic) else {
+        let Some(peer) = reader.referenced_endpoint(vnic, "peer", ObjectType::Vnic) else {
             return;
         };
         let link = symmetric_link(vnic, peer);
@@ -168,7 +169,7 @@ impl LinkFinder for VconnectorHostPnic {
     }
 
     fn find(&self, pnic: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
-        if let Some(bridge) = reader.referenced(pnic, "master", ObjectType::Vconnector) {
+        if let Some(bridge) = reader.referenced_endpoint(pnic, "master", ObjectType::Vconnector) {
             let name = pnic.object.name.clone();
             out.push(named(link_between(bridge, pnic), name, None));
         }

@@ -54,8 +54,21 @@ impl std::fmt::Display for LinkKey {
 /// Something a producer read, and so something whose change makes it run again.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Watch {
+    /// Any change of the object.
     Object(ObjectId),
+    /// Its appearance, disappearance, or a change of its name or state: all a finder reads of
+    /// a partner it only links to (a vNIC of its vswitch), so that a change elsewhere in a
+    /// 2 000-port vedge does not re-derive 2 000 vNICs.
+    Presence(ObjectId),
     Lookup(Lookup),
+}
+
+/// What a [`Watch::Presence`] watches.
+pub type Presence = (calipso_proto::LinkState, String);
+
+/// The presence of a node: its state and name.
+pub fn presence_of(node: &Node) -> Presence {
+    (node.state(), node.object.name.clone())
 }
 
 /// The graph as a finder sees it: every read is recorded as a watch.
@@ -77,6 +90,34 @@ impl<'g> Reader<'g> {
     pub fn object(&mut self, id: &ObjectId) -> Option<&'g Node> {
         self.watches.push(Watch::Object(id.clone()));
         self.graph.get(id)
+    }
+
+    /// The object with this id, for reading only its id, type, host, name and state (what a
+    /// link to it needs); other attributes must be read with [`Reader::object`].
+    pub fn endpoint(&mut self, id: &ObjectId) -> Option<&'g Node> {
+        self.watches.push(Watch::Presence(id.clone()));
+        self.graph.get(id)
+    }
+
+    /// Like [`Reader::referenced`], for a partner read as an [`Reader::endpoint`].
+    pub fn referenced_endpoint(
+        &mut self,
+        node: &Node,
+        key: &str,
+        object_type: ObjectType,
+    ) -> Option<&'g Node> {
+        let id = node.reference(key)?;
+        self.endpoint(&id)
+            .filter(|n| n.object_type() == object_type)
+    }
+
+    /// The objects found by a lookup, read as endpoints.
+    pub fn find_endpoints(&mut self, lookup: Lookup) -> Vec<&'g Node> {
+        let found: Vec<&'g Node> = self.graph.find(&lookup).collect();
+        self.watches.push(Watch::Lookup(lookup));
+        self.watches
+            .extend(found.iter().map(|n| Watch::Presence(n.id().clone())));
+        found
     }
 
     /// The object a reference attribute of `node` names, if it exists and has the type.
@@ -208,6 +249,19 @@ pub struct Touched {
     pub id: ObjectId,
     /// The lookups it was found by before the change (empty if it is new).
     pub lookups_before: Vec<Lookup>,
+    /// Its presence before the change (`None` if it is new).
+    pub presence_before: Option<Presence>,
+}
+
+impl Touched {
+    /// Records `node` (its state before a change) as about to change.
+    pub fn before(id: ObjectId, node: Option<&Node>) -> Self {
+        Touched {
+            id,
+            lookups_before: node.map(lookups_of).unwrap_or_default(),
+            presence_before: node.map(presence_of),
+        }
+    }
 }
 
 /// The links that changed in one update.
@@ -290,6 +344,10 @@ impl LinkSet {
             dirty.insert(change.id.clone());
             let watch = Watch::Object(change.id.clone());
             dirty.extend(self.watchers.get(&watch).into_iter().flatten().cloned());
+            if graph.get(&change.id).map(presence_of) != change.presence_before {
+                let watch = Watch::Presence(change.id.clone());
+                dirty.extend(self.watchers.get(&watch).into_iter().flatten().cloned());
+            }
             let after = graph.get(&change.id).map(lookups_of).unwrap_or_default();
             let before: FxHashSet<&Lookup> = change.lookups_before.iter().collect();
             let after_set: FxHashSet<&Lookup> = after.iter().collect();
@@ -372,6 +430,7 @@ impl LinkSet {
                 .or_insert_with(|| Some(entry.link.clone()));
         }
         entry.producers -= 1;
+        confirm(&mut entry.link, entry.producers);
         if entry.producers == 0 {
             self.links.remove(&key);
             for end in [&key.source, &key.target] {
@@ -398,6 +457,7 @@ impl LinkSet {
                 entry.producers += 1;
                 // The latest derivation wins; both producers read both ends, so they agree.
                 entry.link = link;
+                confirm(&mut entry.link, entry.producers);
             }
             None => {
                 if let Some(before) = before {
@@ -414,10 +474,25 @@ impl LinkSet {
                         .or_default()
                         .push(key.clone());
                 }
+                let mut link = link;
+                confirm(&mut link, 1);
                 self.links.insert(key.clone(), Entry { link, producers: 1 });
             }
         }
         key
+    }
+}
+
+/// For links both ends must configure (tunnels), whether both did: a link only one end
+/// derives is marked one-sided and down.
+fn confirm(link: &mut Link, producers: u32) {
+    if overlay::confirmed_by_both_ends(link.link_type) {
+        let both = producers >= 2;
+        link.attributes
+            .insert("bidirectional".into(), AttrValue::Bool(both));
+        if !both {
+            link.state = calipso_proto::LinkState::Down;
+        }
     }
 }
 

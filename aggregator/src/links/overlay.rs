@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use calipso_proto::{AttrValue, Link, LinkState, LinkType, ObjectType};
+use calipso_proto::{AttrValue, Link, LinkType, ObjectType};
 
 use super::{LinkFinder, Reader, link_between, named, symmetric_link};
 use crate::graph::{Lookup, Node};
@@ -49,13 +49,13 @@ impl LinkFinder for OtepCarrier {
         let mut carriers = Vec::new();
         for key in ["master", "underlay"] {
             if let Some(id) = otep.reference(key) {
-                carriers.extend(reader.object(&id));
+                carriers.extend(reader.endpoint(&id));
             }
         }
         if let Some(ip) = local_ip(otep) {
             carriers.extend(
                 reader
-                    .find(Lookup::Address(ip))
+                    .find_endpoints(Lookup::Address(ip))
                     .into_iter()
                     .filter(|n| n.object.host == otep.object.host),
             );
@@ -64,21 +64,21 @@ impl LinkFinder for OtepCarrier {
     }
 }
 
-/// The tunnel between two hosts' endpoints: one lists the other's address as a remote
-/// endpoint. Both ends derive it, so it exists as soon as either is configured; it is down
-/// unless both are (a half-configured tunnel carries nothing back).
+/// Tunnels carry traffic only when both ends are configured: a tunnel link one end derives is
+/// one-sided and down (see `confirm` in the link set).
+pub(super) fn confirmed_by_both_ends(link_type: LinkType) -> bool {
+    link_type == LinkType::new(ObjectType::Otep, ObjectType::Otep)
+}
+
+/// The tunnel between two hosts' endpoints: each end derives it for every remote endpoint it
+/// lists, so a tunnel both ends configure has two producers, and one only one end configures
+/// is marked one-sided and down. A partner is read only as an endpoint (its state; its VNI is
+/// fixed for the life of a VXLAN device), so a change of one endpoint's remote list re-derives
+/// that endpoint alone, not its dozens of peers.
 #[derive(Debug)]
 struct OtepOtep;
 
 impl OtepOtep {
-    fn lists(otep: &Node, ip: Option<IpAddr>) -> bool {
-        ip.is_some_and(|ip| {
-            otep.texts("remote_endpoints")
-                .into_iter()
-                .any(|r| r.parse::<IpAddr>().ok() == Some(ip))
-        })
-    }
-
     /// Two endpoints tunnel to each other only on the same VXLAN network, when both say.
     fn same_segment(a: &Node, b: &Node) -> bool {
         let vni = |n: &Node| {
@@ -105,44 +105,24 @@ impl LinkFinder for OtepOtep {
     }
 
     fn find(&self, otep: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
-        let mut partners: Vec<&Node> = Vec::new();
         for remote in otep.texts("remote_endpoints") {
-            if let Ok(ip) = remote.parse::<IpAddr>() {
-                partners.extend(reader.find(Lookup::Address(ip)));
-            }
-        }
-        if let Some(ip) = local_ip(otep) {
-            partners.extend(reader.find(Lookup::RemoteEndpoint(ip)));
-        }
-        partners.sort_by(|a, b| a.id().cmp(b.id()));
-        partners.dedup_by(|a, b| a.id() == b.id());
-        for partner in partners {
-            if partner.object_type() != ObjectType::Otep
-                || partner.id() == otep.id()
-                || partner.object.host == otep.object.host
-                || !Self::same_segment(otep, partner)
-            {
+            let Ok(ip) = remote.parse::<IpAddr>() else {
                 continue;
-            }
-            let mut link = symmetric_link(otep, partner);
-            let (a, b) = if link.source == *otep.id() {
-                (otep, partner)
-            } else {
-                (partner, otep)
             };
-            let both = Self::lists(a, local_ip(b)) && Self::lists(b, local_ip(a));
-            if !both {
-                link.state = LinkState::Down;
+            for partner in reader.find_endpoints(Lookup::Address(ip)) {
+                if partner.object_type() != ObjectType::Otep
+                    || partner.id() == otep.id()
+                    || partner.object.host == otep.object.host
+                    || !Self::same_segment(otep, partner)
+                {
+                    continue;
+                }
+                let link = symmetric_link(otep, partner);
+                let hosts =
+                    |id: &calipso_proto::ObjectId| id.owning_host().unwrap_or_default().to_owned();
+                let name = format!("{}-{}", hosts(&link.source), hosts(&link.target));
+                out.push(named(link, name, None));
             }
-            link.attributes
-                .insert("bidirectional".into(), AttrValue::Bool(both));
-            if let Some(kind) = otep.text("overlay_type") {
-                link.attributes
-                    .insert("overlay_type".into(), AttrValue::Str(kind.to_owned()));
-            }
-            let hosts = |n: &Node| n.object.host.clone().unwrap_or_default();
-            let name = format!("{}-{}", hosts(a), hosts(b));
-            out.push(named(link, name, None));
         }
     }
 }

@@ -102,16 +102,10 @@ fn link_state_follows_the_endpoints() {
     let port = format!("{:011x}", 0);
     let qvo = ObjectId::host_local(ObjectType::Vnic, &host, &format!("qvo{port}"));
     let mut down = graph.get(&qvo).cloned().expect("qvo");
-    let lookups_before = lookups_of(&down);
+    let touched = Touched::before(qvo.clone(), Some(&down));
     down.object.attributes.link_state = Some(LinkState::Down);
     graph.upsert(down);
-    let changes = set.update(
-        &graph,
-        &[Touched {
-            id: qvo.clone(),
-            lookups_before,
-        }],
-    );
+    let changes = set.update(&graph, &[touched]);
     let mut changed: Vec<String> = changes
         .upserted
         .iter()

@@ -44,7 +44,7 @@ impl LinkFinder for VnicVedge {
     }
 
     fn find(&self, vnic: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
-        let Some(vedge) = reader.referenced(vnic, "vedge", ObjectType::Vedge) else {
+        let Some(vedge) = reader.referenced_endpoint(vnic, "vedge", ObjectType::Vedge) else {
             return;
         };
         let name = format!(
@@ -84,13 +84,14 @@ impl LinkFinder for VconnectorVedge {
     }
 
     fn find(&self, bridge_end: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
-        let Some(bridge) = reader.referenced(bridge_end, "master", ObjectType::Vconnector) else {
+        let Some(bridge) = reader.referenced_endpoint(bridge_end, "master", ObjectType::Vconnector)
+        else {
             return;
         };
         let Some(switch_end) = reader.referenced(bridge_end, "peer", ObjectType::Vnic) else {
             return;
         };
-        let Some(vedge) = reader.referenced(switch_end, "vedge", ObjectType::Vedge) else {
+        let Some(vedge) = reader.referenced_endpoint(switch_end, "vedge", ObjectType::Vedge) else {
             return;
         };
         let port = int_text(switch_end, "ofport").unwrap_or_else(|| "unknown".into());
@@ -133,7 +134,7 @@ impl LinkFinder for VedgeHostPnic {
                 host: host.clone(),
                 name: uplink.to_owned(),
             };
-            for pnic in reader.find(lookup) {
+            for pnic in reader.find_endpoints(lookup) {
                 if pnic.object_type() == ObjectType::HostPnic {
                     let name = format!("Port-{uplink}");
                     out.push(named(link_between(vedge, pnic), name, None));
@@ -157,7 +158,7 @@ impl LinkFinder for VedgeOtep {
     }
 
     fn find(&self, otep: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
-        if let Some(vedge) = reader.referenced(otep, "vedge", ObjectType::Vedge) {
+        if let Some(vedge) = reader.referenced_endpoint(otep, "vedge", ObjectType::Vedge) {
             let name = format!("{}-otep", vedge.object.name);
             out.push(named(link_between(vedge, otep), name, None));
         }
