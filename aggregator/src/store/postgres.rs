@@ -3,8 +3,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use super::rows::{self, shared_methods};
 use super::{Batch, Store, StoreError};
 
-/// The production store. Batches are written with one array-bound statement per table
-/// (`UNNEST`), so a group commit costs a handful of round trips whatever its size.
+/// The production store. A batch closes the versions it replaces with one array-bound
+/// `UPDATE … FROM UNNEST` per table and writes the new ones with `COPY`, so a group commit
+/// costs a handful of round trips whatever its size.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
@@ -46,23 +47,23 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
             let o = &p.object_rows;
-            sqlx::query(
-                "INSERT INTO objects (environment, id, valid_from, object_type, host, stale, \
-                 first_seen, last_seen, body) \
-                 SELECT e, i, $1, t, h, s, f, l, b FROM UNNEST($2::text[], $3::text[], \
-                 $4::text[], $5::text[], $6::bool[], $7::int8[], $8::int8[], $9::text[]) \
-                 AS r(e, i, t, h, s, f, l, b)",
+            let mut rows = CopyRows::default();
+            for (r, &k) in p.objects.inserted.iter().enumerate() {
+                rows.text(&envs[k])
+                    .text(&ids[k])
+                    .int(p.at)
+                    .text(&o.object_type[r]);
+                rows.optional(o.host[r].as_deref()).boolean(o.stale[r]);
+                rows.int(o.first_seen[r])
+                    .int(o.last_seen[r])
+                    .text(&o.body[r])
+                    .end_row();
+            }
+            rows.copy(
+                &mut tx,
+                "COPY objects (environment, id, valid_from, object_type, host, stale, \
+                 first_seen, last_seen, body) FROM STDIN",
             )
-            .bind(p.at)
-            .bind(p.objects.inserted_column(0))
-            .bind(p.objects.inserted_column(1))
-            .bind(&o.object_type)
-            .bind(&o.host)
-            .bind(&o.stale)
-            .bind(&o.first_seen)
-            .bind(&o.last_seen)
-            .bind(&o.body)
-            .execute(&mut *tx)
             .await?;
         }
         if !p.links.is_empty() {
@@ -80,19 +81,22 @@ impl Store for PostgresStore {
             .bind(targets)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "INSERT INTO links (environment, link_type, source_id, target_id, valid_from, \
-                 state, body) SELECT e, t, s, d, $1, st, b FROM UNNEST($2::text[], $3::text[], \
-                 $4::text[], $5::text[], $6::text[], $7::text[]) AS r(e, t, s, d, st, b)",
+            let mut rows = CopyRows::default();
+            for (r, &k) in p.links.inserted.iter().enumerate() {
+                rows.text(&envs[k])
+                    .text(&types[k])
+                    .text(&sources[k])
+                    .text(&targets[k]);
+                rows.int(p.at)
+                    .text(&p.link_rows.state[r])
+                    .text(&p.link_rows.body[r])
+                    .end_row();
+            }
+            rows.copy(
+                &mut tx,
+                "COPY links (environment, link_type, source_id, target_id, valid_from, state, \
+                 body) FROM STDIN",
             )
-            .bind(p.at)
-            .bind(p.links.inserted_column(0))
-            .bind(p.links.inserted_column(1))
-            .bind(p.links.inserted_column(2))
-            .bind(p.links.inserted_column(3))
-            .bind(&p.link_rows.state)
-            .bind(&p.link_rows.body)
-            .execute(&mut *tx)
             .await?;
         }
         if !p.cliques.is_empty() {
@@ -107,19 +111,120 @@ impl Store for PostgresStore {
             .bind(focals)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "INSERT INTO cliques (environment, focal_point, valid_from, body) \
-                 SELECT e, f, $1, b FROM UNNEST($2::text[], $3::text[], $4::text[]) AS r(e, f, b)",
+            let mut rows = CopyRows::default();
+            for (r, &k) in p.cliques.inserted.iter().enumerate() {
+                rows.text(&envs[k])
+                    .text(&focals[k])
+                    .int(p.at)
+                    .text(&p.clique_bodies[r]);
+                rows.end_row();
+            }
+            rows.copy(
+                &mut tx,
+                "COPY cliques (environment, focal_point, valid_from, body) FROM STDIN",
             )
-            .bind(p.at)
-            .bind(p.cliques.inserted_column(0))
-            .bind(p.cliques.inserted_column(1))
-            .bind(&p.clique_bodies)
-            .execute(&mut *tx)
             .await?;
         }
         rows::write_small_tables!(tx, p);
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// Rows in `COPY … FROM STDIN` text format: tab-separated fields, `\N` for NULL, backslash,
+/// tab, newline and carriage return escaped.
+#[derive(Debug, Default)]
+struct CopyRows {
+    data: Vec<u8>,
+    /// Whether the current row has a field yet (fields after the first get a tab).
+    in_row: bool,
+}
+
+impl CopyRows {
+    fn separate(&mut self) {
+        if self.in_row {
+            self.data.push(b'\t');
+        }
+        self.in_row = true;
+    }
+
+    fn text(&mut self, value: &str) -> &mut Self {
+        self.separate();
+        for byte in value.bytes() {
+            match byte {
+                b'\\' => self.data.extend_from_slice(b"\\\\"),
+                b'\t' => self.data.extend_from_slice(b"\\t"),
+                b'\n' => self.data.extend_from_slice(b"\\n"),
+                b'\r' => self.data.extend_from_slice(b"\\r"),
+                _ => self.data.push(byte),
+            }
+        }
+        self
+    }
+
+    fn optional(&mut self, value: Option<&str>) -> &mut Self {
+        match value {
+            Some(value) => self.text(value),
+            None => {
+                self.separate();
+                self.data.extend_from_slice(b"\\N");
+                self
+            }
+        }
+    }
+
+    fn int(&mut self, value: i64) -> &mut Self {
+        self.separate();
+        self.data.extend_from_slice(value.to_string().as_bytes());
+        self
+    }
+
+    fn boolean(&mut self, value: bool) -> &mut Self {
+        self.separate();
+        self.data.push(if value { b't' } else { b'f' });
+        self
+    }
+
+    fn end_row(&mut self) {
+        self.data.push(b'\n');
+        self.in_row = false;
+    }
+
+    async fn copy(
+        self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        statement: &str,
+    ) -> Result<(), StoreError> {
+        if self.data.is_empty() {
+            return Ok(());
+        }
+        let mut copy = tx.copy_in_raw(statement).await?;
+        if let Err(err) = copy.send(self.data).await {
+            // Leave the connection usable; the transaction rolls back.
+            let _ = copy.abort(err.to_string()).await;
+            return Err(err.into());
+        }
+        copy.finish().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CopyRows;
+
+    #[test]
+    fn copy_text_escapes_what_the_format_reserves() {
+        let mut rows = CopyRows::default();
+        rows.text("a\\b\tc\nd\re")
+            .optional(None)
+            .int(-5)
+            .boolean(true)
+            .end_row();
+        rows.text("x").end_row();
+        assert_eq!(
+            String::from_utf8(rows.data).expect("utf-8"),
+            "a\\\\b\\tc\\nd\\re\t\\N\t-5\tt\nx\n"
+        );
     }
 }

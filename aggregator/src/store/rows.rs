@@ -365,14 +365,6 @@ impl<const N: usize> Versioned<N> {
         self.len() == 0
     }
 
-    /// Key part `part` of the new versions, in insertion order.
-    pub fn inserted_column(&self, part: usize) -> Vec<String> {
-        self.inserted
-            .iter()
-            .map(|&i| self.keys[part][i].clone())
-            .collect()
-    }
-
     fn push(&mut self, key: [String; N], inserted: bool) {
         let index = self.len();
         for (column, value) in self.keys.iter_mut().zip(key) {
