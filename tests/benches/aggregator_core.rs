@@ -296,7 +296,7 @@ async fn store_commit(name: &str, store: impl Store) -> anyhow::Result<()> {
                     let id = object.id.clone();
                     batch
                         .objects
-                        .push((ENV.into(), id, Some(Node::new(object, at))));
+                        .push((ENV.into(), id, Some(Node::new(object, at)), false));
                 }
             }
             batch
@@ -306,7 +306,7 @@ async fn store_commit(name: &str, store: impl Store) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut encoded = 0usize;
     for batch in &batches {
-        for (_, _, node) in &batch.objects {
+        for (_, _, node, _) in &batch.objects {
             encoded += node.as_ref().map_or(0, |n| {
                 serde_json::to_string(&n.object).map_or(0, |j| j.len())
             });

@@ -108,6 +108,7 @@ async fn conformance<S: Store>(store: S) -> anyhow::Result<()> {
                     "lab".into(),
                     vnic(n, 1500, t1).object.id.clone(),
                     Some(vnic(n, 1500, t1)),
+                    false,
                 )
             })
             .collect(),
@@ -141,16 +142,19 @@ async fn conformance<S: Store>(store: S) -> anyhow::Result<()> {
                 "lab".into(),
                 stale_a.object.id.clone(),
                 Some(vnic("a", 1400, t2)),
+                true,
             ),
             (
                 "lab".into(),
                 stale_a.object.id.clone(),
                 Some(stale_a.clone()),
+                true,
             ),
             (
                 "lab".into(),
                 ObjectId::host_local(ObjectType::Vnic, "h1", "b"),
                 None,
+                true,
             ),
         ],
         links: vec![("lab".into(), LinkKey::of(&ab), None)],

@@ -359,9 +359,12 @@ impl<S: Store> Committer<S> {
 
 fn add_to_batch(batch: &mut Batch, env: &str, applied: &Applied) {
     for diff in &applied.objects {
-        batch
-            .objects
-            .push((env.to_owned(), diff.id.clone(), diff.after.clone()));
+        batch.objects.push((
+            env.to_owned(),
+            diff.id.clone(),
+            diff.after.clone(),
+            diff.before.is_some(),
+        ));
     }
     for link in &applied.links.upserted {
         batch

@@ -138,7 +138,9 @@ pub struct Batch {
     /// The commit time: the start of the new versions and the end of the replaced ones.
     pub at: Timestamp,
     pub environments: Vec<EnvironmentConfig>,
-    pub objects: Vec<(String, ObjectId, Option<Node>)>,
+    /// (environment, id, new version, whether a current version exists to close): a first
+    /// version skips the close, which is most of a snapshot's cost on PostgreSQL otherwise.
+    pub objects: Vec<(String, ObjectId, Option<Node>, bool)>,
     pub links: Vec<(String, LinkKey, Option<Link>)>,
     pub cliques: Vec<(String, ObjectId, Option<Clique>)>,
     pub agents: Vec<AgentRecord>,

@@ -36,16 +36,18 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await?;
         if !p.objects.is_empty() {
             let [envs, ids] = &p.objects.keys;
-            sqlx::query(
-                "UPDATE objects AS o SET valid_to = $1 \
-                 FROM UNNEST($2::text[], $3::text[]) AS k(environment, id) \
-                 WHERE o.environment = k.environment AND o.id = k.id AND o.valid_to IS NULL",
-            )
-            .bind(p.at)
-            .bind(envs)
-            .bind(ids)
-            .execute(&mut *tx)
-            .await?;
+            if !p.objects.closed.is_empty() {
+                sqlx::query(
+                    "UPDATE objects AS o SET valid_to = $1 \
+                     FROM UNNEST($2::text[], $3::text[]) AS k(environment, id) \
+                     WHERE o.environment = k.environment AND o.id = k.id AND o.valid_to IS NULL",
+                )
+                .bind(p.at)
+                .bind(p.objects.closed_column(0))
+                .bind(p.objects.closed_column(1))
+                .execute(&mut *tx)
+                .await?;
+            }
             let o = &p.object_rows;
             let mut rows = CopyRows::default();
             for (r, &k) in p.objects.inserted.iter().enumerate() {

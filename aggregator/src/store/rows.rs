@@ -338,12 +338,13 @@ pub(super) struct Prepared {
     pub messages: Vec<MessageRow>,
 }
 
-/// Keys whose current version closes, and which of them get a new version (`inserted[i]` is the
-/// index into `keys` of the i-th new version).
+/// Keys written, which of them close a current version and which get a new one (`closed`
+/// and `inserted` index into `keys`).
 #[derive(Debug)]
 pub(super) struct Versioned<const N: usize> {
     /// One column per key part.
     pub keys: [Vec<String>; N],
+    pub closed: Vec<usize>,
     pub inserted: Vec<usize>,
 }
 
@@ -351,6 +352,7 @@ impl<const N: usize> Default for Versioned<N> {
     fn default() -> Self {
         Versioned {
             keys: std::array::from_fn(|_| Vec::new()),
+            closed: Vec::new(),
             inserted: Vec::new(),
         }
     }
@@ -365,14 +367,25 @@ impl<const N: usize> Versioned<N> {
         self.len() == 0
     }
 
-    fn push(&mut self, key: [String; N], inserted: bool) {
+    fn push(&mut self, key: [String; N], inserted: bool, closes: bool) {
         let index = self.len();
         for (column, value) in self.keys.iter_mut().zip(key) {
             column.push(value);
         }
+        if closes {
+            self.closed.push(index);
+        }
         if inserted {
             self.inserted.push(index);
         }
+    }
+
+    /// Key part `part` of the versions to close.
+    pub fn closed_column(&self, part: usize) -> Vec<&str> {
+        self.closed
+            .iter()
+            .map(|&i| self.keys[part][i].as_str())
+            .collect()
     }
 }
 
@@ -417,15 +430,17 @@ pub(super) fn prepare(batch: &super::Batch) -> Result<Prepared, StoreError> {
             .environments
             .push((config.name.clone(), encode("environment", config)?));
     }
-    let objects: Vec<((&str, &str), &Option<Node>)> = batch
+    let objects: Vec<((&str, &str), (&Option<Node>, bool))> = batch
         .objects
         .iter()
-        .map(|(env, id, node)| ((env.as_str(), id.as_str()), node))
+        .map(|(env, id, node, replaces)| ((env.as_str(), id.as_str()), (node, *replaces)))
         .collect();
-    for ((env, id), node) in last_per_key(&objects) {
-        prepared
-            .objects
-            .push([(*env).to_owned(), (*id).to_owned()], node.is_some());
+    for ((env, id), (node, replaces)) in last_per_key(&objects) {
+        prepared.objects.push(
+            [(*env).to_owned(), (*id).to_owned()],
+            node.is_some(),
+            *replaces,
+        );
         if let Some(node) = node {
             let columns = &mut prepared.object_rows;
             columns
@@ -452,6 +467,7 @@ pub(super) fn prepare(batch: &super::Batch) -> Result<Prepared, StoreError> {
                 key.target.to_string(),
             ],
             link.is_some(),
+            true,
         );
         if let Some(link) = link {
             prepared
@@ -467,9 +483,11 @@ pub(super) fn prepare(batch: &super::Batch) -> Result<Prepared, StoreError> {
         .map(|(env, focal, clique)| ((env.as_str(), focal.as_str()), clique))
         .collect();
     for ((env, focal), clique) in last_per_key(&cliques) {
-        prepared
-            .cliques
-            .push([(*env).to_owned(), (*focal).to_owned()], clique.is_some());
+        prepared.cliques.push(
+            [(*env).to_owned(), (*focal).to_owned()],
+            clique.is_some(),
+            true,
+        );
         if let Some(clique) = clique {
             prepared.clique_bodies.push(encode("clique", clique)?);
         }

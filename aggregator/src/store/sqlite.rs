@@ -60,8 +60,7 @@ impl Store for SqliteStore {
         let p = rows::prepare(batch)?;
         let mut tx = self.pool.begin().await?;
         let [envs, ids] = &p.objects.keys;
-        let keys: Vec<usize> = (0..p.objects.len()).collect();
-        for chunk in keys.chunks(CHUNK) {
+        for chunk in p.objects.closed.chunks(CHUNK) {
             let mut close = QueryBuilder::<Sqlite>::new("UPDATE objects SET valid_to = ");
             close.push_bind(p.at);
             close.push(" WHERE valid_to IS NULL AND (environment, id) IN ");
