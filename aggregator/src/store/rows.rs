@@ -419,6 +419,9 @@ fn last_per_key<K: std::hash::Hash + Eq + Clone, V>(entries: &[(K, V)]) -> Vec<&
         .collect()
 }
 
+/// An object write keyed for deduplication: (environment, id), (new version, replaces).
+type ObjectWrite<'a> = ((&'a str, &'a str), (&'a Option<Node>, bool));
+
 pub(super) fn prepare(batch: &super::Batch) -> Result<Prepared, StoreError> {
     use super::{encode, to_db};
     let mut prepared = Prepared {
@@ -430,7 +433,7 @@ pub(super) fn prepare(batch: &super::Batch) -> Result<Prepared, StoreError> {
             .environments
             .push((config.name.clone(), encode("environment", config)?));
     }
-    let objects: Vec<((&str, &str), (&Option<Node>, bool))> = batch
+    let objects: Vec<ObjectWrite<'_>> = batch
         .objects
         .iter()
         .map(|(env, id, node, replaces)| ((env.as_str(), id.as_str()), (node, *replaces)))
