@@ -101,6 +101,41 @@ impl Environment {
     }
 }
 
+impl Environment {
+    /// Rebuilds the cliques from scratch ("cliques only"), returning what differs from the
+    /// incrementally maintained ones (nothing, unless something is wrong).
+    pub fn rebuild_cliques(&mut self) -> CliqueChanges {
+        let plan = self.cliques.plan().clone();
+        self.cliques.replan(plan, &self.graph, &self.links)
+    }
+
+    /// Rebuilds links and cliques from scratch ("links only" implies the cliques over them),
+    /// returning what differs from the incrementally maintained ones.
+    pub fn rebuild_links(&mut self) -> Applied {
+        let mut links = LinkSet::build(&self.graph);
+        std::mem::swap(&mut links, &mut self.links);
+        let mut changes = LinkChanges::default();
+        for link in self.links.links() {
+            if links.get(&crate::links::LinkKey::of(link)) != Some(link) {
+                changes.upserted.push(link.clone());
+            }
+        }
+        for old in links.links() {
+            let key = crate::links::LinkKey::of(old);
+            if self.links.get(&key).is_none() {
+                changes.removed.push(key);
+            }
+        }
+        changes.upserted.sort_by_key(crate::links::LinkKey::of);
+        changes.removed.sort();
+        Applied {
+            objects: Vec::new(),
+            links: changes,
+            cliques: self.rebuild_cliques(),
+        }
+    }
+}
+
 /// Every environment, and the clique types and constraints they choose from.
 #[derive(Debug, Default)]
 pub struct Engine {

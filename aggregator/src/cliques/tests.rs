@@ -161,5 +161,8 @@ proptest! {
             }
             prop_assert_eq!(replayed.into_values().collect::<Vec<_>>(), sorted(&full));
         }
+        // The "rebuild from scratch" operations find nothing to correct.
+        prop_assert!(env.rebuild_links().links.is_empty());
+        prop_assert!(env.rebuild_cliques().is_empty());
     }
 }

@@ -404,3 +404,80 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn every_declared_link_type_has_a_finder() {
+    let mut declared: Vec<LinkType> = LinkType::declared().collect();
+    declared.sort();
+    assert_eq!(Finders::default().link_types(), declared);
+}
+
+#[test]
+fn switches_their_ports_host_nics_and_bridge_uplinks_are_linked() {
+    let switch = Object::new(
+        ObjectId::global(ObjectType::Switch, "leaf-1"),
+        ObjectType::Switch,
+        "leaf-1",
+        "lab",
+    );
+    let port = |name: &str, mac: Option<&str>, peer: Option<&str>| {
+        let mut object = Object::new(
+            ObjectId::global(ObjectType::SwitchPnic, &format!("leaf-1-{name}")),
+            ObjectType::SwitchPnic,
+            name,
+            "lab",
+        )
+        .with_parent(switch.id.clone(), ObjectType::Switch);
+        object.attributes.mac_address = mac.and_then(|m| m.parse().ok());
+        if let Some(peer) = peer {
+            object = object.with_extra("connected_to", peer);
+        }
+        object
+    };
+    let mut nic = Object::new(
+        ObjectId::host_local(ObjectType::HostPnic, "h1", "eth1.100"),
+        ObjectType::HostPnic,
+        "eth1.100",
+        "lab",
+    )
+    .with_host("h1")
+    .with_extra("master", "vconnector:h1:brq100");
+    nic.attributes.mac_address = "52:54:00:aa:bb:cc".parse().ok();
+    let bridge = Object::new(
+        ObjectId::host_local(ObjectType::Vconnector, "h1", "brq100"),
+        ObjectType::Vconnector,
+        "brq100",
+        "lab",
+    )
+    .with_host("h1");
+    let objects = vec![
+        switch.clone(),
+        port("eth1/5", Some("52:54:00:aa:bb:cc"), None),
+        port("eth1/49", None, Some("switch_pnic:leaf-1-eth1/50")),
+        port("eth1/50", None, Some("switch_pnic:leaf-1-eth1/49")),
+        nic,
+        bridge,
+    ];
+    let set = LinkSet::build(&graph_of(objects));
+    let mut all = keys(&set);
+    all.retain(|k| !k.starts_with("switch-switch_pnic"));
+    assert_eq!(
+        all,
+        vec![
+            "host_pnic-switch_pnic:host_pnic:h1:eth1.100->switch_pnic:leaf-1-eth1/5",
+            "switch_pnic-switch_pnic:switch_pnic:leaf-1-eth1/49->switch_pnic:leaf-1-eth1/50",
+            "vconnector-host_pnic:vconnector:h1:brq100->host_pnic:h1:eth1.100",
+        ]
+    );
+    assert_eq!(
+        set.links()
+            .filter(|l| l.link_type.to_string() == "switch-switch_pnic")
+            .count(),
+        3
+    );
+    let cabled = set
+        .links()
+        .find(|l| l.link_type.to_string() == "switch_pnic-switch_pnic")
+        .expect("cabling");
+    assert_eq!(cabled.state, LinkState::Up);
+}
