@@ -259,22 +259,48 @@ pub struct CliqueSet {
 }
 
 impl CliqueSet {
-    /// Every clique of the graph, from scratch.
+    /// Every clique of the graph, from scratch. The walks run on every core (they only read
+    /// the graph and the links) and are recorded in one pass.
     pub fn build(plan: Plan, graph: &Graph, links: &LinkSet) -> Self {
         let mut set = CliqueSet {
             plan,
             ..Self::default()
         };
-        let focal_types: Vec<ObjectType> = set
+        let focal: Vec<(&Node, &(CliqueType, Vec<String>))> = set
             .plan
             .entries
             .iter()
-            .map(|(t, _)| t.focal_point_type)
+            .flat_map(|entry| {
+                graph
+                    .of_type(entry.0.focal_point_type)
+                    .map(move |n| (n, entry))
+            })
             .collect();
-        for focal_type in focal_types {
-            for node in graph.of_type(focal_type) {
-                set.rewalk(node.id(), graph, links);
-            }
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let chunk = focal.len().div_ceil(threads).max(1);
+        let walks: Vec<Vec<Walk>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = focal
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|(node, (clique_type, keys))| walk(node, clique_type, keys, links))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| {
+                    worker
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        let ids: Vec<ObjectId> = focal.iter().map(|(node, _)| node.id().clone()).collect();
+        for (id, walk) in ids.iter().zip(walks.into_iter().flatten()) {
+            set.record(id, walk);
         }
         set
     }
@@ -388,6 +414,10 @@ impl CliqueSet {
             return;
         };
         let walk = walk(node, clique_type, keys, links);
+        self.record(focal, walk);
+    }
+
+    fn record(&mut self, focal: &ObjectId, walk: Walk) {
         for expanded in &walk.expanded {
             self.expanded_by
                 .entry(expanded.clone())

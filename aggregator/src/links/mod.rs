@@ -294,10 +294,37 @@ pub struct LinkSet {
 
 impl LinkSet {
     /// Every link of the graph, from scratch.
+    ///
+    /// The finders run on every core (they only read the graph); their results are then
+    /// recorded in one pass, in the same order as a sequential build would.
     pub fn build(graph: &Graph) -> Self {
         let mut set = LinkSet::default();
-        for node in graph.nodes() {
-            set.reproduce(node.id(), graph, None);
+        let nodes: Vec<&Node> = graph.nodes().collect();
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let chunk = nodes.len().div_ceil(threads).max(1);
+        let finders = &set.finders;
+        let derived: Vec<Vec<(Vec<Link>, Vec<Watch>)>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = nodes
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|node| finders.run(node, graph))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| {
+                    worker
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
+        for (node, (links, watches)) in nodes.iter().zip(derived.into_iter().flatten()) {
+            set.record(node.id(), links, watches, None);
         }
         set
     }
@@ -399,6 +426,17 @@ impl LinkSet {
             return;
         };
         let (links, watches) = self.finders.run(node, graph);
+        self.record(producer, links, watches, before);
+    }
+
+    /// Records what `producer` derived: its links held, its reads watched.
+    fn record(
+        &mut self,
+        producer: &ObjectId,
+        links: Vec<Link>,
+        watches: Vec<Watch>,
+        mut before: Option<&mut Before>,
+    ) {
         for watch in &watches {
             self.watchers
                 .entry(watch.clone())
