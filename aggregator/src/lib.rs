@@ -20,6 +20,7 @@ pub mod engine;
 pub mod graph;
 pub mod ingest;
 pub mod links;
+mod parallel;
 pub mod quickstart;
 pub mod store;
 pub mod synthetic;

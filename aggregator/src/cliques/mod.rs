@@ -24,6 +24,7 @@ pub use types::{
 
 use crate::graph::{Graph, Node};
 use crate::links::{LinkChanges, LinkKey, LinkSet};
+use crate::parallel::map_on_all_cores;
 
 /// The sub-graph of one focal point.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -276,30 +277,11 @@ impl CliqueSet {
                     .map(move |n| (n, entry))
             })
             .collect();
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        let chunk = focal.len().div_ceil(threads).max(1);
-        let walks: Vec<Vec<Walk>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = focal
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|(node, (clique_type, keys))| walk(node, clique_type, keys, links))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|worker| {
-                    worker
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect()
+        let walks = map_on_all_cores(&focal, |(node, (clique_type, keys))| {
+            walk(node, clique_type, keys, links)
         });
         let ids: Vec<ObjectId> = focal.iter().map(|(node, _)| node.id().clone()).collect();
-        for (id, walk) in ids.iter().zip(walks.into_iter().flatten()) {
+        for (id, walk) in ids.iter().zip(walks) {
             set.record(id, walk);
         }
         set

@@ -87,6 +87,7 @@ impl DurableSink {
             queue,
             committed: committed.clone(),
             last_at: last_commit,
+            ahead_of_store: false,
         };
         tokio::spawn(committer.run());
         Ok(DurableSink {
@@ -250,6 +251,9 @@ struct Committer<S> {
     queue: mpsc::Receiver<Job>,
     committed: broadcast::Sender<Arc<Committed>>,
     last_at: Timestamp,
+    /// A commit failed and the reload after it did too: the engine holds changes the store
+    /// does not.
+    ahead_of_store: bool,
 }
 
 impl<S: Store> Committer<S> {
@@ -267,6 +271,13 @@ impl<S: Store> Committer<S> {
     }
 
     async fn commit_group(&mut self, jobs: Vec<Job>) {
+        if self.ahead_of_store && !self.reload().await {
+            let reason = SinkError("the store cannot be read back after a failed commit".into());
+            for job in jobs {
+                let _ = job.reply.send(Err(reason.clone()));
+            }
+            return;
+        }
         let at = next_time(self.last_at);
         let mut batch = Batch {
             at,
@@ -274,7 +285,6 @@ impl<S: Store> Committer<S> {
         };
         let mut changes: Vec<(String, Applied)> = Vec::new();
         let mut replies = Vec::with_capacity(jobs.len());
-        let agents_before = self.agents_snapshot();
         {
             let mut engine = self
                 .shared
@@ -317,25 +327,16 @@ impl<S: Store> Committer<S> {
                 for (reply, _) in replies {
                     let _ = reply.send(Err(reason.clone()));
                 }
-                self.reload(agents_before).await;
+                self.ahead_of_store = true;
+                self.reload().await;
             }
         }
     }
 
-    fn agents_snapshot(&self) -> HashMap<String, AgentRecord> {
-        self.shared
-            .agents
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    async fn reload(&mut self, agents_before: HashMap<String, AgentRecord>) {
-        *self
-            .shared
-            .agents
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = agents_before;
+    /// Replaces the engine and the resume points with what the store holds; false if the store
+    /// cannot be read (memory then stays marked as ahead of it, and nothing is applied until a
+    /// reload succeeds).
+    async fn reload(&mut self) -> bool {
         match load_engine(self.store.as_ref()).await {
             Ok((engine, agents, last)) => {
                 self.last_at = self.last_at.max(last);
@@ -349,9 +350,12 @@ impl<S: Store> Committer<S> {
                     .agents
                     .write()
                     .unwrap_or_else(PoisonError::into_inner) = agents;
+                self.ahead_of_store = false;
+                true
             }
             Err(err) => {
-                tracing::error!(%err, "cannot reload from the store; will retry on the next commit")
+                tracing::error!(%err, "cannot reload from the store; retrying before the next commit");
+                false
             }
         }
     }

@@ -25,6 +25,7 @@ use calipso_proto::{AttrMap, AttrValue, Link, LinkType, ObjectId, ObjectType};
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{Graph, Lookup, Node, lookups_of};
+use crate::parallel::map_on_all_cores;
 
 /// What identifies a link: its type and its ends. Links of a type that is its own reverse
 /// (`otep-otep`, `vnic-vnic`) are stored with the smaller id as source.
@@ -147,6 +148,11 @@ pub trait LinkFinder: Send + Sync + std::fmt::Debug {
     fn origin(&self) -> ObjectType;
     /// The link types it produces.
     fn produces(&self) -> Vec<LinkType>;
+    /// Whether its links carry traffic only when both ends derive them (a tunnel is configured
+    /// on both hosts); the link set then marks a link one end derives as one-sided and down.
+    fn needs_both_ends(&self) -> bool {
+        false
+    }
     /// Appends the links `node` originates, reading other objects only through `reader`.
     fn find(&self, node: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>);
 }
@@ -155,6 +161,8 @@ pub trait LinkFinder: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct Finders {
     by_origin: FxHashMap<ObjectType, Vec<Box<dyn LinkFinder>>>,
+    /// The link types that carry traffic only when both ends derive them.
+    both_ends: Vec<LinkType>,
 }
 
 impl Default for Finders {
@@ -167,10 +175,17 @@ impl Default for Finders {
             .chain(fabric::finders())
             .collect();
         let mut by_origin: FxHashMap<ObjectType, Vec<Box<dyn LinkFinder>>> = FxHashMap::default();
+        let mut both_ends = Vec::new();
         for finder in all {
+            if finder.needs_both_ends() {
+                both_ends.extend(finder.produces());
+            }
             by_origin.entry(finder.origin()).or_default().push(finder);
         }
-        Finders { by_origin }
+        Finders {
+            by_origin,
+            both_ends,
+        }
     }
 }
 
@@ -300,30 +315,9 @@ impl LinkSet {
     pub fn build(graph: &Graph) -> Self {
         let mut set = LinkSet::default();
         let nodes: Vec<&Node> = graph.nodes().collect();
-        let threads = std::thread::available_parallelism().map_or(1, usize::from);
-        let chunk = nodes.len().div_ceil(threads).max(1);
         let finders = &set.finders;
-        let derived: Vec<Vec<(Vec<Link>, Vec<Watch>)>> = std::thread::scope(|scope| {
-            let workers: Vec<_> = nodes
-                .chunks(chunk)
-                .map(|part| {
-                    scope.spawn(move || {
-                        part.iter()
-                            .map(|node| finders.run(node, graph))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .map(|worker| {
-                    worker
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect()
-        });
-        for (node, (links, watches)) in nodes.iter().zip(derived.into_iter().flatten()) {
+        let derived = map_on_all_cores(&nodes, |node| finders.run(node, graph));
+        for (node, (links, watches)) in nodes.iter().zip(derived) {
             set.record(node.id(), links, watches, None);
         }
         set
@@ -459,6 +453,7 @@ impl LinkSet {
     }
 
     fn release(&mut self, key: LinkKey, before: Option<&mut Before>) {
+        let both_ends = self.finders.both_ends.contains(&key.link_type);
         let Some(entry) = self.links.get_mut(&key) else {
             return;
         };
@@ -468,7 +463,9 @@ impl LinkSet {
                 .or_insert_with(|| Some(entry.link.clone()));
         }
         entry.producers -= 1;
-        confirm(&mut entry.link, entry.producers);
+        if both_ends {
+            confirm(&mut entry.link, entry.producers);
+        }
         if entry.producers == 0 {
             self.links.remove(&key);
             for end in [&key.source, &key.target] {
@@ -485,6 +482,7 @@ impl LinkSet {
 
     fn hold(&mut self, link: Link, before: Option<&mut Before>) -> LinkKey {
         let key = LinkKey::of(&link);
+        let both_ends = self.finders.both_ends.contains(&key.link_type);
         match self.links.get_mut(&key) {
             Some(entry) => {
                 if let Some(before) = before {
@@ -495,7 +493,9 @@ impl LinkSet {
                 entry.producers += 1;
                 // The latest derivation wins; both producers read both ends, so they agree.
                 entry.link = link;
-                confirm(&mut entry.link, entry.producers);
+                if both_ends {
+                    confirm(&mut entry.link, entry.producers);
+                }
             }
             None => {
                 if let Some(before) = before {
@@ -513,7 +513,9 @@ impl LinkSet {
                         .push(key.clone());
                 }
                 let mut link = link;
-                confirm(&mut link, 1);
+                if both_ends {
+                    confirm(&mut link, 1);
+                }
                 self.links.insert(key.clone(), Entry { link, producers: 1 });
             }
         }
@@ -521,16 +523,14 @@ impl LinkSet {
     }
 }
 
-/// For links both ends must configure (tunnels), whether both did: a link only one end
+/// For a link both ends must derive (a tunnel), records whether both did: one only one end
 /// derives is marked one-sided and down.
 fn confirm(link: &mut Link, producers: u32) {
-    if overlay::confirmed_by_both_ends(link.link_type) {
-        let both = producers >= 2;
-        link.attributes
-            .insert("bidirectional".into(), AttrValue::Bool(both));
-        if !both {
-            link.state = calipso_proto::LinkState::Down;
-        }
+    let both = producers >= 2;
+    link.attributes
+        .insert("bidirectional".into(), AttrValue::Bool(both));
+    if !both {
+        link.state = calipso_proto::LinkState::Down;
     }
 }
 

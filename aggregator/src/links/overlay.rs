@@ -64,12 +64,6 @@ impl LinkFinder for OtepCarrier {
     }
 }
 
-/// Tunnels carry traffic only when both ends are configured: a tunnel link one end derives is
-/// one-sided and down (see `confirm` in the link set).
-pub(super) fn confirmed_by_both_ends(link_type: LinkType) -> bool {
-    link_type == LinkType::new(ObjectType::Otep, ObjectType::Otep)
-}
-
 /// The tunnel between two hosts' endpoints: each end derives it for every remote endpoint it
 /// lists, so a tunnel both ends configure has two producers, and one only one end configures
 /// is marked one-sided and down. A partner is read only as an endpoint (its state; its VNI is
@@ -102,6 +96,10 @@ impl LinkFinder for OtepOtep {
 
     fn produces(&self) -> Vec<LinkType> {
         vec![LinkType::new(ObjectType::Otep, ObjectType::Otep)]
+    }
+
+    fn needs_both_ends(&self) -> bool {
+        true
     }
 
     fn find(&self, otep: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
