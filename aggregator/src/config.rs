@@ -14,6 +14,20 @@
 //! [store]
 //! # sqlite:PATH (the default, created if missing) or postgres://user@host/database
 //! url = "sqlite:///var/lib/calipso/calipso.db"
+//!
+//! [api]
+//! listen = "127.0.0.1:8080"
+//! token_lifetime = "24h"
+//! event_buffer = 100000             # events kept for clients that reconnect
+//! # admin_password = "…"            # first start only; else $CALIPSO_ADMIN_PASSWORD, else
+//! #                                 # generated and printed once
+//!
+//! [api.ldap]                        # optional: passwords checked by a directory
+//! url = "ldap://ldap.example.org"
+//! starttls = true
+//! user_dn = "uid={username},ou=people,dc=example,dc=org"
+//! group_base = "ou=groups,dc=example,dc=org"
+//! groups = { calipso-admins = { admin = true }, lab-ops = { edit-env = ["lab"] } }
 //! ```
 
 use std::net::SocketAddr;
@@ -27,6 +41,7 @@ pub use calipso_agent::config::ConfigError;
 use calipso_agent::config::{parse_toml, read_text};
 
 use crate::ingest::IngestConfig;
+use crate::service::LdapSettings;
 use crate::tls::ServerTlsPaths;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -35,6 +50,48 @@ pub struct AggregatorConfig {
     pub ingest: IngestSection,
     #[serde(default)]
     pub store: StoreSection,
+    #[serde(default)]
+    pub api: ApiSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "default_token_lifetime", with = "humantime_serde")]
+    pub token_lifetime: Duration,
+    #[serde(default = "default_event_buffer")]
+    pub event_buffer: usize,
+    /// The first admin's password, used only when the store has no user yet.
+    #[serde(default)]
+    pub admin_password: Option<String>,
+    #[serde(default)]
+    pub ldap: Option<LdapSettings>,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            listen: default_api_listen(),
+            token_lifetime: default_token_lifetime(),
+            event_buffer: default_event_buffer(),
+            admin_password: None,
+            ldap: None,
+        }
+    }
+}
+
+fn default_api_listen() -> SocketAddr {
+    ([127, 0, 0, 1], 8080).into()
+}
+
+fn default_token_lifetime() -> Duration {
+    Duration::from_secs(86_400)
+}
+
+fn default_event_buffer() -> usize {
+    100_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,6 +179,31 @@ impl AggregatorConfig {
                 "must start with sqlite: or postgres://",
             ));
         }
+        let api = &config.api;
+        if api.token_lifetime < Duration::from_secs(60) {
+            return Err(invalid("api.token_lifetime", "must be at least 1m"));
+        }
+        if api.event_buffer == 0 {
+            return Err(invalid("api.event_buffer", "must be at least 1"));
+        }
+        if api.admin_password.as_ref().is_some_and(|p| p.len() < 8) {
+            return Err(invalid(
+                "api.admin_password",
+                "must be at least 8 characters",
+            ));
+        }
+        if let Some(ldap) = &api.ldap {
+            let scheme_ok = ldap.url.starts_with("ldap://") || ldap.url.starts_with("ldaps://");
+            if !scheme_ok {
+                return Err(invalid(
+                    "api.ldap.url",
+                    "must start with ldap:// or ldaps://",
+                ));
+            }
+            if !ldap.user_dn.contains("{username}") {
+                return Err(invalid("api.ldap.user_dn", "must contain {username}"));
+            }
+        }
         Ok(config)
     }
 
@@ -170,6 +252,16 @@ mod tests {
             (
                 format!("[ingest]\n{PATHS}[store]\nurl = \"mysql://x\"\n"),
                 "store.url",
+            ),
+            (
+                format!("[ingest]\n{PATHS}[api]\ntoken_lifetime = \"1s\"\n"),
+                "api.token_lifetime",
+            ),
+            (
+                format!(
+                    "[ingest]\n{PATHS}[api.ldap]\nurl = \"ldap://x\"\nuser_dn = \"cn=fixed\"\n"
+                ),
+                "api.ldap.user_dn",
             ),
         ];
         for (text, key) in cases {

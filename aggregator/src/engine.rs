@@ -38,6 +38,23 @@ impl Applied {
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty() && self.links.is_empty() && self.cliques.is_empty()
     }
+
+    /// Clique changes alone (a new plan or a rebuild).
+    pub fn cliques_only(cliques: CliqueChanges) -> Self {
+        Applied {
+            cliques,
+            ..Applied::default()
+        }
+    }
+
+    /// How many object, link and clique versions it makes.
+    pub fn change_count(&self) -> usize {
+        self.objects.len()
+            + self.links.upserted.len()
+            + self.links.removed.len()
+            + self.cliques.upserted.len()
+            + self.cliques.removed.len()
+    }
 }
 
 /// One environment's model.
@@ -172,6 +189,26 @@ impl Engine {
 
     pub fn environment(&self, name: &str) -> Option<&Environment> {
         self.environments.get(name)
+    }
+
+    pub fn environment_mut(&mut self, name: &str) -> Option<&mut Environment> {
+        self.environments.get_mut(name)
+    }
+
+    /// Removes an environment; refused while it holds objects (they belong to agents, which
+    /// would recreate it with their next delta).
+    pub fn remove_environment(&mut self, name: &str) -> Result<(), String> {
+        match self.environments.get(name) {
+            None => Err(format!("no environment `{name}`")),
+            Some(env) if !env.graph.is_empty() => Err(format!(
+                "environment `{name}` still holds {} objects; remove or move its hosts first",
+                env.graph.len()
+            )),
+            Some(_) => {
+                self.environments.remove(name);
+                Ok(())
+            }
+        }
     }
 
     pub fn environments(&self) -> impl Iterator<Item = &Environment> {

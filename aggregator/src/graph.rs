@@ -216,6 +216,21 @@ impl Graph {
             .filter_map(|id| self.nodes.get(id))
     }
 
+    /// The ids of a type's objects after `after` (all if `None`), in id order: the inventory's
+    /// stable paging order is by type, then id.
+    pub fn ids_of_type_after<'a>(
+        &'a self,
+        object_type: ObjectType,
+        after: Option<&'a ObjectId>,
+    ) -> impl Iterator<Item = &'a ObjectId> + 'a {
+        use std::ops::Bound;
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.by_type
+            .get(&object_type)
+            .into_iter()
+            .flat_map(move |ids| ids.range::<ObjectId, _>((lower, Bound::Unbounded)))
+    }
+
     /// The ids of a host's objects, in id order.
     pub fn ids_on_host(&self, host: &str) -> impl Iterator<Item = &ObjectId> {
         self.by_host.get(host).into_iter().flatten()

@@ -1,6 +1,7 @@
 //! The Calipso aggregator: accepts agent sessions, keeps what they report durable with its
 //! history, and derives links and cliques.
 //!
+//! * [`api`]: the REST API, OpenAPI and the live stream, over [`service`].
 //! * [`ca`]: the deployment CA tool.
 //! * [`tls`]: server-side mutual TLS with revocation.
 //! * [`ingest`]: agent sessions and the sinks they deliver into.
@@ -9,10 +10,12 @@
 //! * [`cliques`]: clique types, constraints and the incremental clique engine.
 //! * [`engine`]: graph, links and cliques of every environment, updated together.
 //! * [`store`]: the durable store (SQLite or PostgreSQL) with history.
+//! * [`service`]: what the API does (auth, queries, settings, scans, the live stream).
 //! * [`synthetic`]: generated host models for tests and benchmarks.
 //! * [`config`]: the configuration file.
 //! * [`quickstart`]: everything on one machine.
 
+pub mod api;
 pub mod ca;
 pub mod cliques;
 pub mod config;
@@ -22,6 +25,7 @@ pub mod ingest;
 pub mod links;
 mod parallel;
 pub mod quickstart;
+pub mod service;
 pub mod store;
 pub mod synthetic;
 pub mod tls;

@@ -28,6 +28,9 @@ enum Command {
         /// Where the aggregator listens for agents.
         #[arg(long, default_value = "127.0.0.1:7443")]
         listen: SocketAddr,
+        /// Where the REST API listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        api_listen: SocketAddr,
         /// Stop once the agent's first snapshot is stored.
         #[arg(long)]
         once: bool,
@@ -100,6 +103,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Quickstart {
             data_dir,
             listen,
+            api_listen,
             once,
         } => {
             let shutdown = calipso_agent::process::shutdown_on_signal();
@@ -107,6 +111,7 @@ async fn run() -> anyhow::Result<()> {
                 QuickstartOptions {
                     data_dir,
                     listen,
+                    api_listen,
                     once,
                 },
                 shutdown,
@@ -114,14 +119,33 @@ async fn run() -> anyhow::Result<()> {
             .await?;
         }
         Command::Serve { config } => {
-            let config = AggregatorConfig::load(&config)?;
-            let sink = DurableSink::connect(&config.store.url)
-                .await
-                .context("opening the store named by store.url")?;
-            let server = IngestServer::bind(config.ingest(), Arc::new(sink))?;
+            let mut config = AggregatorConfig::load(&config)?;
+            if config.api.admin_password.is_none() {
+                config.api.admin_password = std::env::var("CALIPSO_ADMIN_PASSWORD").ok();
+            }
+            let sink = Arc::new(
+                DurableSink::connect(&config.store.url)
+                    .await
+                    .context("opening the store named by store.url")?,
+            );
+            let server = IngestServer::bind(config.ingest(), sink.clone())?;
             tracing::info!(listen = %server.local_addr()?, "aggregator listening for agents");
             let shutdown = calipso_agent::process::shutdown_on_signal();
+            let api = calipso_aggregator::api::start(
+                &config.api,
+                sink,
+                Some(server.handle()),
+                shutdown.clone(),
+            )
+            .await?;
+            tracing::info!(listen = %api.local_addr, "API listening");
+            if let Some((user, password)) = &api.first_admin {
+                println!(
+                    "created the first admin: user `{user}`, password `{password}` (shown once; change it with PUT /api/v1/users/{user})"
+                );
+            }
             server.run(shutdown.cancelled_owned()).await;
+            let _ = api.task.await;
         }
         Command::Ca(command) => run_ca(command)?,
     }

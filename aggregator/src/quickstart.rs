@@ -24,6 +24,8 @@ const SERVER_NAME: &str = "localhost";
 pub struct QuickstartOptions {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// Where the REST API listens.
+    pub api_listen: SocketAddr,
     /// Stop once the agent's first snapshot is stored (for scripted checks).
     pub once: bool,
 }
@@ -55,6 +57,21 @@ fn prepare_ca(ca_dir: &Path, host: &str) -> anyhow::Result<(ServerTlsPaths, Upli
         key: ca_dir.join(format!("agent-{host}.key")),
     };
     Ok((server, agent))
+}
+
+/// Writes a secret readable by its owner only.
+fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "{secret}").with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 /// What the aggregator holds for the host: objects by type, links by type, cliques.
@@ -116,6 +133,36 @@ pub async fn run(options: QuickstartOptions, shutdown: CancellationToken) -> any
     agent_config.aggregator.address = listen.to_string();
     agent_config.aggregator.server_name = SERVER_NAME.into();
 
+    let password_file = options.data_dir.join("admin-password");
+    let api_section = crate::config::ApiSection {
+        listen: options.api_listen,
+        ..Default::default()
+    };
+    let api = crate::api::start(
+        &api_section,
+        sink.clone(),
+        Some(server.handle()),
+        shutdown.clone(),
+    )
+    .await?;
+    if let Some((_, password)) = &api.first_admin {
+        write_secret(&password_file, password)?;
+    }
+    let api_url = format!("http://{}", api.local_addr);
+    println!(
+        "API on {api_url} (docs: {api_url}/api/docs); user `admin`, password in {} (`cat` it)",
+        password_file.display()
+    );
+    let env = &agent_config.environment;
+    println!("try:");
+    println!("  calipso --url {api_url} login admin");
+    println!("  calipso --url {api_url} get inventory --env {env} --type vnic");
+    println!("  calipso --url {api_url} watch --env {env}");
+    println!(
+        "  curl -s -XPOST {api_url}/api/v1/auth/tokens -H 'content-type: application/json' -d '{{\"username\":\"admin\",\"password\":\"'$(cat {})'\"}}'",
+        password_file.display()
+    );
+
     let agent = Agent::new(&agent_config)?;
     let uplink = Uplink::new(&agent_config.aggregator, &agent_tls)?;
     let mut events = uplink.subscribe();
@@ -153,9 +200,11 @@ pub async fn run(options: QuickstartOptions, shutdown: CancellationToken) -> any
         }
     }
     shutdown.cancel();
+    let api_task = api.task;
     let stop = async {
         let _ = agent_task.await;
         let _ = server_task.await;
+        let _ = api_task.await;
     };
     if tokio::time::timeout(Duration::from_secs(10), stop)
         .await

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use calipso_agent::outbox::{ChangeSet, Outbox};
 use calipso_aggregator::ingest::{AgentSession, DurableSink, IngestSink, Outcome};
-use calipso_aggregator::store::{SqliteStore, Store};
+use calipso_aggregator::store::{MessageQuery, SqliteStore, Store};
 use calipso_aggregator::synthetic::{Layout, host_name, host_objects, vm_objects};
 use calipso_proto::codec;
 use calipso_proto::framing::{FrameReader, FrameWriter};
@@ -480,11 +480,16 @@ async fn bad_deltas_are_refused_whole_naming_the_item() -> anyhow::Result<()> {
     );
     assert_eq!(sink.resume_point(&a.host).await?.map(|p| p.seq), Some(5));
     let store = SqliteStore::open(&dir.path().join("calipso.db")).await?;
-    let messages = store.messages(Timestamp::from_unix_micros(0), 100).await?;
+    let messages = store
+        .query_messages(&MessageQuery {
+            limit: 100,
+            ..MessageQuery::default()
+        })
+        .await?;
     assert_eq!(
         messages
             .iter()
-            .filter(|m| m.text.contains("refused"))
+            .filter(|m| m.message.text.contains("refused"))
             .count(),
         3,
         "{messages:#?}"

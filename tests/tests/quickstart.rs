@@ -12,6 +12,7 @@ async fn quickstart_exchanges_the_host_model_and_reuses_its_data_directory() -> 
     let options = QuickstartOptions {
         data_dir: dir.path().join("data"),
         listen: ([127, 0, 0, 1], 0).into(),
+        api_listen: ([127, 0, 0, 1], 0).into(),
         once: true,
     };
     tokio::time::timeout(
@@ -30,6 +31,15 @@ async fn quickstart_exchanges_the_host_model_and_reuses_its_data_directory() -> 
     ] {
         assert!(ca.join(file).exists(), "{file} created");
     }
+    // The first admin's password was generated and kept for the operator, readable by them only.
+    let password_file = dir.path().join("data/admin-password");
+    let password = std::fs::read_to_string(&password_file)?;
+    assert!(password.trim().len() >= 16, "a generated password");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&password_file)?.permissions().mode() & 0o777,
+        0o600
+    );
     let ca_cert = std::fs::read(ca.join("ca.pem"))?;
     let index = std::fs::read(ca.join("index.json"))?;
 
@@ -41,5 +51,10 @@ async fn quickstart_exchanges_the_host_model_and_reuses_its_data_directory() -> 
     .await??;
     assert_eq!(std::fs::read(ca.join("ca.pem"))?, ca_cert);
     assert_eq!(std::fs::read(ca.join("index.json"))?, index);
+    assert_eq!(
+        std::fs::read_to_string(&password_file)?,
+        password,
+        "the admin exists; its password is not replaced"
+    );
     Ok(())
 }

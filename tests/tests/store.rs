@@ -9,7 +9,9 @@ use calipso_aggregator::cliques::{
 use calipso_aggregator::graph::Node;
 use calipso_aggregator::links::LinkKey;
 use calipso_aggregator::store::{
-    AgentRecord, AgentState, Batch, Message, MessageLevel, PostgresStore, SqliteStore, Store,
+    AgentRecord, AgentState, AuthMethod, Batch, Grants, Message, MessageLevel, MessageQuery,
+    PostgresStore, ScanKind, ScanRecord, ScanStatus, ScheduleRecord, SqliteStore, Store,
+    TokenRecord, UserRecord,
 };
 use calipso_proto::{Link, LinkState, LinkType, Object, ObjectId, ObjectType, Timestamp};
 use calipso_tests::pg::TestDatabase;
@@ -84,15 +86,23 @@ async fn conformance<S: Store>(store: S) -> anyhow::Result<()> {
     assert!(loaded.clique_rules.is_none(), "not seeded yet");
 
     // Clique rules round-trip, and an empty set stays empty (seeded once).
+    let set_rules = |types, constraints| Batch {
+        at: at(10),
+        clique_rules: Some((types, constraints)),
+        ..Batch::default()
+    };
     store
-        .put_clique_rules(&default_clique_types(), &default_clique_constraints())
+        .commit(&set_rules(
+            default_clique_types(),
+            default_clique_constraints(),
+        ))
         .await?;
     let rules = store.load().await?.clique_rules.expect("seeded");
     let mut expected = default_clique_types();
     expected.sort_by(|a, b| a.name.cmp(&b.name));
     assert_eq!(rules.0, expected);
     assert_eq!(rules.1.len(), default_clique_constraints().len());
-    store.put_clique_rules(&[], &[]).await?;
+    store.commit(&set_rules(vec![], vec![])).await?;
     assert_eq!(store.load().await?.clique_rules, Some((vec![], vec![])));
 
     // T1: three objects, a link, a clique, an agent, a message.
@@ -127,6 +137,7 @@ async fn conformance<S: Store>(store: S) -> anyhow::Result<()> {
             text: "first".into(),
             at: t1,
         }],
+        clique_rules: None,
     };
     store.commit(&first).await?;
 
@@ -228,16 +239,138 @@ async fn conformance<S: Store>(store: S) -> anyhow::Result<()> {
     // And in (0, T1]: everything began.
     assert_eq!(store.object_changes("lab", at(0), t1).await?.len(), 3);
 
-    // Messages.
-    let messages = store.messages(at(0), 10).await?;
+    // Messages, by every filter.
+    let query = |edit: &dyn Fn(&mut MessageQuery)| {
+        let mut query = MessageQuery {
+            limit: 10,
+            ..MessageQuery::default()
+        };
+        edit(&mut query);
+        query
+    };
+    let messages = store.query_messages(&query(&|_| {})).await?;
     assert_eq!(messages.len(), 1);
-    assert_eq!(messages[0].text, "first");
-    assert_eq!(messages[0].related_object, Some(ObjectId::host("h1")));
-    assert!(store.messages(t2, 10).await?.is_empty());
+    assert_eq!(messages[0].message.text, "first");
+    assert_eq!(
+        messages[0].message.related_object,
+        Some(ObjectId::host("h1"))
+    );
+    let none: [&dyn Fn(&mut MessageQuery); 6] = [
+        &|q| q.from = Some(t2),
+        &|q| q.to = Some(t1),
+        &|q| q.level = Some(MessageLevel::Error),
+        &|q| q.environments = Some(vec!["other".into()]),
+        &|q| q.environments = Some(vec![]),
+        &|q| q.after = Some(messages[0].id),
+    ];
+    for edit in none {
+        assert!(store.query_messages(&query(edit)).await?.is_empty());
+    }
+    let all: [&dyn Fn(&mut MessageQuery); 3] = [
+        &|q| q.environments = Some(vec!["lab".into(), "other".into()]),
+        &|q| q.related_object = Some(ObjectId::host("h1")),
+        &|q| q.source = Some("test".into()),
+    ];
+    for edit in all {
+        assert_eq!(store.query_messages(&query(edit)).await?.len(), 1);
+    }
     assert_eq!(store.agents().await?[0].epoch, Some(u64::MAX - 7));
+
+    records(&store).await?;
 
     // An empty batch writes nothing and fails nothing.
     store.commit(&Batch::default()).await?;
+    Ok(())
+}
+
+/// Users, tokens, scans, schedules and environment removal.
+async fn records<S: Store>(store: &S) -> anyhow::Result<()> {
+    let mut grants = Grants::default();
+    grants.view_env.insert("lab".into());
+    let user = UserRecord {
+        username: "ops".into(),
+        password_hash: Some("$argon2id$…".into()),
+        grants,
+        created_at: at(1),
+    };
+    store.put_user(&user).await?;
+    assert_eq!(store.user("ops").await?, Some(user.clone()));
+    assert_eq!(store.users().await?.len(), 1);
+    let token = TokenRecord {
+        token_hash: "abc".into(),
+        username: "ops".into(),
+        method: AuthMethod::Password,
+        grants: user.grants.clone(),
+        issued_at: at(5),
+        expires_at: at(100),
+        revoked: false,
+    };
+    store.put_token(&token).await?;
+    assert_eq!(store.token("abc").await?, Some(token.clone()));
+    // Issuing a token later sweeps expired ones.
+    let later = TokenRecord {
+        token_hash: "def".into(),
+        issued_at: at(200),
+        expires_at: at(300),
+        ..token.clone()
+    };
+    store.put_token(&later).await?;
+    assert_eq!(store.token("abc").await?, None);
+    // Deleting the user takes their tokens.
+    assert!(store.delete_user("ops").await?);
+    assert!(!store.delete_user("ops").await?);
+    assert_eq!(store.token("def").await?, None);
+
+    let scan = |id: &str, environment: &str, status| ScanRecord {
+        id: id.into(),
+        environment: environment.into(),
+        host: None,
+        kind: ScanKind::LinksOnly,
+        status,
+        requested_by: "ops".into(),
+        requested_at: at(7),
+        started_at: None,
+        finished_at: None,
+        detail: String::new(),
+        schedule: None,
+    };
+    store
+        .put_scan(&scan("s1", "lab", ScanStatus::Pending))
+        .await?;
+    store
+        .put_scan(&scan("s2", "other", ScanStatus::Pending))
+        .await?;
+    store
+        .put_scan(&scan("s1", "lab", ScanStatus::Completed))
+        .await?;
+    assert_eq!(store.scans(None, None).await?.len(), 2);
+    let pending = store.scans(None, Some(ScanStatus::Pending)).await?;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].id, "s2");
+    assert_eq!(
+        store.scans(Some("lab"), None).await?[0].status,
+        ScanStatus::Completed
+    );
+
+    let schedule = ScheduleRecord {
+        id: "every-minute".into(),
+        environment: "lab".into(),
+        host: None,
+        kind: ScanKind::CliquesOnly,
+        interval_seconds: 60,
+        next_run: at(9),
+        last_run: None,
+        last_scan: None,
+        created_by: "ops".into(),
+    };
+    store.put_schedule(&schedule).await?;
+    assert_eq!(store.schedules().await?, vec![schedule]);
+    assert!(store.delete_schedule("every-minute").await?);
+    assert!(store.schedules().await?.is_empty());
+
+    assert!(store.delete_environment("lab").await?);
+    assert!(!store.delete_environment("lab").await?);
+    assert!(store.load().await?.environments.is_empty());
     Ok(())
 }
 

@@ -1,6 +1,8 @@
 //! Clique types and constraints (what a clique of a focal point is made of) and the choice of a
 //! clique type for an environment, with the original's scoring.
 
+use std::collections::BTreeMap;
+
 use calipso_proto::{LinkType, ObjectType};
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +21,10 @@ pub struct EnvironmentConfig {
     /// `OpenStack` unless said otherwise, as in the original.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment_type: Option<String>,
+    /// Connection settings by target (`OpenStack`, `AMQP`, …) as in the original's
+    /// `configuration` list; secret values among them are never returned by the API.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub configuration: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl EnvironmentConfig {

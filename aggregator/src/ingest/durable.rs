@@ -17,12 +17,13 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::validate::{check_delta, check_snapshot};
 use super::{AgentSession, IngestSink, Outcome, ResumePoint, SinkError};
 use crate::cliques::{CliqueChanges, default_clique_constraints, default_clique_types};
+use crate::cliques::{CliqueConstraint, CliqueType, EnvironmentConfig};
 use crate::engine::{Applied, Change, Engine};
 use crate::graph::Node;
 use crate::links::LinkKey;
 use crate::store::{
-    AgentRecord, AgentState, Batch, Loaded, Message, MessageLevel, PostgresStore, SqliteStore,
-    Store, StoreError,
+    AgentRecord, AgentState, AnyStore, Batch, Loaded, Message, MessageLevel, ScanKind, Store,
+    StoreError,
 };
 
 /// The most queued requests one transaction takes.
@@ -46,11 +47,35 @@ enum Request {
     Snapshot(AgentSession, Snapshot),
     Deltas(AgentSession, Vec<Delta>),
     Disconnected(String),
+    Admin(AdminChange),
+}
+
+/// A change an operator makes through the API; it goes through the committer like agents'
+/// data, so the cliques it changes are stored and streamed the same way.
+#[derive(Debug, Clone)]
+pub enum AdminChange {
+    /// Replaces every clique type and constraint.
+    CliqueRules(Vec<CliqueType>, Vec<CliqueConstraint>),
+    /// Creates or replaces an environment's configuration.
+    Environment(EnvironmentConfig),
+    /// Removes an environment that holds no objects.
+    RemoveEnvironment(String),
+    /// Rebuilds an environment's links and cliques (`LinksOnly`) or cliques (`CliquesOnly`)
+    /// from scratch.
+    Rebuild(String, ScanKind),
+}
+
+/// What the committer answers a request.
+#[derive(Debug, Default)]
+struct Answer {
+    outcomes: Vec<Outcome>,
+    /// Object, link and clique versions the request produced.
+    changes: usize,
 }
 
 struct Job {
     request: Request,
-    reply: oneshot::Sender<Result<Vec<Outcome>, SinkError>>,
+    reply: oneshot::Sender<Result<Answer, SinkError>>,
 }
 
 /// State shared between the committer and readers.
@@ -58,6 +83,9 @@ struct Job {
 struct Shared {
     engine: RwLock<Engine>,
     agents: RwLock<HashMap<String, AgentRecord>>,
+    /// When each host's last snapshot was stored (since this process started): how a scan
+    /// knows the snapshot it asked for arrived.
+    snapshots: RwLock<HashMap<String, Timestamp>>,
 }
 
 /// An [`IngestSink`] over a [`Store`], with the engine that derives links and cliques.
@@ -66,23 +94,25 @@ pub struct DurableSink {
     jobs: mpsc::Sender<Job>,
     shared: Arc<Shared>,
     committed: broadcast::Sender<Arc<Committed>>,
+    store: Arc<AnyStore>,
 }
 
 impl DurableSink {
     /// Loads everything from the store (seeding the default clique types on first start),
     /// builds links and cliques, records any difference from the stored ones (a new version may
     /// derive links differently), and starts the committer.
-    pub async fn open<S: Store>(store: S) -> Result<Self, OpenError> {
-        let store = Arc::new(store);
+    pub async fn open(store: impl Into<AnyStore>) -> Result<Self, OpenError> {
+        let store = Arc::new(store.into());
         let (engine, agents, last_commit) = load_engine(store.as_ref()).await?;
         let shared = Arc::new(Shared {
             engine: RwLock::new(engine),
             agents: RwLock::new(agents),
+            snapshots: RwLock::new(HashMap::new()),
         });
         let (jobs, queue) = mpsc::channel(4 * MAX_GROUP);
         let (committed, _) = broadcast::channel(1024);
         let committer = Committer {
-            store,
+            store: store.clone(),
             shared: shared.clone(),
             queue,
             committed: committed.clone(),
@@ -94,19 +124,29 @@ impl DurableSink {
             jobs,
             shared,
             committed,
+            store,
         })
     }
 
     /// Opens the store a URL names — `sqlite:PATH` (created if missing) or
     /// `postgres://…` — and the sink over it.
     pub async fn connect(url: &str) -> Result<Self, OpenError> {
-        if url.starts_with("sqlite:") {
-            Self::open(SqliteStore::connect(url).await?).await
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Self::open(PostgresStore::connect(url).await?).await
-        } else {
-            Err(StoreError::UnknownScheme(url.to_owned()).into())
-        }
+        Self::open(AnyStore::connect(url).await?).await
+    }
+
+    /// The store, for history and the API's own records.
+    pub fn store(&self) -> &AnyStore {
+        &self.store
+    }
+
+    /// Applies an operator's change; returns how many object, link and clique versions it
+    /// produced, or why it was refused.
+    pub async fn admin(&self, change: AdminChange) -> Result<Result<usize, String>, SinkError> {
+        let answer = self.submit(Request::Admin(change)).await?;
+        Ok(match answer.outcomes.into_iter().next() {
+            Some(Outcome::Rejected(reason)) => Err(reason),
+            _ => Ok(answer.changes),
+        })
     }
 
     /// The engine, for reading (the API, tests).
@@ -131,12 +171,22 @@ impl DurableSink {
         agents
     }
 
+    /// When the host's last snapshot was stored, if one was since this process started.
+    pub fn last_snapshot(&self, host: &str) -> Option<Timestamp> {
+        self.shared
+            .snapshots
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(host)
+            .copied()
+    }
+
     /// Every commit from now on, as it becomes durable.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
         self.committed.subscribe()
     }
 
-    async fn submit(&self, request: Request) -> Result<Vec<Outcome>, SinkError> {
+    async fn submit(&self, request: Request) -> Result<Answer, SinkError> {
         let (reply, answer) = oneshot::channel();
         let unavailable = || SinkError("the committer has stopped".into());
         self.jobs
@@ -147,8 +197,8 @@ impl DurableSink {
     }
 }
 
-async fn load_engine<S: Store>(
-    store: &S,
+async fn load_engine(
+    store: &AnyStore,
 ) -> Result<(Engine, HashMap<String, AgentRecord>, Timestamp), StoreError> {
     let Loaded {
         environments,
@@ -162,9 +212,14 @@ async fn load_engine<S: Store>(
     let (types, constraints) = match clique_rules {
         Some(rules) => rules,
         None => {
-            let (types, constraints) = (default_clique_types(), default_clique_constraints());
-            store.put_clique_rules(&types, &constraints).await?;
-            (types, constraints)
+            let rules = (default_clique_types(), default_clique_constraints());
+            let seed = Batch {
+                at: next_time(last_commit),
+                clique_rules: Some(rules.clone()),
+                ..Batch::default()
+            };
+            store.commit(&seed).await?;
+            rules
         }
     };
     let mut engine = Engine::new(types, constraints);
@@ -245,8 +300,8 @@ fn next_time(last: Timestamp) -> Timestamp {
     Timestamp::from_unix_micros(Timestamp::now().unix_micros().max(last.unix_micros() + 1))
 }
 
-struct Committer<S> {
-    store: Arc<S>,
+struct Committer {
+    store: Arc<AnyStore>,
     shared: Arc<Shared>,
     queue: mpsc::Receiver<Job>,
     committed: broadcast::Sender<Arc<Committed>>,
@@ -256,7 +311,7 @@ struct Committer<S> {
     ahead_of_store: bool,
 }
 
-impl<S: Store> Committer<S> {
+impl Committer {
     async fn run(mut self) {
         while let Some(first) = self.queue.recv().await {
             let mut jobs = vec![first];
@@ -285,6 +340,7 @@ impl<S: Store> Committer<S> {
         };
         let mut changes: Vec<(String, Applied)> = Vec::new();
         let mut replies = Vec::with_capacity(jobs.len());
+        let mut snapshot_hosts = Vec::new();
         {
             let mut engine = self
                 .shared
@@ -304,8 +360,16 @@ impl<S: Store> Committer<S> {
                 at,
             };
             for job in jobs {
+                if let Request::Snapshot(session, _) = &job.request {
+                    snapshot_hosts.push(session.host.clone());
+                }
+                let before = work.changes.len();
                 let outcomes = work.handle(job.request);
-                replies.push((job.reply, outcomes));
+                let changes = work.changes[before..]
+                    .iter()
+                    .map(|(_, applied)| applied.change_count())
+                    .sum();
+                replies.push((job.reply, Answer { outcomes, changes }));
             }
         }
         for (env, applied) in &changes {
@@ -314,6 +378,16 @@ impl<S: Store> Committer<S> {
         match self.store.commit(&batch).await {
             Ok(()) => {
                 self.last_at = at;
+                {
+                    let mut snapshots = self
+                        .shared
+                        .snapshots
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    for host in snapshot_hosts {
+                        snapshots.insert(host, at);
+                    }
+                }
                 for (reply, outcomes) in replies {
                     let _ = reply.send(Ok(outcomes));
                 }
@@ -406,6 +480,7 @@ struct Work<'a> {
 impl Work<'_> {
     fn handle(&mut self, request: Request) -> Vec<Outcome> {
         match request {
+            Request::Admin(change) => vec![self.admin(change)],
             Request::Connected(session) => {
                 self.connected(&session);
                 Vec::new()
@@ -422,6 +497,54 @@ impl Work<'_> {
         }
     }
 
+    fn admin(&mut self, change: AdminChange) -> Outcome {
+        match change {
+            AdminChange::CliqueRules(types, constraints) => {
+                for (environment, cliques) in self
+                    .engine
+                    .set_clique_rules(types.clone(), constraints.clone())
+                {
+                    self.record(&environment, Applied::cliques_only(cliques));
+                }
+                self.batch.clique_rules = Some((types, constraints));
+            }
+            AdminChange::Environment(config) => {
+                let environment = config.name.clone();
+                let cliques = self.engine.set_config(config.clone());
+                self.record(&environment, Applied::cliques_only(cliques));
+                self.batch.environments.push(config);
+            }
+            AdminChange::RemoveEnvironment(name) => {
+                if let Err(reason) = self.engine.remove_environment(&name) {
+                    return Outcome::Rejected(reason);
+                }
+            }
+            AdminChange::Rebuild(environment, kind) => {
+                let Some(env) = self.engine.environment_mut(&environment) else {
+                    return Outcome::Rejected(format!("no environment `{environment}`"));
+                };
+                let applied = match kind {
+                    ScanKind::LinksOnly => env.rebuild_links(),
+                    ScanKind::CliquesOnly => Applied::cliques_only(env.rebuild_cliques()),
+                    ScanKind::Full | ScanKind::InventoryOnly => {
+                        return Outcome::Rejected(format!(
+                            "a {} scan is done by the agents, not rebuilt",
+                            kind.as_str()
+                        ));
+                    }
+                };
+                self.record(&environment, applied);
+            }
+        }
+        Outcome::Applied
+    }
+
+    fn record(&mut self, environment: &str, applied: Applied) {
+        if !applied.is_empty() {
+            self.changes.push((environment.to_owned(), applied));
+        }
+    }
+
     fn apply(&mut self, environment: &str, changes: Vec<Change>) {
         if self.engine.ensure_environment(environment)
             && let Some(env) = self.engine.environment(environment)
@@ -429,9 +552,7 @@ impl Work<'_> {
             self.batch.environments.push(env.config.clone());
         }
         let applied = self.engine.apply(environment, changes);
-        if !applied.is_empty() {
-            self.changes.push((environment.to_owned(), applied));
-        }
+        self.record(environment, applied);
     }
 
     fn record_agent(&mut self, session: &AgentSession, epoch: Option<u64>, seq: u64) {
@@ -647,10 +768,11 @@ impl IngestSink for DurableSink {
         session: &AgentSession,
         snapshot: Snapshot,
     ) -> Result<Outcome, SinkError> {
-        let outcomes = self
+        let answer = self
             .submit(Request::Snapshot(session.clone(), snapshot))
             .await?;
-        outcomes
+        answer
+            .outcomes
             .into_iter()
             .next()
             .ok_or_else(|| SinkError("the committer gave no outcome".into()))
@@ -661,7 +783,9 @@ impl IngestSink for DurableSink {
         session: &AgentSession,
         deltas: Vec<Delta>,
     ) -> Result<Vec<Outcome>, SinkError> {
-        self.submit(Request::Deltas(session.clone(), deltas)).await
+        self.submit(Request::Deltas(session.clone(), deltas))
+            .await
+            .map(|answer| answer.outcomes)
     }
 
     async fn host_disconnected(&self, host: &str) {

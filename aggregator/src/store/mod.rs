@@ -8,7 +8,9 @@
 //! both are index range scans, not replays. A [`Batch`] is written in one transaction, so a
 //! group of deltas is durable whole or not at all.
 
+mod any;
 mod postgres;
+mod records;
 mod rows;
 mod sqlite;
 
@@ -17,7 +19,12 @@ use std::future::Future;
 use calipso_proto::{Link, ObjectId, Timestamp};
 use serde::{Deserialize, Serialize};
 
+pub use any::AnyStore;
 pub use postgres::PostgresStore;
+pub use records::{
+    AuthMethod, Grants, MessageQuery, ScanKind, ScanRecord, ScanStatus, ScheduleRecord,
+    StoredMessage, TokenRecord, UserRecord,
+};
 pub use sqlite::SqliteStore;
 
 use crate::cliques::{Clique, CliqueConstraint, CliqueType, EnvironmentConfig};
@@ -145,6 +152,8 @@ pub struct Batch {
     pub cliques: Vec<(String, ObjectId, Option<Clique>)>,
     pub agents: Vec<AgentRecord>,
     pub messages: Vec<Message>,
+    /// Replaces every clique type and constraint.
+    pub clique_rules: Option<(Vec<CliqueType>, Vec<CliqueConstraint>)>,
 }
 
 impl Batch {
@@ -155,6 +164,7 @@ impl Batch {
             && self.cliques.is_empty()
             && self.agents.is_empty()
             && self.messages.is_empty()
+            && self.clique_rules.is_none()
     }
 
     /// How many object, link and clique versions it writes.
@@ -187,13 +197,6 @@ pub trait Store: Send + Sync + 'static {
     /// Writes a batch atomically.
     fn commit(&self, batch: &Batch) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Replaces the clique types and constraints.
-    fn put_clique_rules(
-        &self,
-        types: &[CliqueType],
-        constraints: &[CliqueConstraint],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
     /// The objects of an environment as they were at `at`.
     fn objects_at(
         &self,
@@ -223,14 +226,58 @@ pub trait Store: Send + Sync + 'static {
         to: Timestamp,
     ) -> impl Future<Output = Result<Vec<ObjectVersion>, StoreError>> + Send;
 
-    /// Messages at or after `since`, oldest first, at most `limit`.
-    fn messages(
+    /// Messages matching a query, by id (the order they were written).
+    fn query_messages(
         &self,
-        since: Timestamp,
-        limit: u32,
-    ) -> impl Future<Output = Result<Vec<Message>, StoreError>> + Send;
+        query: &MessageQuery,
+    ) -> impl Future<Output = Result<Vec<StoredMessage>, StoreError>> + Send;
 
     fn agents(&self) -> impl Future<Output = Result<Vec<AgentRecord>, StoreError>> + Send;
+
+    fn user(
+        &self,
+        username: &str,
+    ) -> impl Future<Output = Result<Option<UserRecord>, StoreError>> + Send;
+
+    fn users(&self) -> impl Future<Output = Result<Vec<UserRecord>, StoreError>> + Send;
+
+    fn put_user(&self, user: &UserRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes a user and every token issued to them; false if there was none.
+    fn delete_user(&self, username: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Stores a token (a revocation is a put with `revoked` set) and drops expired ones.
+    fn put_token(&self, token: &TokenRecord)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn token(
+        &self,
+        token_hash: &str,
+    ) -> impl Future<Output = Result<Option<TokenRecord>, StoreError>> + Send;
+
+    fn put_scan(&self, scan: &ScanRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Scans by request time, optionally of one environment and in one status.
+    fn scans(
+        &self,
+        environment: Option<&str>,
+        status: Option<ScanStatus>,
+    ) -> impl Future<Output = Result<Vec<ScanRecord>, StoreError>> + Send;
+
+    fn put_schedule(
+        &self,
+        schedule: &ScheduleRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn schedules(&self) -> impl Future<Output = Result<Vec<ScheduleRecord>, StoreError>> + Send;
+
+    fn delete_schedule(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Deletes an environment's configuration and schedules (its history stays).
+    fn delete_environment(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 fn encode<T: Serialize>(what: &str, value: &T) -> Result<String, StoreError> {

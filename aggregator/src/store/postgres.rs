@@ -1,5 +1,6 @@
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
+use super::records::record_methods;
 use super::rows::{self, shared_methods};
 use super::{Batch, Store, StoreError};
 
@@ -27,6 +28,7 @@ impl PostgresStore {
 
 impl Store for PostgresStore {
     shared_methods!();
+    record_methods!();
 
     async fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
         if batch.is_empty() {

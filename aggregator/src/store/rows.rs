@@ -19,8 +19,6 @@ pub(super) const AGENTS: &str = "SELECT host, environment, agent_version, epoch,
 
 /// `environment, level, source, related_object, text, at`
 pub(super) type MessageRow = (Option<String>, String, String, Option<String>, String, i64);
-pub(super) const MESSAGES: &str = "SELECT environment, level, source, related_object, text, at \
-     FROM messages WHERE at >= $1 ORDER BY at, id LIMIT $2";
 
 /// Rows of a versioned table valid at `$2` in environment `$1`.
 pub(super) fn valid_at(table: &str, columns: &str, order: &str) -> String {
@@ -84,41 +82,10 @@ pub(super) fn message(row: MessageRow) -> Message {
     }
 }
 
-/// The methods of [`super::Store`] that are identical for both backends: the reads and the
-/// clique rules (`self.pool` is each
-/// backend's pool).
+/// The reads of [`super::Store`], identical for both backends (`self.pool` is each backend's
+/// pool).
 macro_rules! shared_methods {
     () => {
-    async fn put_clique_rules(
-        &self,
-        types: &[$crate::cliques::CliqueType],
-        constraints: &[$crate::cliques::CliqueConstraint],
-    ) -> Result<(), $crate::store::StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM clique_types").execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM clique_constraints").execute(&mut *tx).await?;
-        for clique_type in types {
-            sqlx::query("INSERT INTO clique_types (name, body) VALUES ($1, $2)")
-                .bind(&clique_type.name)
-                .bind($crate::store::encode("clique type", clique_type)?)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for constraint in constraints {
-            sqlx::query(
-                "INSERT INTO clique_constraints (focal_point_type, environment, body) VALUES ($1, $2, $3)",
-            )
-            .bind(constraint.focal_point_type.to_string())
-            .bind(constraint.environment.clone().unwrap_or_default())
-            .bind($crate::store::encode("clique constraint", constraint)?)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query($crate::store::rows::MARK_SEEDED).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
         async fn load(&self) -> Result<$crate::store::Loaded, $crate::store::StoreError> {
             use $crate::store::{decode, rows};
             let mut loaded = $crate::store::Loaded::default();
@@ -129,10 +96,11 @@ macro_rules! shared_methods {
             for (config,) in environments {
                 loaded.environments.push(decode("environment", &config)?);
             }
-            let objects: Vec<(String, String, bool, i64, i64, i64, Option<i64>)> =
-                sqlx::query_as(sqlx::AssertSqlSafe(rows::current("objects", rows::OBJECT_COLUMNS)))
-                    .fetch_all(&self.pool)
-                    .await?;
+            let objects: Vec<(String, String, bool, i64, i64, i64, Option<i64>)> = sqlx::query_as(
+                sqlx::AssertSqlSafe(rows::current("objects", rows::OBJECT_COLUMNS)),
+            )
+            .fetch_all(&self.pool)
+            .await?;
             for (env, body, stale, first, last, from, to) in objects {
                 let version = rows::object_version((body, stale, first, last, from, to))?;
                 loaded.objects.push((env, version.node));
@@ -254,27 +222,12 @@ macro_rules! shared_methods {
             found.into_iter().map(rows::object_version).collect()
         }
 
-        async fn messages(
-            &self,
-            since: calipso_proto::Timestamp,
-            limit: u32,
-        ) -> Result<Vec<$crate::store::Message>, $crate::store::StoreError> {
-            use $crate::store::rows;
-            let found: Vec<rows::MessageRow> = sqlx::query_as(rows::MESSAGES)
-                .bind(since.unix_micros())
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?;
-            Ok(found.into_iter().map(rows::message).collect())
-        }
-
         async fn agents(
             &self,
         ) -> Result<Vec<$crate::store::AgentRecord>, $crate::store::StoreError> {
             use $crate::store::rows;
-            let found: Vec<rows::AgentRow> = sqlx::query_as(rows::AGENTS)
-                .fetch_all(&self.pool)
-                .await?;
+            let found: Vec<rows::AgentRow> =
+                sqlx::query_as(rows::AGENTS).fetch_all(&self.pool).await?;
             Ok(found.into_iter().map(rows::agent).collect())
         }
     };
@@ -306,6 +259,33 @@ macro_rules! write_small_tables {
                 .execute(&mut *$tx)
                 .await?;
         }
+        if let Some((types, constraints)) = &$p.clique_rules {
+            sqlx::query("DELETE FROM clique_types")
+                .execute(&mut *$tx)
+                .await?;
+            sqlx::query("DELETE FROM clique_constraints")
+                .execute(&mut *$tx)
+                .await?;
+            for (name, body) in types {
+                sqlx::query("INSERT INTO clique_types (name, body) VALUES ($1, $2)")
+                    .bind(name)
+                    .bind(body)
+                    .execute(&mut *$tx)
+                    .await?;
+            }
+            for (focal_point_type, environment, body) in constraints {
+                sqlx::query(
+                    "INSERT INTO clique_constraints (focal_point_type, environment, body) \
+                     VALUES ($1, $2, $3)",
+                )
+                .bind(focal_point_type)
+                .bind(environment)
+                .bind(body)
+                .execute(&mut *$tx)
+                .await?;
+            }
+            sqlx::query(rows::MARK_SEEDED).execute(&mut *$tx).await?;
+        }
         for message in &$p.messages {
             sqlx::query(rows::INSERT_MESSAGE)
                 .bind(&message.0)
@@ -336,7 +316,12 @@ pub(super) struct Prepared {
     pub clique_bodies: Vec<String>,
     pub agents: Vec<AgentRow>,
     pub messages: Vec<MessageRow>,
+    /// (name, body) of each clique type; (focal point type, environment, body) of each
+    /// constraint.
+    pub clique_rules: Option<CliqueRuleRows>,
 }
+
+pub(super) type CliqueRuleRows = (Vec<(String, String)>, Vec<(String, String, String)>);
 
 /// Keys written, which of them close a current version and which get a new one (`closed`
 /// and `inserted` index into `keys`).
@@ -494,6 +479,23 @@ pub(super) fn prepare(batch: &super::Batch) -> Result<Prepared, StoreError> {
         if let Some(clique) = clique {
             prepared.clique_bodies.push(encode("clique", clique)?);
         }
+    }
+    if let Some((types, constraints)) = &batch.clique_rules {
+        let types = types
+            .iter()
+            .map(|t| Ok((t.name.clone(), encode("clique type", t)?)))
+            .collect::<Result<_, StoreError>>()?;
+        let constraints = constraints
+            .iter()
+            .map(|c| {
+                Ok((
+                    c.focal_point_type.to_string(),
+                    c.environment.clone().unwrap_or_default(),
+                    encode("clique constraint", c)?,
+                ))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        prepared.clique_rules = Some((types, constraints));
     }
     for agent in &batch.agents {
         prepared.agents.push((

@@ -7,6 +7,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
+use super::records::record_methods;
 use super::rows::{self, shared_methods};
 use super::{Batch, Store, StoreError};
 
@@ -52,6 +53,7 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     shared_methods!();
+    record_methods!();
 
     async fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
         if batch.is_empty() {

@@ -1,0 +1,467 @@
+//! The REST API (`/api/v1`), thin over [`crate::service`]: each handler parses and validates
+//! its request, calls one service method with the caller's principal, and renders JSON.
+//!
+//! * Every route but `/healthz`, the docs and token creation needs a token
+//!   (`Authorization: Bearer …` or the original's `X-Auth-Token`).
+//! * Query parameters are strict: an unknown one is a 400 naming it, and every value is parsed
+//!   with an error naming the parameter.
+//! * Errors are `{"error": {"code", "message"}}`; no request can produce a panic.
+
+mod auth;
+mod events;
+mod inventory;
+mod scans;
+mod settings;
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::service::{Principal, Service, ServiceError};
+
+/// The largest request body accepted.
+const MAX_BODY: usize = 1 << 20;
+
+/// An error as the API returns it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`, `unavailable`,
+    /// `internal`.
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: message.into(),
+        }
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(err: ServiceError) -> Self {
+        let (status, code) = match &err {
+            ServiceError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ServiceError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ServiceError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ServiceError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ServiceError::Internal(_) | ServiceError::Store(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        };
+        if status.is_server_error() {
+            tracing::error!(%err, "request failed");
+        }
+        ApiError {
+            status,
+            code,
+            message: err.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The authenticated caller.
+#[derive(Debug)]
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<Service> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, service: &Service) -> ApiResult<Self> {
+        let token = bearer_token(&parts.headers).ok_or_else(|| {
+            ApiError::from(ServiceError::Unauthorized(
+                "this needs a token: POST /api/v1/auth/tokens, then send it as \
+                 `Authorization: Bearer <token>`"
+                    .into(),
+            ))
+        })?;
+        Ok(Caller(service.auth().authenticate(&token).await?))
+    }
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let text = value.to_str().ok()?;
+        let (scheme, token) = text.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned());
+    }
+    headers
+        .get("x-auth-token")
+        .and_then(|v| v.to_str().ok())
+        .map(|t| t.trim().to_owned())
+}
+
+/// Query parameters: every one known (a 400 names the unknown ones), except
+/// `attributes:<key>` filters where a route takes them.
+#[derive(Debug)]
+pub struct Params<T> {
+    pub params: T,
+    pub attributes: Vec<(String, String)>,
+}
+
+/// Query structs say whether they take `attributes:<key>` filters.
+pub trait QueryParams: DeserializeOwned {
+    const ATTRIBUTE_FILTERS: bool = false;
+}
+
+impl<T: QueryParams, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<Self> {
+        let raw = parts.uri.query().unwrap_or("");
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
+            .map_err(|err| ApiError::bad_request(format!("query string: {err}")))?;
+        let mut attributes = Vec::new();
+        let mut rest = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (key, value) in pairs {
+            if let Some(name) = key.strip_prefix("attributes:") {
+                if !T::ATTRIBUTE_FILTERS {
+                    return Err(ApiError::bad_request(format!(
+                        "unknown query parameter `{key}`: this route takes no attribute filters"
+                    )));
+                }
+                if name.is_empty() {
+                    return Err(ApiError::bad_request("`attributes:` needs a key name"));
+                }
+                attributes.push((name.to_owned(), value));
+            } else {
+                if !seen.insert(key.clone()) {
+                    return Err(ApiError::bad_request(format!(
+                        "query parameter `{key}` is given twice"
+                    )));
+                }
+                rest.push((key, value));
+            }
+        }
+        let encoded = serde_urlencoded::to_string(&rest)
+            .map_err(|err| ApiError::bad_request(format!("query string: {err}")))?;
+        let params = serde_urlencoded::from_str(&encoded)
+            .map_err(|err| ApiError::bad_request(format!("query parameters: {err}")))?;
+        Ok(Params { params, attributes })
+    }
+}
+
+/// A JSON request body, with serde's message (field and position) on error.
+#[derive(Debug)]
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> ApiResult<Self> {
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|v| v.starts_with("application/json"));
+        if !json {
+            return Err(ApiError {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code: "unsupported_media_type",
+                message: "the body must be application/json".into(),
+            });
+        }
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|err| ApiError::bad_request(format!("request body: {err}")))?;
+        serde_json::from_slice(&bytes)
+            .map(Body)
+            .map_err(|err| ApiError::bad_request(format!("request body: {err}")))
+    }
+}
+
+/// Parses an optional parameter, naming it on error.
+pub fn parse_param<T: std::str::FromStr>(name: &str, value: Option<&str>) -> ApiResult<Option<T>> {
+    value
+        .map(|text| {
+            text.parse::<T>()
+                .map_err(|_| ApiError::bad_request(format!("{name}: `{text}` is not valid")))
+        })
+        .transpose()
+}
+
+/// `true`/`false`, naming the parameter on error.
+pub fn parse_bool(name: &str, value: Option<&str>) -> ApiResult<Option<bool>> {
+    match value {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "{name}: `{other}` is neither true nor false"
+        ))),
+    }
+}
+
+/// An RFC 3339 time, naming the parameter on error.
+pub fn parse_time(name: &str, value: Option<&str>) -> ApiResult<Option<calipso_proto::Timestamp>> {
+    value
+        .map(|text| {
+            text.parse().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "{name}: `{text}` is not an RFC 3339 time (2026-11-22T08:00:00Z)"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// Counts of things the API serves, for `GET /api/v1/constants`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Constants {
+    pub object_types: Vec<String>,
+    pub link_types: Vec<String>,
+    pub link_states: Vec<String>,
+    pub scan_kinds: Vec<String>,
+    pub scan_statuses: Vec<String>,
+    pub message_levels: Vec<String>,
+    pub environment_types: Vec<String>,
+    pub mechanism_drivers: Vec<String>,
+    pub type_drivers: Vec<String>,
+    pub configuration_targets: Vec<String>,
+    pub schedule_frequencies: Vec<String>,
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+    pub environments: BTreeMap<String, usize>,
+}
+
+/// `GET /healthz`: liveness, no token needed.
+#[utoipa::path(get, path = "/healthz", tag = "meta", security(()),
+    responses((status = 200, body = Health)))]
+async fn healthz(
+    axum::extract::State(service): axum::extract::State<Service>,
+) -> axum::Json<Health> {
+    let environments = service
+        .sink()
+        .engine()
+        .environments()
+        .map(|e| (e.config.name.clone(), e.graph.len()))
+        .collect();
+    axum::Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        environments,
+    })
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; the API is under /api/v1 (see /api/docs)")
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "Calipso aggregator API", description = "Network topology of OpenStack and container clouds: inventory, links, cliques, history, scans and a live stream."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    paths(
+        healthz,
+        auth::create_token, auth::current_token, auth::revoke_token,
+        inventory::list_inventory, inventory::get_object, inventory::list_links,
+        inventory::list_cliques, inventory::get_clique, inventory::aggregates,
+        inventory::agents, inventory::messages, inventory::constants,
+        settings::list_clique_types, settings::create_clique_type, settings::get_clique_type,
+        settings::replace_clique_type, settings::delete_clique_type,
+        settings::list_clique_constraints, settings::put_clique_constraint,
+        settings::delete_clique_constraint,
+        settings::list_environments, settings::create_environment, settings::get_environment,
+        settings::replace_environment, settings::patch_environment, settings::delete_environment,
+        settings::list_users, settings::get_user, settings::put_user, settings::delete_user,
+        scans::list_scans, scans::create_scan, scans::get_scan,
+        scans::list_schedules, scans::create_schedule, scans::delete_schedule,
+        events::stream,
+    ),
+)]
+pub struct ApiDoc;
+
+/// The whole HTTP surface.
+pub fn router(service: Service) -> Router {
+    let api = Router::new()
+        .merge(auth::routes())
+        .merge(inventory::routes())
+        .merge(settings::routes())
+        .merge(scans::routes())
+        .merge(events::routes());
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/api/v1", api)
+        .merge(SwaggerUi::new("/api/docs").url("/api/v1/openapi.json", ApiDoc::openapi()))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(json_method_errors))
+        .with_state(service)
+}
+
+/// Axum answers a wrong method (405) and some rejections in plain text; this keeps every
+/// error in the API's JSON shape.
+async fn json_method_errors(request: Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let code = match status {
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::NOT_FOUND => "not_found",
+            _ if status.is_server_error() => "internal",
+            _ => "bad_request",
+        };
+        let message = status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_owned();
+        let mut replaced = ApiError {
+            status,
+            code,
+            message,
+        }
+        .into_response();
+        if let Some(allow) = response.headers().get(header::ALLOW) {
+            replaced.headers_mut().insert(header::ALLOW, allow.clone());
+        }
+        return replaced;
+    }
+    response
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen for the API on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot prepare the first admin: {0}")]
+    Admin(#[from] ServiceError),
+}
+
+/// A running API server.
+#[derive(Debug)]
+pub struct RunningApi {
+    pub local_addr: std::net::SocketAddr,
+    /// The admin created on this first start, with its password (printed once, never stored).
+    pub first_admin: Option<(String, String)>,
+    pub service: Service,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Binds the API, creates the first admin if the store has no user, and serves (with the scan
+/// worker and scheduler) until `shutdown`.
+pub async fn start(
+    section: &crate::config::ApiSection,
+    sink: std::sync::Arc<crate::ingest::DurableSink>,
+    ingest: Option<crate::ingest::IngestHandle>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<RunningApi, StartError> {
+    let auth = crate::service::Auth::new(
+        sink.store().clone(),
+        section.ldap.clone(),
+        section.token_lifetime,
+    );
+    let first_admin = auth.ensure_admin(section.admin_password.as_deref()).await?;
+    let service = Service::new(sink, ingest, auth, section.event_buffer);
+    let listener = tokio::net::TcpListener::bind(section.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: section.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: section.listen,
+        source,
+    })?;
+    tokio::spawn(service.clone().run_scans(shutdown.clone()));
+    let app = router(service.clone());
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(err) = served {
+            tracing::error!(%err, "the API server stopped");
+        }
+    });
+    Ok(RunningApi {
+        local_addr,
+        first_admin,
+        service,
+        task,
+    })
+}

@@ -1,0 +1,432 @@
+//! The live stream: every committed object, link and clique change as an [`Event`], in commit
+//! order, with an id a reconnecting client hands back (`Last-Event-ID`) to get what it missed.
+//!
+//! The last `capacity` events are kept in memory. A client whose resume id is older than that
+//! (or older than this process) gets a `reset` instead of a silent gap: it must re-read the
+//! listings, then follow the stream again.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use calipso_proto::{ObjectId, ObjectType, Timestamp};
+use futures::Stream;
+use serde::Serialize;
+use tokio::sync::broadcast;
+use utoipa::ToSchema;
+
+use super::inventory::{clique_view, link_view};
+use super::{Principal, Service, ServiceError};
+use crate::engine::Applied;
+use crate::ingest::{Committed, DurableSink};
+use crate::links::LinkKey;
+
+/// An event's position: the commit time, then its index within the commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EventId {
+    pub at: i64,
+    pub index: u32,
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.at, self.index)
+    }
+}
+
+impl std::str::FromStr for EventId {
+    type Err = ServiceError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let invalid = || ServiceError::BadRequest(format!("`{text}` is not an event id"));
+        let (at, index) = text.split_once('.').ok_or_else(invalid)?;
+        Ok(EventId {
+            at: at.parse().map_err(|_| invalid())?,
+            index: index.parse().map_err(|_| invalid())?,
+        })
+    }
+}
+
+/// One change, as committed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Event {
+    /// The resume id.
+    pub id: String,
+    /// The commit time.
+    pub at: String,
+    pub environment: String,
+    /// `object`, `link` or `clique`.
+    pub kind: String,
+    /// `upsert` or `remove`.
+    pub action: String,
+    /// The object id, the link id (`type:source->target`) or the clique's focal point.
+    pub key: String,
+    /// The object's type, the link's type or the focal point's type.
+    pub item_type: String,
+    pub host: Option<String>,
+    /// The object, link or clique after the change (absent for a removal).
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<serde_json::Value>,
+    #[serde(skip)]
+    position: Option<EventId>,
+    /// Ends of a link, for clique filters.
+    #[serde(skip)]
+    ends: Option<(ObjectId, ObjectId)>,
+}
+
+/// What a stream subscriber wants.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub environment: Option<String>,
+    /// Object types (of objects, of link ends, of focal points).
+    pub types: Vec<ObjectType>,
+    pub host: Option<String>,
+    /// Only changes of this focal point's clique and of what it contains.
+    pub focal_point: Option<ObjectId>,
+    pub resume_after: Option<EventId>,
+}
+
+/// What a stream yields.
+#[derive(Debug, Clone)]
+pub enum StreamItem {
+    Event(Arc<Event>),
+    /// Events were lost between the client's resume id and now.
+    Reset(String),
+}
+
+#[derive(Debug)]
+struct Buffer {
+    events: VecDeque<Arc<Event>>,
+    /// Events at or before this may have been dropped (or predate this process).
+    horizon: EventId,
+}
+
+/// The recent events and the feed of new ones.
+#[derive(Debug)]
+pub struct EventLog {
+    buffer: Arc<Mutex<Buffer>>,
+    feed: broadcast::Sender<StreamItem>,
+}
+
+impl EventLog {
+    /// Follows the sink's commits from now on.
+    pub fn start(sink: &DurableSink, capacity: usize) -> Self {
+        let started = EventId {
+            at: Timestamp::now().unix_micros(),
+            index: u32::MAX,
+        };
+        let buffer = Arc::new(Mutex::new(Buffer {
+            events: VecDeque::with_capacity(capacity.min(65_536)),
+            horizon: started,
+        }));
+        let (feed, _) = broadcast::channel(4096);
+        let mut commits = sink.subscribe();
+        let log_buffer = buffer.clone();
+        let log_feed = feed.clone();
+        tokio::spawn(async move {
+            loop {
+                match commits.recv().await {
+                    Ok(commit) => {
+                        let events = events_of(&commit);
+                        let mut buffer = log_buffer.lock().unwrap_or_else(PoisonError::into_inner);
+                        for event in events {
+                            if buffer.events.len() >= capacity.max(1)
+                                && let Some(dropped) = buffer.events.pop_front()
+                                && let Some(position) = dropped.position
+                            {
+                                buffer.horizon = position;
+                            }
+                            buffer.events.push_back(event.clone());
+                            let _ = log_feed.send(StreamItem::Event(event));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        let mut buffer = log_buffer.lock().unwrap_or_else(PoisonError::into_inner);
+                        buffer.events.clear();
+                        buffer.horizon = EventId {
+                            at: Timestamp::now().unix_micros(),
+                            index: u32::MAX,
+                        };
+                        let _ = log_feed.send(StreamItem::Reset(format!(
+                            "the event log fell {missed} commits behind"
+                        )));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        EventLog { buffer, feed }
+    }
+}
+
+fn event(
+    environment: &str,
+    at: Timestamp,
+    kind: &str,
+    key: String,
+    item_type: String,
+    host: Option<String>,
+    data: Option<serde_json::Value>,
+) -> Event {
+    Event {
+        id: String::new(),
+        at: at.to_string(),
+        environment: environment.to_owned(),
+        kind: kind.to_owned(),
+        action: if data.is_some() { "upsert" } else { "remove" }.to_owned(),
+        key,
+        item_type,
+        host,
+        data,
+        position: None,
+        ends: None,
+    }
+}
+
+fn events_of(commit: &Committed) -> Vec<Arc<Event>> {
+    let mut events = Vec::new();
+    for (environment, applied) in &commit.changes {
+        push_events(&mut events, environment, commit.at, applied);
+    }
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(index, mut event)| {
+            let position = EventId {
+                at: commit.at.unix_micros(),
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+            };
+            event.id = position.to_string();
+            event.position = Some(position);
+            Arc::new(event)
+        })
+        .collect()
+}
+
+fn push_events(events: &mut Vec<Event>, environment: &str, at: Timestamp, applied: &Applied) {
+    for diff in &applied.objects {
+        let node = diff.after.as_ref().or(diff.before.as_ref());
+        events.push(event(
+            environment,
+            at,
+            "object",
+            diff.id.to_string(),
+            node.map(|n| n.object_type().to_string())
+                .unwrap_or_default(),
+            node.and_then(|n| n.object.host.clone()),
+            diff.after
+                .as_ref()
+                .and_then(|n| serde_json::to_value(&n.object).ok()),
+        ));
+    }
+    let link_event = |key: &LinkKey, data: Option<serde_json::Value>, host: Option<String>| {
+        let mut e = event(
+            environment,
+            at,
+            "link",
+            key.to_string(),
+            key.link_type.to_string(),
+            host,
+            data,
+        );
+        e.ends = Some((key.source.clone(), key.target.clone()));
+        e
+    };
+    for link in &applied.links.upserted {
+        let data = serde_json::to_value(link_view(link)).ok();
+        events.push(link_event(&LinkKey::of(link), data, link.host.clone()));
+    }
+    for key in &applied.links.removed {
+        events.push(link_event(key, None, None));
+    }
+    for clique in &applied.cliques.upserted {
+        events.push(event(
+            environment,
+            at,
+            "clique",
+            clique.focal_point.to_string(),
+            clique.focal_point_type.to_string(),
+            None,
+            serde_json::to_value(clique_view(environment, clique)).ok(),
+        ));
+    }
+    for focal in &applied.cliques.removed {
+        events.push(event(
+            environment,
+            at,
+            "clique",
+            focal.to_string(),
+            focal
+                .object_type()
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+            None,
+            None,
+        ));
+    }
+}
+
+impl Service {
+    /// The caller's stream: missed events after `resume_after` (or a reset), then live ones,
+    /// filtered and limited to what the caller may see.
+    pub fn event_stream(
+        &self,
+        who: &Principal,
+        filter: EventFilter,
+    ) -> Result<impl Stream<Item = StreamItem> + Send + use<>, ServiceError> {
+        if let Some(environment) = &filter.environment {
+            who.require_view(environment)?;
+        }
+        if filter.focal_point.is_some() && filter.environment.is_none() {
+            return Err(ServiceError::BadRequest(
+                "focal_point needs env_name".into(),
+            ));
+        }
+        let log = self.events();
+        // Subscribe before reading the buffer, so nothing falls between the two.
+        let live = log.feed.subscribe();
+        let (backlog, reset) = {
+            let buffer = log.buffer.lock().unwrap_or_else(PoisonError::into_inner);
+            match filter.resume_after {
+                None => (Vec::new(), None),
+                Some(after) if after < buffer.horizon => (
+                    Vec::new(),
+                    Some(format!(
+                        "events after {after} are no longer kept; re-read the listings"
+                    )),
+                ),
+                Some(after) => (
+                    buffer
+                        .events
+                        .iter()
+                        .filter(|e| e.position.is_some_and(|p| p > after))
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                    None,
+                ),
+            }
+        };
+        let mut first: Vec<StreamItem> = reset.into_iter().map(StreamItem::Reset).collect();
+        let last_sent = backlog
+            .last()
+            .and_then(|e| e.position)
+            .or(filter.resume_after);
+        first.extend(backlog.into_iter().map(StreamItem::Event));
+        let state = StreamState {
+            service: self.clone(),
+            grants: who.clone(),
+            filter,
+            first: first.into(),
+            live,
+            last_sent,
+        };
+        Ok(futures::stream::unfold(state, |mut state| async move {
+            let item = state.next().await?;
+            Some((item, state))
+        }))
+    }
+}
+
+struct StreamState {
+    service: Service,
+    grants: Principal,
+    filter: EventFilter,
+    first: VecDeque<StreamItem>,
+    live: broadcast::Receiver<StreamItem>,
+    last_sent: Option<EventId>,
+}
+
+impl StreamState {
+    async fn next(&mut self) -> Option<StreamItem> {
+        loop {
+            let item = match self.first.pop_front() {
+                Some(item) => item,
+                None => match self.live.recv().await {
+                    Ok(item) => item,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        StreamItem::Reset(format!("this client fell {missed} events behind"))
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+            };
+            match &item {
+                StreamItem::Reset(_) => return Some(item),
+                StreamItem::Event(event) => {
+                    if event.position <= self.last_sent && self.last_sent.is_some() {
+                        continue;
+                    }
+                    self.last_sent = event.position;
+                    if self.wants(event) {
+                        return Some(item);
+                    }
+                }
+            }
+        }
+    }
+
+    fn wants(&self, event: &Event) -> bool {
+        let filter = &self.filter;
+        if !self.grants.grants.can_view(&event.environment)
+            || filter
+                .environment
+                .as_ref()
+                .is_some_and(|e| e != &event.environment)
+            || filter
+                .host
+                .as_ref()
+                .is_some_and(|h| event.host.as_ref() != Some(h))
+        {
+            return false;
+        }
+        if !filter.types.is_empty() {
+            let of_type = |text: &str| filter.types.iter().any(|t| t.to_string() == text);
+            let matches = match &event.ends {
+                Some((source, target)) => [source, target]
+                    .iter()
+                    .any(|id| id.object_type().is_some_and(|t| filter.types.contains(&t))),
+                None => of_type(&event.item_type),
+            };
+            if !matches {
+                return false;
+            }
+        }
+        match &filter.focal_point {
+            None => true,
+            Some(focal) => {
+                if event.kind == "clique" {
+                    return event.key == focal.as_str();
+                }
+                let engine = self.service.sink().engine();
+                let Some(clique) = engine
+                    .environment(&event.environment)
+                    .and_then(|env| env.cliques.get(focal))
+                else {
+                    return false;
+                };
+                match &event.ends {
+                    Some((source, target)) => {
+                        clique.nodes.contains(source) && clique.nodes.contains(target)
+                    }
+                    None => clique
+                        .nodes
+                        .contains(&ObjectId::from_raw(event.key.clone())),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_order_by_commit_then_index() {
+        let a: EventId = "100.2".parse().expect("valid");
+        let b: EventId = "101.0".parse().expect("valid");
+        assert!(a < b);
+        assert_eq!(a.to_string(), "100.2");
+        for bad in ["", "100", "x.1", "1.-1", "1.2.3"] {
+            assert!(bad.parse::<EventId>().is_err(), "{bad}");
+        }
+    }
+}

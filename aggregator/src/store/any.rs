@@ -1,0 +1,81 @@
+//! The store a URL names, chosen at run time: the API and the committer hold one type whichever
+//! backend an operator configured.
+
+use calipso_proto::{Link, Timestamp};
+
+use super::{
+    AgentRecord, Batch, Loaded, MessageQuery, ObjectVersion, PostgresStore, ScanRecord, ScanStatus,
+    ScheduleRecord, SqliteStore, Store, StoreError, StoredMessage, TokenRecord, UserRecord,
+};
+use crate::cliques::Clique;
+use crate::graph::Node;
+
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+impl AnyStore {
+    /// Opens `sqlite:PATH` (created if missing) or `postgres://…`.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(AnyStore::Sqlite(SqliteStore::connect(url).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(AnyStore::Postgres(PostgresStore::connect(url).await?))
+        } else {
+            Err(StoreError::UnknownScheme(url.to_owned()))
+        }
+    }
+}
+
+impl From<SqliteStore> for AnyStore {
+    fn from(store: SqliteStore) -> Self {
+        AnyStore::Sqlite(store)
+    }
+}
+
+impl From<PostgresStore> for AnyStore {
+    fn from(store: PostgresStore) -> Self {
+        AnyStore::Postgres(store)
+    }
+}
+
+/// Forwards each listed method to the backend.
+macro_rules! delegate {
+    ($(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $out:ty;)*) => {
+        $(
+            async fn $name(&self $(, $arg: $ty)*) -> Result<$out, StoreError> {
+                match self {
+                    AnyStore::Sqlite(store) => store.$name($($arg),*).await,
+                    AnyStore::Postgres(store) => store.$name($($arg),*).await,
+                }
+            }
+        )*
+    };
+}
+
+impl Store for AnyStore {
+    delegate! {
+        fn load(&self) -> Loaded;
+        fn commit(&self, batch: &Batch) -> ();
+        fn objects_at(&self, environment: &str, at: Timestamp) -> Vec<Node>;
+        fn links_at(&self, environment: &str, at: Timestamp) -> Vec<Link>;
+        fn cliques_at(&self, environment: &str, at: Timestamp) -> Vec<Clique>;
+        fn object_changes(&self, environment: &str, from: Timestamp, to: Timestamp) -> Vec<ObjectVersion>;
+        fn query_messages(&self, query: &MessageQuery) -> Vec<StoredMessage>;
+        fn agents(&self) -> Vec<AgentRecord>;
+        fn user(&self, username: &str) -> Option<UserRecord>;
+        fn users(&self) -> Vec<UserRecord>;
+        fn put_user(&self, user: &UserRecord) -> ();
+        fn delete_user(&self, username: &str) -> bool;
+        fn put_token(&self, token: &TokenRecord) -> ();
+        fn token(&self, token_hash: &str) -> Option<TokenRecord>;
+        fn put_scan(&self, scan: &ScanRecord) -> ();
+        fn scans(&self, environment: Option<&str>, status: Option<ScanStatus>) -> Vec<ScanRecord>;
+        fn put_schedule(&self, schedule: &ScheduleRecord) -> ();
+        fn schedules(&self) -> Vec<ScheduleRecord>;
+        fn delete_schedule(&self, id: &str) -> bool;
+        fn delete_environment(&self, name: &str) -> bool;
+    }
+}
