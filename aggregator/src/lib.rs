@@ -7,6 +7,7 @@
 //! * [`ingest`]: agent sessions and the sinks they deliver into.
 //! * [`graph`]: an environment's objects in memory, indexed for the link finders.
 //! * [`links`]: the link finders and the incremental link set.
+//! * [`client`]: a client of the API (the `calipso` CLI's).
 //! * [`cliques`]: clique types, constraints and the incremental clique engine.
 //! * [`engine`]: graph, links and cliques of every environment, updated together.
 //! * [`store`]: the durable store (SQLite or PostgreSQL) with history.
@@ -17,6 +18,7 @@
 
 pub mod api;
 pub mod ca;
+pub mod client;
 pub mod cliques;
 pub mod config;
 pub mod engine;

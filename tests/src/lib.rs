@@ -2,6 +2,8 @@
 //! agent driven directly through its outbox, and a raw QUIC client for speaking bad protocol.
 //! Everything runs for real: QUIC over UDP on 127.0.0.1, TLS with certificates from the CA tool.
 
+pub mod api;
+pub mod ldap;
 pub mod netlab;
 pub mod ovslab;
 pub mod pg;

@@ -437,7 +437,7 @@ pub async fn start(
         section.token_lifetime,
     );
     let first_admin = auth.ensure_admin(section.admin_password.as_deref()).await?;
-    let service = Service::new(sink, ingest, auth, section.event_buffer);
+    let service = Service::new(sink, ingest, auth, section.event_buffer, shutdown.clone());
     let listener = tokio::net::TcpListener::bind(section.listen)
         .await
         .map_err(|source| StartError::Bind {

@@ -253,6 +253,11 @@ impl Auth {
             Some(p) => Some(hash_password(p)?),
             None => existing.as_ref().and_then(|u| u.password_hash.clone()),
         };
+        // Tokens carry the grants of their issue: when the grants or the password change,
+        // the user's tokens go, so a withdrawn grant does not outlive the change.
+        let revoke = existing
+            .as_ref()
+            .is_some_and(|u| u.grants != grants || password.is_some());
         let user = UserRecord {
             username: username.to_owned(),
             password_hash,
@@ -260,9 +265,10 @@ impl Auth {
             created_at: existing.map_or_else(Timestamp::now, |u| u.created_at),
         };
         self.store.put_user(&user).await?;
-        // Tokens carry the grants of their issue; a change takes effect at the next login, and
-        // a lost grant must not linger in cached tokens.
-        self.forget_user(username);
+        if revoke {
+            self.store.delete_tokens(username).await?;
+            self.forget_user(username);
+        }
         Ok(user)
     }
 

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use calipso_proto::{ObjectId, ObjectType, Timestamp};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::Serialize;
 use tokio::sync::broadcast;
 use utoipa::ToSchema;
@@ -306,10 +306,8 @@ impl Service {
             }
         };
         let mut first: Vec<StreamItem> = reset.into_iter().map(StreamItem::Reset).collect();
-        let last_sent = backlog
-            .last()
-            .and_then(|e| e.position)
-            .or(filter.resume_after);
+        // Live events the backlog holds too are skipped by position as the stream goes.
+        let last_sent = filter.resume_after;
         first.extend(backlog.into_iter().map(StreamItem::Event));
         let state = StreamState {
             service: self.clone(),
@@ -319,10 +317,12 @@ impl Service {
             live,
             last_sent,
         };
+        let stop = self.inner.stop.clone().cancelled_owned();
         Ok(futures::stream::unfold(state, |mut state| async move {
             let item = state.next().await?;
             Some((item, state))
-        }))
+        })
+        .take_until(stop))
     }
 }
 

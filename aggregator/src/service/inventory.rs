@@ -465,38 +465,35 @@ impl Service {
                     .all(|(k, v)| link_attribute_matches(link, k, v))
                 && after.as_ref().is_none_or(|a| &LinkKey::of(link) > a)
         };
-        let mut found: Vec<LinkView> = match query.at {
-            Some(at) => self
-                .store()
-                .links_at(&query.environment, at)
-                .await?
-                .iter()
-                .filter(|l| keep(l))
-                .map(link_view)
-                .collect(),
+        let page = |mut links: Vec<&Link>| {
+            links.sort_by_key(|l| LinkKey::of(l));
+            let more = links.len() > limit;
+            links.truncate(limit);
+            let next_cursor = links.last().filter(|_| more).map(|l| {
+                encode_cursor(&[
+                    &l.link_type.to_string(),
+                    l.source.as_str(),
+                    l.target.as_str(),
+                ])
+            });
+            Page {
+                items: links.into_iter().map(link_view).collect(),
+                next_cursor,
+            }
+        };
+        match query.at {
+            Some(at) => {
+                let links = self.store().links_at(&query.environment, at).await?;
+                Ok(page(links.iter().filter(|l| keep(l)).collect()))
+            }
             None => {
                 let engine = self.sink().engine();
                 let env = engine.environment(&query.environment).ok_or_else(|| {
                     ServiceError::NotFound(format!("no environment `{}`", query.environment))
                 })?;
-                let mut links: Vec<&Link> = env.links.links().filter(|l| keep(l)).collect();
-                links.sort_by_key(|l| LinkKey::of(l));
-                links.into_iter().take(limit + 1).map(link_view).collect()
+                Ok(page(env.links.links().filter(|l| keep(l)).collect()))
             }
-        };
-        found.sort_by(|a, b| {
-            (&a.link_type, &a.source, &a.target).cmp(&(&b.link_type, &b.source, &b.target))
-        });
-        let more = found.len() > limit;
-        found.truncate(limit);
-        let next_cursor = found
-            .last()
-            .filter(|_| more)
-            .map(|l| encode_cursor(&[&l.link_type, &l.source, &l.target]));
-        Ok(Page {
-            items: found,
-            next_cursor,
-        })
+        }
     }
 
     pub async fn cliques(

@@ -74,6 +74,8 @@ struct Inner {
     scans: scans::ScanQueue,
     /// Serializes read-modify-write changes of settings (clique rules, environments).
     settings: tokio::sync::Mutex<()>,
+    /// Cancelled at shutdown: ends the live streams, which would otherwise hold the server.
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl Service {
@@ -83,6 +85,7 @@ impl Service {
         ingest: Option<IngestHandle>,
         auth: Auth,
         event_buffer: usize,
+        stop: tokio_util::sync::CancellationToken,
     ) -> Self {
         let events = events::EventLog::start(&sink, event_buffer);
         Service {
@@ -93,6 +96,7 @@ impl Service {
                 events,
                 scans: scans::ScanQueue::default(),
                 settings: tokio::sync::Mutex::new(()),
+                stop,
             }),
         }
     }

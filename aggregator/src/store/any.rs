@@ -70,6 +70,7 @@ impl Store for AnyStore {
         fn put_user(&self, user: &UserRecord) -> ();
         fn delete_user(&self, username: &str) -> bool;
         fn put_token(&self, token: &TokenRecord) -> ();
+        fn delete_tokens(&self, username: &str) -> u64;
         fn token(&self, token_hash: &str) -> Option<TokenRecord>;
         fn put_scan(&self, scan: &ScanRecord) -> ();
         fn scans(&self, environment: Option<&str>, status: Option<ScanStatus>) -> Vec<ScanRecord>;

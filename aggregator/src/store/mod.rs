@@ -250,6 +250,10 @@ pub trait Store: Send + Sync + 'static {
     fn put_token(&self, token: &TokenRecord)
     -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Deletes every token of a user (their grants changed); returns how many.
+    fn delete_tokens(&self, username: &str)
+    -> impl Future<Output = Result<u64, StoreError>> + Send;
+
     fn token(
         &self,
         token_hash: &str,

@@ -283,6 +283,14 @@ macro_rules! record_methods {
             Ok(())
         }
 
+        async fn delete_tokens(&self, username: &str) -> Result<u64, $crate::store::StoreError> {
+            Ok(sqlx::query("DELETE FROM tokens WHERE username = $1")
+                .bind(username)
+                .execute(&self.pool)
+                .await?
+                .rows_affected())
+        }
+
         async fn token(
             &self,
             token_hash: &str,

@@ -1,0 +1,117 @@
+//! An aggregator with its API on loopback (SQLite store in a temp dir, real QUIC ingest), and
+//! agents that report synthetic OVS compute hosts to it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use calipso_agent::outbox::ChangeSet;
+use calipso_aggregator::api::{self, RunningApi};
+use calipso_aggregator::client::ApiClient;
+use calipso_aggregator::config::ApiSection;
+use calipso_aggregator::ingest::DurableSink;
+use calipso_aggregator::store::SqliteStore;
+use calipso_aggregator::synthetic::{Layout, host_name, host_objects, vm_objects};
+use tokio_util::sync::CancellationToken;
+
+use crate::{ENV, Pki, TestAgent, TestAggregator, agent_config};
+
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+
+#[derive(Debug)]
+pub struct ApiHarness {
+    pub pki: Pki,
+    pub aggregator: TestAggregator<DurableSink>,
+    pub api: RunningApi,
+    pub url: String,
+    shutdown: CancellationToken,
+    pub dir: tempfile::TempDir,
+}
+
+impl ApiHarness {
+    /// Starts the aggregator and its API; `edit` adjusts the API settings.
+    pub async fn start(edit: impl FnOnce(&mut ApiSection)) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let pki = Pki::new()?;
+        let sink = Arc::new(
+            DurableSink::open(SqliteStore::open(&dir.path().join("calipso.db")).await?).await?,
+        );
+        let aggregator = TestAggregator::start(&pki, sink.clone(), ([127, 0, 0, 1], 0).into())?;
+        let mut section = ApiSection {
+            listen: ([127, 0, 0, 1], 0).into(),
+            admin_password: Some(ADMIN_PASSWORD.into()),
+            ..ApiSection::default()
+        };
+        edit(&mut section);
+        let shutdown = CancellationToken::new();
+        let api = api::start(
+            &section,
+            sink,
+            Some(aggregator.handle.clone()),
+            shutdown.clone(),
+        )
+        .await?;
+        let url = format!("http://{}", api.local_addr);
+        Ok(ApiHarness {
+            pki,
+            aggregator,
+            api,
+            url,
+            shutdown,
+            dir,
+        })
+    }
+
+    /// A client logged in as `username`.
+    pub async fn client(&self, username: &str, password: &str) -> anyhow::Result<ApiClient> {
+        let mut client = ApiClient::new(&self.url)?;
+        client.login(username, password).await?;
+        Ok(client)
+    }
+
+    pub async fn admin(&self) -> anyhow::Result<ApiClient> {
+        self.client("admin", ADMIN_PASSWORD).await
+    }
+
+    /// Starts an agent for synthetic host `index` and waits until its model (host objects and
+    /// `vms` VMs) is stored.
+    pub async fn report_host(
+        &self,
+        index: usize,
+        hosts: usize,
+        vms: usize,
+    ) -> anyhow::Result<TestAgent> {
+        let layout = Layout {
+            hosts,
+            vms_per_host: vms,
+            tunnel_peers: hosts.saturating_sub(1),
+        };
+        let host = host_name(index);
+        let (tls, _) = self.pki.agent(&host)?;
+        let mut agent = TestAgent::start(&host, &tls, &agent_config(self.aggregator.addr))?;
+        let mut upserts = host_objects(ENV, index, &layout);
+        for vm in 0..vms {
+            upserts.extend(vm_objects(ENV, index, vm));
+        }
+        agent
+            .outbox
+            .publish(
+                "synthetic",
+                ChangeSet {
+                    upserts,
+                    removals: vec![],
+                },
+            )
+            .map_err(|err| anyhow::anyhow!("publish: {err}"))?;
+        anyhow::ensure!(
+            agent.wait_acked(Duration::from_secs(20)).await,
+            "host {host} not acknowledged"
+        );
+        Ok(agent)
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.api.task.await;
+        self.aggregator.stop().await;
+    }
+}

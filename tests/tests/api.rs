@@ -1,0 +1,1124 @@
+//! The REST API over a real aggregator (QUIC ingest, SQLite store) fed by agents: every
+//! resource, strict parameters, the RBAC matrix, tokens, LDAP against a real slapd, time
+//! travel, scans and schedules that run, and the live stream.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use calipso_agent::outbox::ChangeSet;
+use calipso_aggregator::client::{ApiClient, SseEvent};
+use calipso_aggregator::service::LdapSettings;
+use calipso_aggregator::store::Grants;
+use calipso_proto::Timestamp;
+use calipso_tests::ENV;
+use calipso_tests::api::{ADMIN_PASSWORD, ApiHarness};
+use calipso_tests::ldap::{SUFFIX, TestDirectory};
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+async fn status(
+    client: &ApiClient,
+    method: Method,
+    path: &str,
+    query: &[(&str, &str)],
+) -> StatusCode {
+    client
+        .send(method, path, query, None)
+        .await
+        .map(|(status, _)| status)
+        .unwrap_or(StatusCode::IM_A_TEAPOT)
+}
+
+async fn wait_scan(client: &ApiClient, id: &str) -> anyhow::Result<Value> {
+    for _ in 0..200 {
+        let scan = client.get(&format!("/api/v1/scans/{id}"), &[]).await?;
+        if !matches!(scan["status"].as_str(), Some("pending" | "running")) {
+            return Ok(scan);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("scan {id} did not finish")
+}
+
+#[tokio::test]
+async fn every_resource_answers_and_bad_requests_are_named() -> anyhow::Result<()> {
+    calipso_tests::init_test_logging();
+    let harness = ApiHarness::start(|_| {}).await?;
+    let _a = harness.report_host(0, 2, 3).await?;
+    let _b = harness.report_host(1, 2, 3).await?;
+    let anonymous = ApiClient::new(&harness.url)?;
+    let admin = harness.admin().await?;
+    let env = &[("env_name", ENV)];
+
+    // No token: only health, the spec and login.
+    assert_eq!(
+        status(&anonymous, Method::GET, "/healthz", &[]).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&anonymous, Method::GET, "/api/v1/openapi.json", &[]).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&anonymous, Method::GET, "/api/v1/inventory", env).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let forged = ApiClient::new(&harness.url)?.with_token("cal_0000");
+    assert_eq!(
+        status(&forged, Method::GET, "/api/v1/constants", &[]).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let mut wrong = ApiClient::new(&harness.url)?;
+    assert!(wrong.login("admin", "not-the-password").await.is_err());
+
+    // Inventory: pages in a stable order cover everything once.
+    let aggregates = admin.get("/api/v1/aggregates", env).await?;
+    let total = aggregates["objects"].as_u64().unwrap_or(0) as usize;
+    assert!(total >= 2 * (8 + 3 * 5), "{aggregates}");
+    let paged = admin
+        .get_all(
+            "/api/v1/inventory",
+            "objects",
+            &[("env_name", ENV), ("limit", "7")],
+        )
+        .await?;
+    let ids: Vec<&str> = paged.iter().filter_map(|o| o["id"].as_str()).collect();
+    let unique: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!((ids.len(), unique.len()), (total, total));
+    let again = admin
+        .get_all(
+            "/api/v1/inventory",
+            "objects",
+            &[("env_name", ENV), ("limit", "7")],
+        )
+        .await?;
+    assert_eq!(paged, again, "the same pages twice");
+
+    // Filters.
+    let instances = admin
+        .get_all(
+            "/api/v1/inventory",
+            "objects",
+            &[("env_name", ENV), ("type", "instance")],
+        )
+        .await?;
+    assert_eq!(instances.len(), 6);
+    let host0 = calipso_aggregator::synthetic::host_name(0);
+    let on_host = admin
+        .get_all(
+            "/api/v1/inventory",
+            "objects",
+            &[("env_name", ENV), ("host", &host0), ("type", "instance")],
+        )
+        .await?;
+    assert_eq!(on_host.len(), 3);
+    let host_id = format!("host:{host0}");
+    let children = admin
+        .get_all(
+            "/api/v1/inventory",
+            "objects",
+            &[("env_name", ENV), ("parent_id", &host_id)],
+        )
+        .await?;
+    let subtree = admin
+        .get_all(
+            "/api/v1/inventory",
+            "objects",
+            &[
+                ("env_name", ENV),
+                ("parent_id", &host_id),
+                ("sub_tree", "true"),
+            ],
+        )
+        .await?;
+    assert!(!children.is_empty() && subtree.len() >= children.len());
+    let id_path = format!("/{ENV}/{host_id}");
+    let by_path = admin
+        .get_all(
+            "/api/v1/inventory",
+            "objects",
+            &[("env_name", ENV), ("id_path", &id_path)],
+        )
+        .await?;
+    assert_eq!(
+        by_path.len(),
+        subtree.len() + 1,
+        "the host and everything under it"
+    );
+    let tap = &subtree
+        .iter()
+        .find(|o| o["type"] == "vnic" && o["attributes"]["mac_address"].is_string())
+        .cloned()
+        .unwrap_or_default();
+    let mac = tap["attributes"]["mac_address"]
+        .as_str()
+        .unwrap_or_default();
+    let by_mac = admin
+        .get_all(
+            "/api/v1/inventory",
+            "objects",
+            &[("env_name", ENV), ("attributes:mac_address", mac)],
+        )
+        .await?;
+    assert!(by_mac.iter().any(|o| o["id"] == tap["id"]), "{mac}");
+    let named = admin
+        .get_all(
+            "/api/v1/inventory",
+            "objects",
+            &[("env_name", ENV), ("name", "^qbr")],
+        )
+        .await?;
+    assert!(
+        !named.is_empty()
+            && named
+                .iter()
+                .all(|o| o["name"].as_str().is_some_and(|n| n.starts_with("qbr")))
+    );
+
+    // One object, with an ETag.
+    let id = tap["id"].as_str().unwrap_or_default();
+    let (code, object) = admin
+        .send(Method::GET, &format!("/api/v1/inventory/{id}"), env, None)
+        .await?;
+    assert_eq!((code, &object["id"]), (StatusCode::OK, &tap["id"]));
+    let response = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/inventory/{id}?env_name={ENV}",
+            harness.url
+        ))
+        .bearer_auth(admin_token(&harness).await?)
+        .send()
+        .await?;
+    let etag = response.headers().get("etag").cloned().expect("an ETag");
+    let cached = reqwest::Client::new()
+        .get(format!(
+            "{}/api/v1/inventory/{id}?env_name={ENV}",
+            harness.url
+        ))
+        .bearer_auth(admin_token(&harness).await?)
+        .header("if-none-match", etag)
+        .send()
+        .await?;
+    assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(
+        status(&admin, Method::GET, "/api/v1/inventory/vnic:nowhere", env).await,
+        StatusCode::NOT_FOUND
+    );
+
+    // Links, including the tunnel between the two hosts.
+    let tunnels = admin
+        .get_all(
+            "/api/v1/links",
+            "links",
+            &[("env_name", ENV), ("link_type", "otep-otep")],
+        )
+        .await?;
+    assert_eq!(tunnels.len(), 1, "{tunnels:?}");
+    assert_eq!(tunnels[0]["state"], "up");
+    let all_links = admin
+        .get_all(
+            "/api/v1/links",
+            "links",
+            &[("env_name", ENV), ("limit", "9")],
+        )
+        .await?;
+    assert_eq!(
+        all_links.len() as u64,
+        aggregates["links"].as_u64().unwrap_or(0)
+    );
+    let source = tunnels[0]["source"].as_str().unwrap_or_default();
+    let from_source = admin
+        .get_all(
+            "/api/v1/links",
+            "links",
+            &[("env_name", ENV), ("source_id", source)],
+        )
+        .await?;
+    assert!(from_source.iter().all(|l| l["source"] == source) && !from_source.is_empty());
+
+    // Cliques: by focal point type, by focal point, by contained object.
+    let cliques = admin
+        .get_all(
+            "/api/v1/cliques",
+            "cliques",
+            &[("env_name", ENV), ("focal_point_type", "instance")],
+        )
+        .await?;
+    assert_eq!(cliques.len(), 6);
+    let focal = cliques[0]["focal_point"].as_str().unwrap_or_default();
+    let clique = admin.get(&format!("/api/v1/cliques/{focal}"), env).await?;
+    assert!(
+        clique["links"].as_array().is_some_and(|l| !l.is_empty()),
+        "{clique}"
+    );
+    let member = clique["nodes"][1].as_str().unwrap_or_default();
+    let containing = admin
+        .get_all(
+            "/api/v1/cliques",
+            "cliques",
+            &[("env_name", ENV), ("object", member)],
+        )
+        .await?;
+    assert!(containing.iter().any(|c| c["focal_point"] == focal));
+
+    // Strict parameters: each error names the problem.
+    for (query, named) in [
+        (vec![("env_name", ENV), ("colour", "red")], "colour"),
+        (vec![("env_name", ENV), ("type", "spaceship")], "type"),
+        (vec![("env_name", ENV), ("at", "yesterday")], "at"),
+        (vec![("env_name", ENV), ("limit", "0")], "limit"),
+        (vec![("env_name", ENV), ("limit", "5000")], "limit"),
+        (vec![("env_name", ENV), ("limit", "x")], "limit"),
+        (vec![("env_name", ENV), ("cursor", "zz")], "cursor"),
+        (vec![("env_name", ENV), ("name", "(")], "name"),
+        (vec![("env_name", ENV), ("stale", "maybe")], "stale"),
+        (vec![("env_name", ENV), ("env_name", ENV)], "env_name"),
+        (vec![], "env_name"),
+    ] {
+        let (code, body) = admin
+            .send(Method::GET, "/api/v1/inventory", &query, None)
+            .await?;
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(
+            (code, body["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("bad_request")),
+            "{query:?}"
+        );
+        assert!(message.contains(named), "{query:?}: {message}");
+    }
+    let (code, _) = admin
+        .send(
+            Method::GET,
+            "/api/v1/inventory",
+            &[("env_name", "nowhere")],
+            None,
+        )
+        .await?;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let (code, body) = admin
+        .send(Method::PATCH, "/api/v1/constants", &[], None)
+        .await?;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+    );
+    let (code, body) = admin
+        .send(
+            Method::POST,
+            "/api/v1/scans",
+            &[],
+            Some(&json!({"environment": ENV, "kind": "everything"})),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("everything")),
+        "{body}"
+    );
+
+    // Clique types: the 12 defaults, validated writes.
+    let types = admin.get("/api/v1/clique_types", &[]).await?;
+    assert_eq!(types.as_array().map(Vec::len), Some(12));
+    let custom = json!({"name": "vnic-only", "environment": ENV, "focal_point_type": "vnic",
+        "link_types": ["vnic-vedge", "vedge-otep"]});
+    let bad = json!({"name": "bad", "environment": ENV, "focal_point_type": "vnic",
+        "link_types": ["vnic-network"]});
+    let (code, body) = admin
+        .send(Method::POST, "/api/v1/clique_types", &[], Some(&bad))
+        .await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("vnic-network"))
+    );
+    assert_eq!(
+        admin
+            .send(Method::POST, "/api/v1/clique_types", &[], Some(&custom))
+            .await?
+            .0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        admin
+            .send(Method::POST, "/api/v1/clique_types", &[], Some(&custom))
+            .await?
+            .0,
+        StatusCode::CONFLICT
+    );
+    let vnic_cliques = admin
+        .get_all(
+            "/api/v1/cliques",
+            "cliques",
+            &[("env_name", ENV), ("focal_point_type", "vnic")],
+        )
+        .await?;
+    assert!(
+        !vnic_cliques.is_empty(),
+        "the new type builds cliques at once"
+    );
+    assert_eq!(
+        admin
+            .send(
+                Method::PUT,
+                "/api/v1/clique_types/vnic-only",
+                &[],
+                Some(&custom)
+            )
+            .await?
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(
+            &admin,
+            Method::DELETE,
+            "/api/v1/clique_types/vnic-only",
+            &[]
+        )
+        .await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        status(
+            &admin,
+            Method::DELETE,
+            "/api/v1/clique_types/vnic-only",
+            &[]
+        )
+        .await,
+        StatusCode::NOT_FOUND
+    );
+    let after = admin
+        .get_all(
+            "/api/v1/cliques",
+            "cliques",
+            &[("env_name", ENV), ("focal_point_type", "vnic")],
+        )
+        .await?;
+    assert!(after.is_empty());
+
+    // Clique constraints.
+    let constraint =
+        json!({"focal_point_type": "vservice", "constraints": ["network"], "environment": ENV});
+    assert_eq!(
+        admin
+            .send(
+                Method::POST,
+                "/api/v1/clique_constraints",
+                &[],
+                Some(&constraint)
+            )
+            .await?
+            .0,
+        StatusCode::CREATED
+    );
+    let constraints = admin.get("/api/v1/clique_constraints", &[]).await?;
+    assert!(
+        constraints
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["environment"] == ENV))
+    );
+    let path = "/api/v1/clique_constraints/vservice";
+    assert_eq!(
+        status(&admin, Method::DELETE, path, &[("environment", ENV)]).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        status(&admin, Method::DELETE, path, &[("environment", ENV)]).await,
+        StatusCode::NOT_FOUND
+    );
+
+    // Environment configurations: secrets are write-only.
+    let staging = json!({"name": "staging", "mechanism_drivers": ["OVS"], "type_drivers": ["vxlan"],
+        "configuration": {"AMQP": {"host": "10.0.0.5", "pwd": "s3cret"}}});
+    let (code, created) = admin
+        .send(
+            Method::POST,
+            "/api/v1/environment_configs",
+            &[],
+            Some(&staging),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    assert_eq!(created["secrets_set"], json!(["AMQP.pwd"]));
+    assert_eq!(
+        admin
+            .send(
+                Method::POST,
+                "/api/v1/environment_configs",
+                &[],
+                Some(&staging)
+            )
+            .await?
+            .0,
+        StatusCode::CONFLICT
+    );
+    let patch = json!({"configuration": {"AMQP": {"host": "10.0.0.6"}}, "distribution": "Kolla"});
+    let (code, patched) = admin
+        .send(
+            Method::PATCH,
+            "/api/v1/environment_configs/staging",
+            &[],
+            Some(&patch),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::OK, "{patched}");
+    assert_eq!(
+        (patched["distribution"].as_str(), &patched["secrets_set"]),
+        (Some("Kolla"), &json!(["AMQP.pwd"]))
+    );
+    let listed = admin.get("/api/v1/environment_configs", &[]).await?;
+    assert!(!listed.to_string().contains("s3cret"), "{listed}");
+    let bad_driver = json!({"mechanism_drivers": ["Cisco-ish"]});
+    assert_eq!(
+        admin
+            .send(
+                Method::PATCH,
+                "/api/v1/environment_configs/staging",
+                &[],
+                Some(&bad_driver)
+            )
+            .await?
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        status(
+            &admin,
+            Method::DELETE,
+            "/api/v1/environment_configs/staging",
+            &[]
+        )
+        .await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        status(
+            &admin,
+            Method::DELETE,
+            &format!("/api/v1/environment_configs/{ENV}"),
+            &[]
+        )
+        .await,
+        StatusCode::CONFLICT
+    );
+
+    // Scans: rebuilds and a full resync by the agents.
+    for kind in ["links_only", "cliques_only", "full"] {
+        let (code, scan) = admin
+            .send(
+                Method::POST,
+                "/api/v1/scans",
+                &[],
+                Some(&json!({"environment": ENV, "kind": kind})),
+            )
+            .await?;
+        assert_eq!(code, StatusCode::ACCEPTED, "{scan}");
+        let done = wait_scan(&admin, scan["id"].as_str().unwrap_or_default()).await?;
+        assert_eq!(done["status"], "completed", "{kind}: {done}");
+    }
+    let scans = admin.get("/api/v1/scans", env).await?;
+    assert_eq!(scans.as_array().map(Vec::len), Some(3));
+
+    // A schedule runs on its own.
+    let (code, schedule) = admin
+        .send(
+            Method::POST,
+            "/api/v1/scheduled_scans",
+            &[],
+            Some(&json!({"environment": ENV, "kind": "cliques_only", "interval_seconds": 10})),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::CREATED, "{schedule}");
+    let schedule_id = schedule["id"].as_str().unwrap_or_default().to_owned();
+    let mut ran = None;
+    for _ in 0..50 {
+        let scans = admin.get("/api/v1/scans", env).await?;
+        ran = scans.as_array().and_then(|s| {
+            s.iter()
+                .find(|s| s["schedule"] == schedule_id.as_str())
+                .cloned()
+        });
+        if ran.as_ref().is_some_and(|s| s["status"] == "completed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        ran.is_some_and(|s| s["status"] == "completed"),
+        "the scheduled scan ran"
+    );
+    let schedules = admin.get("/api/v1/scheduled_scans", &[]).await?;
+    assert!(schedules[0]["last_run"].is_string(), "{schedules}");
+    assert_eq!(
+        status(
+            &admin,
+            Method::DELETE,
+            &format!("/api/v1/scheduled_scans/{schedule_id}"),
+            &[]
+        )
+        .await,
+        StatusCode::NO_CONTENT
+    );
+    let (code, _) = admin
+        .send(
+            Method::POST,
+            "/api/v1/scheduled_scans",
+            &[],
+            Some(&json!({"environment": ENV, "interval_seconds": 1})),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+
+    // Agents and messages: a host that drops out is reported.
+    let agents = admin.get("/api/v1/agents", &[]).await?;
+    assert_eq!(agents.as_array().map(Vec::len), Some(2));
+    assert!(harness.aggregator.handle.disconnect(&host0));
+    let mut warned = false;
+    for _ in 0..100 {
+        let page = admin
+            .get(
+                "/api/v1/messages",
+                &[("env_name", ENV), ("level", "warning")],
+            )
+            .await?;
+        warned = page["messages"].as_array().is_some_and(|m| {
+            m.iter()
+                .any(|m| m["text"].as_str().is_some_and(|t| t.contains(&host0)))
+        });
+        if warned {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(warned, "a warning names the host that went away");
+    let (code, _) = admin
+        .send(Method::GET, "/api/v1/messages", &[("level", "loud")], None)
+        .await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+
+    // Constants and users.
+    let constants = admin.get("/api/v1/constants", &[]).await?;
+    assert!(
+        constants["link_types"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|t| t == "otep-otep"))
+    );
+    let ops = json!({"password": "ops-password", "grants": {"view-env": [ENV]}});
+    assert_eq!(
+        admin
+            .send(Method::PUT, "/api/v1/users/ops", &[], Some(&ops))
+            .await?
+            .0,
+        StatusCode::OK
+    );
+    let user = admin.get("/api/v1/users/ops", &[]).await?;
+    assert_eq!(
+        (
+            user["has_password"].as_bool(),
+            user["grants"]["view-env"].clone()
+        ),
+        (Some(true), json!([ENV]))
+    );
+    assert!(!user.to_string().contains("argon2"), "no hash is shown");
+    assert_eq!(
+        status(&admin, Method::DELETE, "/api/v1/users/ops", &[]).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        status(&admin, Method::DELETE, "/api/v1/users/admin", &[]).await,
+        StatusCode::CONFLICT
+    );
+    let whoami = admin.get("/api/v1/auth/tokens", &[]).await?;
+    assert_eq!(whoami["username"], "admin");
+    harness.stop().await;
+    Ok(())
+}
+
+async fn admin_token(harness: &ApiHarness) -> anyhow::Result<String> {
+    let mut client = ApiClient::new(&harness.url)?;
+    Ok(client.login("admin", ADMIN_PASSWORD).await?)
+}
+
+#[tokio::test]
+async fn rbac_matrix_tokens_expiry_and_revocation() -> anyhow::Result<()> {
+    calipso_tests::init_test_logging();
+    let harness = ApiHarness::start(|_| {}).await?;
+    let _agent = harness.report_host(0, 1, 1).await?;
+    let admin = harness.admin().await?;
+    admin
+        .json(
+            Method::POST,
+            "/api/v1/environment_configs",
+            &[],
+            Some(&json!({"name": "other"})),
+        )
+        .await?;
+    for (name, grants) in [
+        ("viewer", json!({"view-env": [ENV]})),
+        ("editor", json!({"edit-env": [ENV]})),
+        ("nobody", json!({})),
+    ] {
+        let body = json!({"password": format!("{name}-password"), "grants": grants});
+        admin
+            .json(
+                Method::PUT,
+                &format!("/api/v1/users/{name}"),
+                &[],
+                Some(&body),
+            )
+            .await?;
+    }
+    let viewer = harness.client("viewer", "viewer-password").await?;
+    let editor = harness.client("editor", "editor-password").await?;
+    let nobody = harness.client("nobody", "nobody-password").await?;
+    let patch = json!({"distribution": "Kolla"});
+    let scan = json!({"environment": ENV, "kind": "cliques_only"});
+    let other_scan = json!({"environment": "other", "kind": "cliques_only"});
+
+    struct Case<'a> {
+        method: Method,
+        path: &'a str,
+        query: Vec<(&'a str, &'a str)>,
+        body: Option<&'a Value>,
+        // admin, editor, viewer, nobody
+        expected: [u16; 4],
+    }
+    let read_env = vec![("env_name", ENV)];
+    let read_other = vec![("env_name", "other")];
+    let cases = [
+        Case {
+            method: Method::GET,
+            path: "/api/v1/inventory",
+            query: read_env.clone(),
+            body: None,
+            expected: [200, 200, 200, 403],
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/inventory",
+            query: read_other.clone(),
+            body: None,
+            expected: [200, 403, 403, 403],
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/links",
+            query: read_env.clone(),
+            body: None,
+            expected: [200, 200, 200, 403],
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/cliques",
+            query: read_other.clone(),
+            body: None,
+            expected: [200, 403, 403, 403],
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/aggregates",
+            query: read_env.clone(),
+            body: None,
+            expected: [200, 200, 200, 403],
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/scans",
+            query: read_other.clone(),
+            body: None,
+            expected: [200, 403, 403, 403],
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/environment_configs/other",
+            query: vec![],
+            body: None,
+            expected: [200, 403, 403, 403],
+        },
+        Case {
+            method: Method::PATCH,
+            path: "/api/v1/environment_configs/lab",
+            query: vec![],
+            body: Some(&patch),
+            expected: [200, 200, 403, 403],
+        },
+        Case {
+            method: Method::PATCH,
+            path: "/api/v1/environment_configs/other",
+            query: vec![],
+            body: Some(&patch),
+            expected: [200, 403, 403, 403],
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/scans",
+            query: vec![],
+            body: Some(&scan),
+            expected: [202, 202, 403, 403],
+        },
+        Case {
+            method: Method::POST,
+            path: "/api/v1/scans",
+            query: vec![],
+            body: Some(&other_scan),
+            expected: [202, 403, 403, 403],
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/clique_types",
+            query: vec![],
+            body: None,
+            expected: [200, 200, 200, 200],
+        },
+        Case {
+            method: Method::DELETE,
+            path: "/api/v1/clique_types/nothing",
+            query: vec![],
+            body: None,
+            expected: [404, 403, 403, 403],
+        },
+        Case {
+            method: Method::GET,
+            path: "/api/v1/users",
+            query: vec![],
+            body: None,
+            expected: [200, 403, 403, 403],
+        },
+        Case {
+            method: Method::DELETE,
+            path: "/api/v1/environment_configs/nowhere",
+            query: vec![],
+            body: None,
+            expected: [404, 403, 403, 403],
+        },
+    ];
+    let callers = [&admin, &editor, &viewer, &nobody];
+    for case in &cases {
+        for (caller, expected) in callers.iter().zip(case.expected) {
+            let (code, body) = caller
+                .send(case.method.clone(), case.path, &case.query, case.body)
+                .await?;
+            assert_eq!(
+                code.as_u16(),
+                expected,
+                "{} {} {:?}: {body}",
+                case.method,
+                case.path,
+                case.query
+            );
+        }
+    }
+    // What a caller may not see is left out of listings rather than refused.
+    let visible = viewer.get("/api/v1/environment_configs", &[]).await?;
+    assert_eq!(
+        visible
+            .as_array()
+            .map(|v| v.iter().map(|e| e["name"].clone()).collect::<Vec<_>>()),
+        Some(vec![json!(ENV)])
+    );
+    assert_eq!(nobody.get("/api/v1/agents", &[]).await?, json!([]));
+
+    // Revocation: the token stops working at once.
+    assert_eq!(
+        viewer
+            .send(Method::DELETE, "/api/v1/auth/tokens", &[], None)
+            .await?
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        status(&viewer, Method::GET, "/api/v1/constants", &[]).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // A withdrawn grant ends the user's sessions.
+    let editor_grants = json!({"grants": {"view-env": [ENV]}});
+    admin
+        .json(
+            Method::PUT,
+            "/api/v1/users/editor",
+            &[],
+            Some(&editor_grants),
+        )
+        .await?;
+    assert_eq!(
+        status(&editor, Method::GET, "/api/v1/constants", &[]).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let editor = harness.client("editor", "editor-password").await?;
+    assert_eq!(
+        editor
+            .send(Method::POST, "/api/v1/scans", &[], Some(&scan))
+            .await?
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    harness.stop().await;
+
+    // Expiry, with a one-second lifetime.
+    let short = ApiHarness::start(|api| api.token_lifetime = Duration::from_secs(1)).await?;
+    let admin = short.admin().await?;
+    assert_eq!(
+        status(&admin, Method::GET, "/api/v1/constants", &[]).await,
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(
+        status(&admin, Method::GET, "/api/v1/constants", &[]).await,
+        StatusCode::UNAUTHORIZED
+    );
+    short.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn ldap_users_log_in_with_their_groups_grants() -> anyhow::Result<()> {
+    calipso_tests::init_test_logging();
+    let directory = TestDirectory::start()?;
+    let admins = Grants {
+        admin: true,
+        ..Grants::default()
+    };
+    let mut viewers = Grants::default();
+    viewers.view_env.insert(ENV.into());
+    let ldap = LdapSettings {
+        url: directory.url.clone(),
+        starttls: false,
+        user_dn: format!("uid={{username}},ou=people,{SUFFIX}"),
+        group_base: Some(format!("ou=groups,{SUFFIX}")),
+        group_filter: "(&(objectClass=groupOfNames)(member={dn}))".into(),
+        groups: [
+            ("calipso-admins".to_owned(), admins),
+            ("lab-viewers".to_owned(), viewers),
+        ]
+        .into_iter()
+        .collect(),
+        timeout: Duration::from_secs(5),
+    };
+    let harness = ApiHarness::start(|api| api.ldap = Some(ldap)).await?;
+    let _agent = harness.report_host(0, 1, 1).await?;
+
+    let alice = harness.client("alice", "alice-password").await?;
+    let whoami = alice.get("/api/v1/auth/tokens", &[]).await?;
+    assert_eq!(whoami["grants"]["admin"], true, "{whoami}");
+    assert_eq!(
+        status(&alice, Method::GET, "/api/v1/users", &[]).await,
+        StatusCode::OK
+    );
+
+    let bob = harness.client("bob", "bob-password").await?;
+    assert_eq!(
+        status(&bob, Method::GET, "/api/v1/inventory", &[("env_name", ENV)]).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&bob, Method::GET, "/api/v1/users", &[]).await,
+        StatusCode::FORBIDDEN
+    );
+
+    for (user, password) in [
+        ("bob", "alice-password"),
+        ("mallory", "x-password"),
+        ("bob", ""),
+        ("*", "bob-password"),
+    ] {
+        let mut client = ApiClient::new(&harness.url)?;
+        assert!(
+            client.login(user, password).await.is_err(),
+            "{user}/{password}"
+        );
+    }
+    // Local accounts still work beside the directory.
+    harness.admin().await?;
+    // A directory that is down is an error saying so, not a wrong password.
+    drop(directory);
+    let (code, body) = ApiClient::new(&harness.url)?
+        .send(
+            Method::POST,
+            "/api/v1/auth/tokens",
+            &[],
+            Some(&json!({"username": "bob", "password": "bob-password"})),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    harness.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn time_travel_answers_from_history() -> anyhow::Result<()> {
+    calipso_tests::init_test_logging();
+    let harness = ApiHarness::start(|_| {}).await?;
+    let mut agent = harness.report_host(0, 1, 2).await?;
+    let admin = harness.admin().await?;
+    let env = [("env_name", ENV)];
+    let before_objects = admin.get_all("/api/v1/inventory", "objects", &env).await?;
+    let before_links = admin.get_all("/api/v1/links", "links", &env).await?;
+    let before_cliques = admin.get_all("/api/v1/cliques", "cliques", &env).await?;
+    let t1 = Timestamp::now().to_string();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    // Change: one VM goes away, a vNIC changes its MTU.
+    let vm = calipso_aggregator::synthetic::vm_objects(ENV, 0, 1);
+    let removals: Vec<_> = vm.iter().map(|o| o.id.clone()).collect();
+    agent
+        .outbox
+        .publish(
+            "synthetic",
+            ChangeSet {
+                upserts: vec![],
+                removals,
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    agent.change("extra0", 9000);
+    assert!(agent.wait_acked(Duration::from_secs(10)).await);
+    let instance = vm
+        .iter()
+        .find(|o| o.object_type == calipso_proto::ObjectType::Instance)
+        .map(|o| o.id.to_string())
+        .unwrap_or_default();
+
+    let now_objects = admin.get_all("/api/v1/inventory", "objects", &env).await?;
+    assert_eq!(now_objects.len(), before_objects.len() - vm.len() + 1);
+    let path = format!("/api/v1/inventory/{instance}");
+    assert_eq!(
+        status(&admin, Method::GET, &path, &env).await,
+        StatusCode::NOT_FOUND
+    );
+
+    // At T1: exactly what was there.
+    let at = [("env_name", ENV), ("at", t1.as_str())];
+    assert_eq!(
+        admin.get_all("/api/v1/inventory", "objects", &at).await?,
+        before_objects
+    );
+    assert_eq!(admin.get(&path, &at).await?["id"], instance.as_str());
+    assert_eq!(
+        admin.get_all("/api/v1/links", "links", &at).await?,
+        before_links
+    );
+    let then_cliques = admin.get_all("/api/v1/cliques", "cliques", &at).await?;
+    assert_eq!(then_cliques, before_cliques);
+    assert_eq!(
+        admin
+            .get(&format!("/api/v1/cliques/{instance}"), &at)
+            .await?["focal_point"],
+        instance.as_str()
+    );
+    assert_eq!(
+        status(
+            &admin,
+            Method::GET,
+            &format!("/api/v1/cliques/{instance}"),
+            &env
+        )
+        .await,
+        StatusCode::NOT_FOUND
+    );
+    // Before anything was reported, the environment was empty.
+    let empty = [("env_name", ENV), ("at", "2000-01-01T00:00:00Z")];
+    assert!(
+        admin
+            .get_all("/api/v1/inventory", "objects", &empty)
+            .await?
+            .is_empty()
+    );
+    harness.stop().await;
+    Ok(())
+}
+
+async fn next_change(
+    events: &mut (impl futures::Stream<Item = SseEvent> + Unpin),
+    pred: impl Fn(&Value) -> bool,
+) -> anyhow::Result<(SseEvent, Value)> {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("stream ended"))?;
+        if event.event != "change" {
+            anyhow::bail!("unexpected {event:?}");
+        }
+        let data: Value = serde_json::from_str(&event.data)?;
+        if pred(&data) {
+            return Ok((event, data));
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_live_stream_delivers_agent_changes_and_resumes() -> anyhow::Result<()> {
+    calipso_tests::init_test_logging();
+    let harness = ApiHarness::start(|api| api.event_buffer = 64).await?;
+    let mut agent = harness.report_host(0, 1, 1).await?;
+    let admin = harness.admin().await?;
+    let mut events = Box::pin(
+        admin
+            .events(&[("env_name", ENV), ("types", "vnic")], None)
+            .await?,
+    );
+    // The stream is subscribed once its response arrived; changes from now on are seen.
+    agent.change("watched", 1400);
+    let id = format!("vnic:{}:watched", agent.host);
+    let (first, data) = next_change(&mut events, |d| {
+        d["kind"] == "object" && d["key"] == id.as_str()
+    })
+    .await?;
+    assert_eq!(
+        (
+            data["action"].as_str(),
+            data["data"]["attributes"]["mtu"].as_u64()
+        ),
+        (Some("upsert"), Some(1400))
+    );
+
+    // Missed while away: resumed from the last id seen.
+    drop(events);
+    agent.change("watched", 1450);
+    agent.change("watched", 1500);
+    assert!(agent.wait_acked(Duration::from_secs(10)).await);
+    let mut resumed = Box::pin(
+        admin
+            .events(&[("env_name", ENV), ("types", "vnic")], first.id.as_deref())
+            .await?,
+    );
+    let (_, d1) = next_change(&mut resumed, |d| d["key"] == id.as_str()).await?;
+    let (_, d2) = next_change(&mut resumed, |d| d["key"] == id.as_str()).await?;
+    assert_eq!(
+        (
+            d1["data"]["attributes"]["mtu"].as_u64(),
+            d2["data"]["attributes"]["mtu"].as_u64()
+        ),
+        (Some(1450), Some(1500))
+    );
+
+    // Older than what is kept (64 events): a reset, not a silent gap.
+    for mtu in 0..80 {
+        agent.change(&format!("churn{mtu}"), 1500);
+    }
+    assert!(agent.wait_acked(Duration::from_secs(10)).await);
+    let mut stale = Box::pin(
+        admin
+            .events(&[("env_name", ENV)], first.id.as_deref())
+            .await?,
+    );
+    let event = tokio::time::timeout(Duration::from_secs(10), stale.next())
+        .await?
+        .expect("an event");
+    assert_eq!(event.event, "reset", "{event:?}");
+    let (code, _) = admin
+        .send(
+            Method::GET,
+            "/api/v1/events",
+            &[("since", "not-an-id")],
+            None,
+        )
+        .await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    harness.stop().await;
+    Ok(())
+}
