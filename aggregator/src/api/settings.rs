@@ -54,7 +54,7 @@ pub fn routes() -> Router<Service> {
 
 /// Every clique type.
 #[utoipa::path(get, path = "/api/v1/clique_types", tag = "settings",
-    responses((status = 200, body = [Object]), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = [CliqueType]), (status = 401, body = ErrorBody)))]
 pub async fn list_clique_types(
     State(service): State<Service>,
     Caller(_): Caller,
@@ -65,8 +65,8 @@ pub async fn list_clique_types(
 /// Create a clique type; link types must be ones the finders produce (or
 /// `use_implicit_links`).
 #[utoipa::path(post, path = "/api/v1/clique_types", tag = "settings",
-    request_body(content = Object, description = "name, focal_point_type, link_types, and environment or distribution / mechanism_drivers / type_drivers"),
-    responses((status = 201, body = Object), (status = 400, body = ErrorBody),
+    request_body = CliqueType,
+    responses((status = 201, body = CliqueType), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
 pub async fn create_clique_type(
@@ -82,7 +82,7 @@ pub async fn create_clique_type(
 
 #[utoipa::path(get, path = "/api/v1/clique_types/{name}", tag = "settings",
     params(("name" = String, Path)),
-    responses((status = 200, body = Object), (status = 401, body = ErrorBody),
+    responses((status = 200, body = CliqueType), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub async fn get_clique_type(
     State(service): State<Service>,
@@ -94,8 +94,8 @@ pub async fn get_clique_type(
 
 /// Replace a clique type (the body's name, if given, must be the path's).
 #[utoipa::path(put, path = "/api/v1/clique_types/{name}", tag = "settings",
-    params(("name" = String, Path)), request_body = Object,
-    responses((status = 200, body = Object), (status = 400, body = ErrorBody),
+    params(("name" = String, Path)), request_body = CliqueType,
+    responses((status = 200, body = CliqueType), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub async fn replace_clique_type(
@@ -131,7 +131,7 @@ pub async fn delete_clique_type(
 
 /// Every clique constraint.
 #[utoipa::path(get, path = "/api/v1/clique_constraints", tag = "settings",
-    responses((status = 200, body = [Object]), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = [CliqueConstraint]), (status = 401, body = ErrorBody)))]
 pub async fn list_clique_constraints(
     State(service): State<Service>,
     Caller(_): Caller,
@@ -141,8 +141,8 @@ pub async fn list_clique_constraints(
 
 /// Create or replace the constraint of a focal point type (optionally per environment).
 #[utoipa::path(post, path = "/api/v1/clique_constraints", tag = "settings",
-    request_body(content = Object, description = "focal_point_type, constraints, environment?"),
-    responses((status = 201, body = Object), (status = 400, body = ErrorBody),
+    request_body = CliqueConstraint,
+    responses((status = 201, body = CliqueConstraint), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn put_clique_constraint(
     State(service): State<Service>,

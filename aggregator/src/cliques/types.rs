@@ -41,7 +41,8 @@ impl EnvironmentConfig {
 }
 
 /// The walk that builds the clique of a focal point: link types in order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CliqueType {
     pub name: String,
     /// `ANY` (the fallback), an environment's name, or absent when the type is chosen by the
@@ -58,7 +59,9 @@ pub struct CliqueType {
     pub type_drivers: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment_type: Option<String>,
+    #[schema(value_type = String, example = "instance")]
     pub focal_point_type: ObjectType,
+    #[schema(value_type = Vec<String>, example = json!(["instance-vnic", "vnic-vedge"]))]
     pub link_types: Vec<LinkType>,
     #[serde(default)]
     pub use_implicit_links: bool,
@@ -172,8 +175,10 @@ impl CliqueType {
 }
 
 /// Which attributes of a focal point restrict the links its clique may take.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CliqueConstraint {
+    #[schema(value_type = String, example = "instance")]
     pub focal_point_type: ObjectType,
     pub constraints: Vec<String>,
     /// Only for this environment; absent for all.
