@@ -10,7 +10,7 @@ use calipso_aggregator::client::ApiClient;
 use calipso_aggregator::config::ApiSection;
 use calipso_aggregator::ingest::DurableSink;
 use calipso_aggregator::store::SqliteStore;
-use calipso_aggregator::synthetic::{Layout, host_name, host_objects, vm_objects};
+use calipso_aggregator::synthetic::{Layout, host_name, host_objects};
 use tokio_util::sync::CancellationToken;
 
 use crate::{ENV, Pki, TestAgent, TestAggregator, agent_config};
@@ -88,10 +88,8 @@ impl ApiHarness {
         let host = host_name(index);
         let (tls, _) = self.pki.agent(&host)?;
         let mut agent = TestAgent::start(&host, &tls, &agent_config(self.aggregator.addr))?;
-        let mut upserts = host_objects(ENV, index, &layout);
-        for vm in 0..vms {
-            upserts.extend(vm_objects(ENV, index, vm));
-        }
+        // The host's objects include its VMs'.
+        let upserts = host_objects(ENV, index, &layout);
         agent
             .outbox
             .publish(

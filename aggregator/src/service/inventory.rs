@@ -378,27 +378,50 @@ impl Service {
             let mut items = Vec::new();
             let mut last: Option<&Node> = None;
             let mut more = false;
-            let types = ObjectType::ALL
-                .iter()
-                .copied()
-                .filter(|t| query.object_type.is_none_or(|q| q == *t))
-                .skip_while(|t| start_type.is_some_and(|s| s != *t));
-            'types: for object_type in types {
-                let from = after_id
-                    .as_ref()
-                    .filter(|_| Some(object_type) == start_type);
-                for id in graph.ids_of_type_after(object_type, from) {
-                    let Some(node) = graph.get(id) else { continue };
-                    if !query.matches(graph, node) {
-                        continue;
-                    }
-                    if items.len() == limit {
-                        more = true;
-                        break 'types;
-                    }
-                    items.push(object_view(graph, node));
-                    last = Some(node);
+            let after_ref = after_id.as_ref();
+            let rank = |t: ObjectType| ObjectType::ALL.iter().position(|x| *x == t);
+            let position = start_type
+                .zip(after_id.as_ref())
+                .map(|(t, id)| (rank(t), id));
+            let of_type = |n: &Node| query.object_type.is_none_or(|t| n.object_type() == t);
+            // A host's objects come from the host index (hundreds), not a scan of all types.
+            let candidates: Box<dyn Iterator<Item = &Node>> = match &query.host {
+                Some(host) => {
+                    let mut on_host: Vec<&Node> = graph
+                        .ids_on_host(host)
+                        .filter_map(|id| graph.get(id))
+                        .filter(|n| of_type(n))
+                        .collect();
+                    on_host.sort_by(|a, b| {
+                        (rank(a.object_type()), a.id()).cmp(&(rank(b.object_type()), b.id()))
+                    });
+                    Box::new(on_host.into_iter().filter(move |n| {
+                        position.is_none_or(|p| (rank(n.object_type()), n.id()) > p)
+                    }))
                 }
+                None => Box::new(
+                    ObjectType::ALL
+                        .iter()
+                        .copied()
+                        .filter(|t| query.object_type.is_none_or(|q| q == *t))
+                        .skip_while(move |t| start_type.is_some_and(|s| s != *t))
+                        .flat_map(|t| {
+                            let from = after_ref.filter(|_| Some(t) == start_type);
+                            graph.ids_of_type_after(t, from)
+                        })
+                        .filter_map(|id| graph.get(id)),
+                ),
+            };
+            for node in candidates {
+                if !query.matches(graph, node) {
+                    continue;
+                }
+                if items.len() == limit {
+                    more = true;
+                    break;
+                }
+                items.push(object_view(graph, node));
+                last = Some(node);
             }
             let next_cursor = last
                 .filter(|_| more)
