@@ -1,0 +1,288 @@
+//! A fleet of simulated agents against the real aggregator binary: 1 000 agents (each its own
+//! QUIC connection with its own certificate from the CA tool, the agent's real outbox and
+//! uplink) report synthetic OVS compute hosts of ~500 objects to `calipso-aggregator serve`
+//! (SQLite store, API on loopback), then churn. Measured:
+//!
+//! 1. sustained ingest: every host's snapshot stored (object changes per second);
+//! 2. change → visible on the live stream: an agent publishes a change, a client following
+//!    `/api/v1/events` receives it (p50 / p99 / max), under churn from all agents;
+//! 3. the aggregator process's RSS and CPU, read from /proc (the agents run in this process).
+//!
+//! `cargo bench -p calipso-tests --bench fleet` (`CALIPSO_BENCH_AGENTS`, default 1000;
+//! `CALIPSO_BENCH_CHURN_PER_SECOND`, default 200; `CALIPSO_BENCH_CHURN_SECONDS`, default 30).
+
+use std::collections::HashMap;
+use std::net::{TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use calipso_agent::outbox::ChangeSet;
+use calipso_aggregator::client::ApiClient;
+use calipso_aggregator::synthetic::{Layout, host_name, host_objects};
+use calipso_tests::{ENV, Pki, TestAgent, agent_config, vnic};
+use futures::StreamExt;
+use rand::Rng;
+
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The aggregator binary, built in release mode if needed.
+fn aggregator_binary() -> anyhow::Result<PathBuf> {
+    let built = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "calipso-aggregator",
+            "--bin",
+            "calipso-aggregator",
+        ])
+        .status()?;
+    anyhow::ensure!(built.success(), "cannot build calipso-aggregator");
+    let bench = std::env::current_exe()?;
+    let target = bench
+        .parent()
+        .and_then(|deps| deps.parent())
+        .ok_or_else(|| anyhow::anyhow!("unexpected bench binary location"))?;
+    Ok(target.join("calipso-aggregator"))
+}
+
+/// (RSS MiB, CPU seconds) of a process.
+fn usage(pid: u32) -> (f64, f64) {
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0);
+    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0);
+    (rss, cpu)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+struct Aggregator {
+    child: std::process::Child,
+}
+
+impl Drop for Aggregator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let agents = setting("CALIPSO_BENCH_AGENTS", 1000);
+    let churn_rate = setting("CALIPSO_BENCH_CHURN_PER_SECOND", 200);
+    let churn_seconds = setting("CALIPSO_BENCH_CHURN_SECONDS", 30);
+    let binary = aggregator_binary()?;
+    let pki = Pki::new()?;
+    let dir = tempfile::tempdir()?;
+    let ingest_port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+    let api_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let server = pki.server_paths();
+    let config = dir.path().join("aggregator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[ingest]\nlisten = \"127.0.0.1:{ingest_port}\"\nca_cert = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\ncrl = \"{}\"\n\
+             [store]\nurl = \"sqlite://{}\"\n[api]\nlisten = \"127.0.0.1:{api_port}\"\nadmin_password = \"bench-password\"\n",
+            server.ca_cert.display(),
+            server.cert.display(),
+            server.key.display(),
+            server.crl.display(),
+            dir.path().join("calipso.db").display(),
+        ),
+    )?;
+    let child = Command::new(&binary)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let aggregator = Aggregator { child };
+    let pid = aggregator.child.id();
+    let url = format!("http://127.0.0.1:{api_port}");
+    let mut client = ApiClient::new(&url)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get("/healthz", &[]).await.is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "the aggregator did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client.login("admin", "bench-password").await?;
+    let (rss_idle, _) = usage(pid);
+
+    // 1. Every agent connects and sends its host's snapshot.
+    let layout = Layout {
+        tunnel_peers: 16.min(agents.saturating_sub(1)),
+        ..Layout::with_objects_per_host(agents, 500)
+    };
+    let mut fleet = Vec::with_capacity(agents);
+    let mut objects = 0;
+    let started = Instant::now();
+    let (_, cpu_before_ingest) = usage(pid);
+    let addr = ([127, 0, 0, 1], ingest_port).into();
+    let uplink = calipso_agent::config::AggregatorConfig {
+        keep_alive: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(30),
+        ..agent_config(addr)
+    };
+    for index in 0..agents {
+        let host = host_name(index);
+        let (tls, _) = pki.agent(&host)?;
+        let agent = TestAgent::start(&host, &tls, &uplink)?;
+        let model = host_objects(ENV, index, &layout);
+        objects += model.len();
+        agent
+            .outbox
+            .publish(
+                "synthetic",
+                ChangeSet {
+                    upserts: model,
+                    removals: vec![],
+                },
+            )
+            .map_err(|err| anyhow::anyhow!("publish: {err}"))?;
+        fleet.push(agent);
+    }
+    for agent in &mut fleet {
+        anyhow::ensure!(
+            agent.wait_acked(Duration::from_secs(600)).await,
+            "{} not acknowledged",
+            agent.host
+        );
+    }
+    let ingest = started.elapsed();
+    let (rss_loaded, cpu_after_ingest) = usage(pid);
+    println!(
+        "{agents} agents, {objects} objects stored in {:.1} s: {:.0} object changes/s (aggregator CPU {:.0} %)",
+        ingest.as_secs_f64(),
+        objects as f64 / ingest.as_secs_f64(),
+        100.0 * (cpu_after_ingest - cpu_before_ingest) / ingest.as_secs_f64()
+    );
+
+    // 2. Churn from all agents while a client follows the stream.
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let mut events = Box::pin(
+        client
+            .events(&[("env_name", ENV), ("types", "vnic")], None)
+            .await?,
+    );
+    let follower = {
+        let (sent, latencies) = (sent.clone(), latencies.clone());
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                if event.event != "change" {
+                    continue;
+                }
+                let Ok(data) = serde_json::from_str::<serde_json::Value>(&event.data) else {
+                    continue;
+                };
+                if data["kind"] != "object" || data["action"] != "upsert" {
+                    continue;
+                }
+                let key = data["key"].as_str().unwrap_or_default();
+                let published = sent.lock().map(|mut s| s.remove(key)).ok().flatten();
+                if let Some(at) = published
+                    && let Ok(mut l) = latencies.lock()
+                {
+                    l.push(at.elapsed());
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, cpu_before_churn) = usage(pid);
+    let churn_started = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / churn_rate.max(1) as f64);
+    let mut next = Instant::now();
+    let mut published = 0usize;
+    let mut rng = rand::rng();
+    let mut previous: HashMap<usize, calipso_proto::ObjectId> = HashMap::new();
+    while churn_started.elapsed() < Duration::from_secs(churn_seconds as u64) {
+        let which = rng.random_range(0..fleet.len());
+        let agent = &fleet[which];
+        let name = format!("churn{published}");
+        let object = vnic(&agent.host, &name, 1500);
+        let key = object.id.to_string();
+        // Each churn port replaces the agent's previous one, so the model stays its size.
+        let removals = previous
+            .insert(which, object.id.clone())
+            .into_iter()
+            .collect::<Vec<_>>();
+        if let Ok(mut s) = sent.lock() {
+            s.insert(key, Instant::now());
+        }
+        agent
+            .outbox
+            .publish(
+                "churn",
+                ChangeSet {
+                    upserts: vec![object],
+                    removals,
+                },
+            )
+            .map_err(|err| anyhow::anyhow!("publish: {err}"))?;
+        published += 1;
+        next += interval;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    let churn = churn_started.elapsed();
+    let (rss_churn, cpu_after_churn) = usage(pid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    follower.abort();
+    let mut seen = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    seen.sort();
+    let missing = sent.lock().map(|s| s.len()).unwrap_or(0);
+    println!(
+        "churn: {published} changes in {:.1} s ({:.0}/s), aggregator CPU {:.0} %",
+        churn.as_secs_f64(),
+        published as f64 / churn.as_secs_f64(),
+        100.0 * (cpu_after_churn - cpu_before_churn) / churn.as_secs_f64()
+    );
+    println!(
+        "change -> live stream: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} seen, {missing} not seen)",
+        percentile(&seen, 0.50).as_secs_f64() * 1000.0,
+        percentile(&seen, 0.99).as_secs_f64() * 1000.0,
+        seen.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
+        seen.len()
+    );
+    println!(
+        "aggregator RSS: {rss_idle:.0} MiB idle, {rss_loaded:.0} MiB with the fleet's model, {rss_churn:.0} MiB after churn"
+    );
+    for agent in fleet {
+        agent.stop().await;
+    }
+    drop(aggregator);
+    Ok(())
+}
