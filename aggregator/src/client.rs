@@ -57,6 +57,20 @@ impl ApiClient {
         })
     }
 
+    /// Trusts only the CA in `ca_cert` (PEM) for an `https://` API.
+    pub fn with_ca(mut self, ca_cert: &std::path::Path) -> Result<Self, ClientError> {
+        let pem = std::fs::read(ca_cert)
+            .map_err(|err| ClientError::Setup(format!("{}: {err}", ca_cert.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|err| ClientError::Setup(format!("{}: {err}", ca_cert.display())))?;
+        self.http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .tls_certs_only(certs)
+            .build()
+            .map_err(|err| ClientError::Setup(err.to_string()))?;
+        Ok(self)
+    }
+
     pub fn with_token(mut self, token: &str) -> Self {
         self.token = Some(token.to_owned());
         self

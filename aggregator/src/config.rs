@@ -17,6 +17,8 @@
 //!
 //! [api]
 //! listen = "127.0.0.1:8080"
+//! # tls_cert = "/etc/calipso/api.pem"   # HTTPS when both are set
+//! # tls_key = "/etc/calipso/api.key"
 //! token_lifetime = "24h"
 //! event_buffer = 100000             # events kept for clients that reconnect
 //! # admin_password = "…"            # first start only; else $CALIPSO_ADMIN_PASSWORD, else
@@ -68,6 +70,11 @@ pub struct ApiSection {
     pub admin_password: Option<String>,
     #[serde(default)]
     pub ldap: Option<LdapSettings>,
+    /// Serve HTTPS with this certificate chain and key (PEM); plain HTTP without them.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ApiSection {
@@ -78,6 +85,8 @@ impl Default for ApiSection {
             event_buffer: default_event_buffer(),
             admin_password: None,
             ldap: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -192,6 +201,9 @@ impl AggregatorConfig {
                 "must be at least 8 characters",
             ));
         }
+        if api.tls_cert.is_some() != api.tls_key.is_some() {
+            return Err(invalid("api.tls_cert", "tls_cert and tls_key go together"));
+        }
         if let Some(ldap) = &api.ldap {
             let scheme_ok = ldap.url.starts_with("ldap://") || ldap.url.starts_with("ldaps://");
             if !scheme_ok {
@@ -256,6 +268,10 @@ mod tests {
             (
                 format!("[ingest]\n{PATHS}[api]\ntoken_lifetime = \"1s\"\n"),
                 "api.token_lifetime",
+            ),
+            (
+                format!("[ingest]\n{PATHS}[api]\ntls_cert = \"api.pem\"\n"),
+                "api.tls_cert",
             ),
             (
                 format!(

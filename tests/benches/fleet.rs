@@ -280,9 +280,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "aggregator RSS: {rss_idle:.0} MiB idle, {rss_loaded:.0} MiB with the fleet's model, {rss_churn:.0} MiB after churn"
     );
-    for agent in fleet {
-        agent.stop().await;
-    }
     drop(aggregator);
+    futures::future::join_all(fleet.into_iter().map(TestAgent::stop)).await;
     Ok(())
 }

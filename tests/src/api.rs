@@ -28,8 +28,17 @@ pub struct ApiHarness {
 }
 
 impl ApiHarness {
-    /// Starts the aggregator and its API; `edit` adjusts the API settings.
+    /// Starts the aggregator and its API (plain HTTP); `edit` adjusts the API settings.
     pub async fn start(edit: impl FnOnce(&mut ApiSection)) -> anyhow::Result<Self> {
+        Self::launch(edit, false).await
+    }
+
+    /// As [`ApiHarness::start`], serving HTTPS with the PKI's server certificate.
+    pub async fn start_https() -> anyhow::Result<Self> {
+        Self::launch(|_| {}, true).await
+    }
+
+    async fn launch(edit: impl FnOnce(&mut ApiSection), https: bool) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let pki = Pki::new()?;
         let sink = Arc::new(
@@ -41,6 +50,11 @@ impl ApiHarness {
             admin_password: Some(ADMIN_PASSWORD.into()),
             ..ApiSection::default()
         };
+        if https {
+            let server = pki.server_paths();
+            section.tls_cert = Some(server.cert);
+            section.tls_key = Some(server.key);
+        }
         edit(&mut section);
         let shutdown = CancellationToken::new();
         let api = api::start(
@@ -50,7 +64,8 @@ impl ApiHarness {
             shutdown.clone(),
         )
         .await?;
-        let url = format!("http://{}", api.local_addr);
+        let scheme = if https { "https" } else { "http" };
+        let url = format!("{scheme}://{}", api.local_addr);
         Ok(ApiHarness {
             pki,
             aggregator,
@@ -61,9 +76,9 @@ impl ApiHarness {
         })
     }
 
-    /// A client logged in as `username`.
+    /// A client logged in as `username` (trusting the PKI's CA).
     pub async fn client(&self, username: &str, password: &str) -> anyhow::Result<ApiClient> {
-        let mut client = ApiClient::new(&self.url)?;
+        let mut client = ApiClient::new(&self.url)?.with_ca(&self.pki.ca.ca_cert_path())?;
         client.login(username, password).await?;
         Ok(client)
     }

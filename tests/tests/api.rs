@@ -950,6 +950,26 @@ async fn ldap_users_log_in_with_their_groups_grants() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn the_api_serves_https_with_the_deployment_certificate() -> anyhow::Result<()> {
+    calipso_tests::init_test_logging();
+    let harness = ApiHarness::start_https().await?;
+    assert!(harness.url.starts_with("https://"));
+    let admin = harness.admin().await?;
+    assert_eq!(
+        admin.get("/api/v1/auth/tokens", &[]).await?["username"],
+        "admin"
+    );
+    // A client that does not trust the deployment CA cannot talk to it.
+    let stranger = ApiClient::new(&harness.url)?;
+    assert!(stranger.get("/healthz", &[]).await.is_err());
+    // Nor does plain HTTP get an answer on the HTTPS port.
+    let plain = ApiClient::new(&harness.url.replace("https://", "http://"))?;
+    assert!(plain.get("/healthz", &[]).await.is_err());
+    harness.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn time_travel_answers_from_history() -> anyhow::Result<()> {
     calipso_tests::init_test_logging();
     let harness = ApiHarness::start(|_| {}).await?;

@@ -12,6 +12,7 @@ mod events;
 mod inventory;
 mod scans;
 mod settings;
+pub mod tls;
 
 use std::collections::BTreeMap;
 
@@ -411,6 +412,8 @@ pub enum StartError {
     },
     #[error("cannot prepare the first admin: {0}")]
     Admin(#[from] ServiceError),
+    #[error(transparent)]
+    Tls(#[from] tls::ApiTlsError),
 }
 
 /// A running API server.
@@ -431,6 +434,10 @@ pub async fn start(
     ingest: Option<crate::ingest::IngestHandle>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<RunningApi, StartError> {
+    let tls = match (&section.tls_cert, &section.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
     let auth = crate::service::Auth::new(
         sink.store().clone(),
         section.ldap.clone(),
@@ -450,18 +457,43 @@ pub async fn start(
     })?;
     tokio::spawn(service.clone().run_scans(shutdown.clone()));
     let app = router(service.clone());
-    let task = tokio::spawn(async move {
+    let task = match tls {
+        Some(config) => {
+            let listener =
+                tls::TlsListener::new(listener, config, shutdown.clone()).map_err(|source| {
+                    StartError::Bind {
+                        addr: section.listen,
+                        source,
+                    }
+                })?;
+            spawn_server(listener, app, shutdown)
+        }
+        None => spawn_server(listener, app, shutdown),
+    };
+    Ok(RunningApi {
+        local_addr,
+        first_admin,
+        service,
+        task,
+    })
+}
+
+/// Serves `app` on `listener` until `shutdown`.
+fn spawn_server<L>(
+    listener: L,
+    app: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;
         if let Err(err) = served {
             tracing::error!(%err, "the API server stopped");
         }
-    });
-    Ok(RunningApi {
-        local_addr,
-        first_admin,
-        service,
-        task,
     })
 }

@@ -31,6 +31,9 @@ struct Cli {
     /// Where the session (URL and token) is kept.
     #[arg(long, env = "CALIPSO_SESSION", global = true)]
     session: Option<PathBuf>,
+    /// The CA certificate (PEM) that signed an `https://` API's certificate.
+    #[arg(long, env = "CALIPSO_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -141,6 +144,8 @@ struct Filters {
 struct Session {
     url: String,
     token: String,
+    #[serde(default)]
+    ca_cert: Option<PathBuf>,
 }
 
 fn session_path(cli: &Cli) -> anyhow::Result<PathBuf> {
@@ -186,7 +191,11 @@ fn save_session(cli: &Cli, session: &Session) -> anyhow::Result<()> {
 fn client(cli: &Cli) -> anyhow::Result<ApiClient> {
     let session = load_session(cli)?;
     let url = cli.url.clone().unwrap_or(session.url);
-    Ok(ApiClient::new(&url)?.with_token(&session.token))
+    let client = ApiClient::new(&url)?.with_token(&session.token);
+    match cli.ca_cert.as_ref().or(session.ca_cert.as_ref()) {
+        Some(ca) => Ok(client.with_ca(ca)?),
+        None => Ok(client),
+    }
 }
 
 #[tokio::main]
@@ -217,14 +226,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             };
             let mut client = ApiClient::new(&url)?;
+            if let Some(ca) = &cli.ca_cert {
+                client = client.with_ca(ca)?;
+            }
             let token = client.login(username, &password).await?;
-            save_session(
-                &cli,
-                &Session {
-                    url: url.clone(),
-                    token,
-                },
-            )?;
+            let session = Session {
+                url: url.clone(),
+                token,
+                ca_cert: cli.ca_cert.clone(),
+            };
+            save_session(&cli, &session)?;
             println!("logged in to {url} as {username}");
         }
         Command::Logout => {
