@@ -91,6 +91,36 @@ impl ApiClient {
         Ok(token)
     }
 
+    /// A request to `path` with the token, if any.
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> reqwest::RequestBuilder {
+        let request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .query(query);
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Sends a request; returns its URL (for error messages) and the response.
+    async fn dispatch(
+        &self,
+        path: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(String, reqwest::Response), ClientError> {
+        let url = format!("{}{path}", self.base);
+        match request.send().await {
+            Ok(response) => Ok((url, response)),
+            Err(source) => Err(ClientError::Transport { url, source }),
+        }
+    }
+
     /// Sends a request; returns the status and the JSON body (`Null` when empty), whatever
     /// the status.
     pub async fn send(
@@ -100,21 +130,11 @@ impl ApiClient {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<(StatusCode, Value), ClientError> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method, &url).query(query);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
+        let mut request = self.request(method, path, query);
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|source| ClientError::Transport {
-                url: url.clone(),
-                source,
-            })?;
+        let (url, response) = self.dispatch(path, request).await?;
         let status = response.status();
         let bytes = response
             .bytes()
@@ -185,21 +205,12 @@ impl ApiClient {
         query: &[(&str, &str)],
         last_event_id: Option<&str>,
     ) -> Result<impl Stream<Item = SseEvent> + use<>, ClientError> {
-        let url = format!("{}/api/v1/events", self.base);
-        let mut request = self.http.get(&url).query(query);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
+        let path = "/api/v1/events";
+        let mut request = self.request(Method::GET, path, query);
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|source| ClientError::Transport {
-                url: url.clone(),
-                source,
-            })?;
+        let (_, response) = self.dispatch(path, request).await?;
         let status = response.status();
         if !status.is_success() {
             let message = response.text().await.unwrap_or_default();

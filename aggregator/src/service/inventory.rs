@@ -345,9 +345,7 @@ impl Service {
             }
             None => {
                 let engine = self.sink().engine();
-                let env = engine.environment(environment).ok_or_else(|| {
-                    ServiceError::NotFound(format!("no environment `{environment}`"))
-                })?;
+                let env = environment_of(&engine, environment)?;
                 read(&env.graph)
             }
         }
@@ -511,9 +509,7 @@ impl Service {
             }
             None => {
                 let engine = self.sink().engine();
-                let env = engine.environment(&query.environment).ok_or_else(|| {
-                    ServiceError::NotFound(format!("no environment `{}`", query.environment))
-                })?;
+                let env = environment_of(&engine, &query.environment)?;
                 Ok(page(env.links.links().filter(|l| keep(l)).collect()))
             }
         }
@@ -555,9 +551,7 @@ impl Service {
                 .collect(),
             None => {
                 let engine = self.sink().engine();
-                let env = engine.environment(environment).ok_or_else(|| {
-                    ServiceError::NotFound(format!("no environment `{environment}`"))
-                })?;
+                let env = environment_of(&engine, environment)?;
                 let mut cliques: Vec<&Clique> = env.cliques.cliques().filter(|c| keep(c)).collect();
                 cliques.sort_by(|a, b| a.focal_point.cmp(&b.focal_point));
                 cliques
@@ -618,9 +612,7 @@ impl Service {
     ) -> Result<Aggregates, ServiceError> {
         who.require_view(environment)?;
         let engine = self.sink().engine();
-        let env = engine
-            .environment(environment)
-            .ok_or_else(|| ServiceError::NotFound(format!("no environment `{environment}`")))?;
+        let env = environment_of(&engine, environment)?;
         let mut aggregates = Aggregates {
             environment: environment.to_owned(),
             objects: env.graph.len(),
@@ -747,6 +739,16 @@ impl Service {
             .map(|e| e.config.name.clone())
             .collect()
     }
+}
+
+/// An environment of the engine, or a 404 naming it.
+pub(super) fn environment_of<'e>(
+    engine: &'e crate::engine::Engine,
+    name: &str,
+) -> Result<&'e crate::engine::Environment, ServiceError> {
+    engine
+        .environment(name)
+        .ok_or_else(|| ServiceError::NotFound(format!("no environment `{name}`")))
 }
 
 fn clique_has_link(clique: &Clique, query: &CliqueQuery) -> bool {
