@@ -16,6 +16,8 @@ use super::{Batch, Store, StoreError};
 /// SQLite's limit of bound parameters.
 const CHUNK: usize = 200;
 
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The embedded store: one SQLite file, written ahead (WAL) and synced on every commit, so an
 /// acknowledged delta survives a crash of the process or the machine.
 #[derive(Debug, Clone)]
@@ -40,14 +42,40 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(std::time::Duration::from_secs(10));
+            .busy_timeout(std::time::Duration::from_secs(10))
+            // A commit must not pay for the checkpoint: after a burst of snapshots the log
+            // holds gigabytes, and copying it back inside the next small commit stalled acks
+            // for a second. A background task checkpoints instead.
+            .pragma("wal_autocheckpoint", "0");
         // Writes are serialized by the committer; a few connections serve history reads.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        tokio::spawn(checkpoint(pool.clone()));
         Ok(SqliteStore { pool })
+    }
+}
+
+/// Copies the write-ahead log back into the database every second, without blocking writers
+/// (`PASSIVE`), until the pool closes.
+async fn checkpoint(pool: SqlitePool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(%err, "SQLite checkpoint failed; retrying");
+        }
     }
 }
 
