@@ -9,6 +9,12 @@ use calipso_aggregator::ingest::{DurableSink, IngestServer};
 use calipso_aggregator::quickstart::{self, QuickstartOptions};
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's allocator: the engine makes millions of small allocations, and
+/// with glibc a full build spent a fifth of its time in malloc bookkeeping and the incremental
+/// p99 was twice as high (docs/benchmarks.md, "Aggregator core").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Calipso aggregator: receives what the agents discover, over QUIC with mutual TLS, and
 /// ships the deployment CA tool.
 #[derive(Debug, Parser)]

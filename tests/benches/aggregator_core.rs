@@ -30,6 +30,9 @@ use calipso_proto::wire::{Delta, Snapshot};
 use calipso_proto::{AttrValue, LinkState, ObjectType, Timestamp};
 use rand::{Rng, SeedableRng};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ENV: &str = "bench";
 const HOSTS: usize = 1000;
 const OBJECTS_PER_HOST: usize = 500;
