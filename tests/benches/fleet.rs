@@ -9,7 +9,8 @@
 //! 3. the aggregator process's RSS and CPU, read from /proc (the agents run in this process).
 //!
 //! `cargo bench -p calipso-tests --bench fleet` (`CALIPSO_BENCH_AGENTS`, default 1000;
-//! `CALIPSO_BENCH_CHURN_PER_SECOND`, default 200; `CALIPSO_BENCH_CHURN_SECONDS`, default 30).
+//! `CALIPSO_BENCH_CHURN_PER_SECOND`, default 200; `CALIPSO_BENCH_CHURN_SECONDS`, default 30;
+//! `CALIPSO_BENCH_SETTLE_SECONDS`, default 0: a pause between the snapshots and the churn).
 
 use std::collections::HashMap;
 use std::net::{TcpListener, UdpSocket};
@@ -101,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
     let agents = setting("CALIPSO_BENCH_AGENTS", 1000);
     let churn_rate = setting("CALIPSO_BENCH_CHURN_PER_SECOND", 200);
     let churn_seconds = setting("CALIPSO_BENCH_CHURN_SECONDS", 30);
+    let settle = setting("CALIPSO_BENCH_SETTLE_SECONDS", 0);
     let binary = aggregator_binary()?;
     let pki = Pki::new()?;
     let dir = tempfile::tempdir()?;
@@ -219,7 +221,9 @@ async fn main() -> anyhow::Result<()> {
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // `CALIPSO_BENCH_SETTLE_SECONDS` lets the aggregator finish what the snapshot burst left
+    // (the store's checkpoint of its write-ahead log) before the churn is timed.
+    tokio::time::sleep(Duration::from_millis(500) + Duration::from_secs(settle as u64)).await;
     let (_, cpu_before_churn) = usage(pid);
     let churn_started = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / churn_rate.max(1) as f64);
