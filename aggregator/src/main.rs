@@ -26,7 +26,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run everything on this machine: a CA, the aggregator and an agent for this host.
+    /// Run everything on this machine: a CA, the aggregator, its API and an agent for this host.
     Quickstart {
         /// Where the CA, certificates and data live; reused on the next run.
         #[arg(long, default_value = "calipso-data")]

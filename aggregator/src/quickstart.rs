@@ -171,7 +171,9 @@ pub async fn run(options: QuickstartOptions, shutdown: CancellationToken) -> any
         "aggregator listening on {listen} (QUIC, mTLS; CA in {})",
         options.data_dir.join("ca").display()
     );
-    println!("agent for host `{host}` connecting; Ctrl-C stops both");
+    println!(
+        "agent for host `{host}` connecting; Ctrl-C stops the agent, the aggregator and the API"
+    );
 
     let server_task = tokio::spawn(server.run(shutdown.clone().cancelled_owned()));
     let agent_shutdown = shutdown.clone();
