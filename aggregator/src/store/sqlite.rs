@@ -16,7 +16,7 @@ use super::{Batch, Store, StoreError};
 /// SQLite's limit of bound parameters.
 const CHUNK: usize = 200;
 
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The embedded store: one SQLite file, written ahead (WAL) and synced on every commit, so an
 /// acknowledged delta survives a crash of the process or the machine.
@@ -58,7 +58,8 @@ impl SqliteStore {
     }
 }
 
-/// Copies the write-ahead log back into the database every second, without blocking writers
+/// Copies the write-ahead log back into the database five times a second (so a burst never
+/// leaves gigabytes to copy at once), without blocking writers
 /// (`PASSIVE`), until the pool closes.
 async fn checkpoint(pool: SqlitePool) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
