@@ -14,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::net::{TcpListener, UdpSocket};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,28 +30,6 @@ fn setting(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// The aggregator binary, built in release mode if needed.
-fn aggregator_binary() -> anyhow::Result<PathBuf> {
-    let built = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "calipso-aggregator",
-            "--bin",
-            "calipso-aggregator",
-        ])
-        .status()?;
-    anyhow::ensure!(built.success(), "cannot build calipso-aggregator");
-    let bench = std::env::current_exe()?;
-    let target = bench
-        .parent()
-        .and_then(|deps| deps.parent())
-        .ok_or_else(|| anyhow::anyhow!("unexpected bench binary location"))?;
-    Ok(target.join("calipso-aggregator"))
 }
 
 /// (RSS MiB, CPU seconds) of a process.
@@ -103,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
     let churn_rate = setting("CALIPSO_BENCH_CHURN_PER_SECOND", 200);
     let churn_seconds = setting("CALIPSO_BENCH_CHURN_SECONDS", 30);
     let settle = setting("CALIPSO_BENCH_SETTLE_SECONDS", 0);
-    let binary = aggregator_binary()?;
+    let binary = calipso_tests::workspace_binary("calipso-aggregator", "calipso-aggregator", true)?;
     let pki = Pki::new()?;
     let dir = tempfile::tempdir()?;
     let ingest_port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();

@@ -350,3 +350,20 @@ pub fn net_changes(
     }
     (upserted, removed)
 }
+
+/// A binary of another workspace package, built by cargo if needed (`release` for benches),
+/// next to the running test or bench executable.
+pub fn workspace_binary(package: &str, name: &str, release: bool) -> anyhow::Result<PathBuf> {
+    let mut build = std::process::Command::new(env!("CARGO"));
+    build.args(["build", "--quiet", "-p", package, "--bin", name]);
+    if release {
+        build.arg("--release");
+    }
+    anyhow::ensure!(build.status()?.success(), "cannot build {name}");
+    let running = std::env::current_exe()?;
+    let target = running
+        .parent()
+        .and_then(|deps| deps.parent())
+        .ok_or_else(|| anyhow::anyhow!("unexpected location of {}", running.display()))?;
+    Ok(target.join(name))
+}

@@ -9,27 +9,6 @@ use calipso_tests::ENV;
 use calipso_tests::api::{ADMIN_PASSWORD, ApiHarness};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-/// The CLI binary, built if needed (it belongs to another package of the workspace).
-fn cli_binary() -> anyhow::Result<PathBuf> {
-    let built = std::process::Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "calipso-aggregator",
-            "--bin",
-            "calipso",
-        ])
-        .status()?;
-    anyhow::ensure!(built.success(), "cannot build the calipso CLI");
-    let test_binary = std::env::current_exe()?;
-    let target_dir = test_binary
-        .parent()
-        .and_then(|deps| deps.parent())
-        .ok_or_else(|| anyhow::anyhow!("unexpected test binary location"))?;
-    Ok(target_dir.join("calipso"))
-}
-
 struct Cli {
     binary: PathBuf,
     url: String,
@@ -67,7 +46,7 @@ async fn the_cli_lists_shows_scans_and_watches() -> anyhow::Result<()> {
     let harness = ApiHarness::start(|_| {}).await?;
     let agent = harness.report_host(0, 1, 2).await?;
     let cli = Cli {
-        binary: cli_binary()?,
+        binary: calipso_tests::workspace_binary("calipso-aggregator", "calipso", false)?,
         url: harness.url.clone(),
         session: harness.dir.path().join("session.json"),
     };

@@ -344,6 +344,11 @@ async fn records<S: Store>(store: &S) -> anyhow::Result<()> {
         .put_scan(&scan("s1", "lab", ScanStatus::Completed))
         .await?;
     assert_eq!(store.scans(None, None).await?.len(), 2);
+    assert_eq!(
+        store.scan("s1").await?.map(|s| s.status),
+        Some(ScanStatus::Completed)
+    );
+    assert_eq!(store.scan("s3").await?, None);
     let pending = store.scans(None, Some(ScanStatus::Pending)).await?;
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].id, "s2");

@@ -207,11 +207,17 @@ impl Auth {
             Some(record) => record,
             None => {
                 let record = self.store.token(&hash).await?.ok_or_else(missing)?;
-                self.cache().insert(hash.clone(), record.clone());
+                let now = Timestamp::now();
+                let mut cache = self.cache();
+                // Each token is inserted once per process; expired ones go at the same time,
+                // so the cache holds no more than the live tokens.
+                cache.retain(|_, r| r.expires_at > now);
+                cache.insert(hash.clone(), record.clone());
                 record
             }
         };
         if record.revoked || record.expires_at <= Timestamp::now() {
+            self.cache().remove(&hash);
             return Err(missing());
         }
         Ok(Principal {
@@ -321,7 +327,7 @@ fn token_hash(token: &str) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref())
 }
 
-fn random_hex(bytes: usize) -> Result<String, ServiceError> {
+pub(super) fn random_hex(bytes: usize) -> Result<String, ServiceError> {
     let mut buffer = vec![0u8; bytes];
     ring::rand::SystemRandom::new()
         .fill(&mut buffer)

@@ -21,7 +21,7 @@ use crate::ingest::{Committed, DurableSink};
 use crate::links::LinkKey;
 
 /// An event's position: the commit time, then its index within the commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct EventId {
     pub at: i64,
     pub index: u32,
@@ -67,7 +67,7 @@ pub struct Event {
     #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Value>,
     #[serde(skip)]
-    position: Option<EventId>,
+    position: EventId,
     /// Ends of a link, for clique filters.
     #[serde(skip)]
     ends: Option<(ObjectId, ObjectId)>,
@@ -131,9 +131,8 @@ impl EventLog {
                         for event in events {
                             if buffer.events.len() >= capacity.max(1)
                                 && let Some(dropped) = buffer.events.pop_front()
-                                && let Some(position) = dropped.position
                             {
-                                buffer.horizon = position;
+                                buffer.horizon = dropped.position;
                             }
                             buffer.events.push_back(event.clone());
                             let _ = log_feed.send(StreamItem::Event(event));
@@ -177,7 +176,8 @@ fn event(
         item_type,
         host,
         data,
-        position: None,
+        // Set once the commit's events are numbered.
+        position: EventId::default(),
         ends: None,
     }
 }
@@ -196,7 +196,7 @@ fn events_of(commit: &Committed) -> Vec<Arc<Event>> {
                 index: u32::try_from(index).unwrap_or(u32::MAX),
             };
             event.id = position.to_string();
-            event.position = Some(position);
+            event.position = position;
             Arc::new(event)
         })
         .collect()
@@ -298,7 +298,7 @@ impl Service {
                     buffer
                         .events
                         .iter()
-                        .filter(|e| e.position.is_some_and(|p| p > after))
+                        .filter(|e| e.position > after)
                         .cloned()
                         .collect::<Vec<_>>(),
                     None,
@@ -351,10 +351,10 @@ impl StreamState {
             match &item {
                 StreamItem::Reset(_) => return Some(item),
                 StreamItem::Event(event) => {
-                    if event.position <= self.last_sent && self.last_sent.is_some() {
+                    if self.last_sent.is_some_and(|last| event.position <= last) {
                         continue;
                     }
-                    self.last_sent = event.position;
+                    self.last_sent = Some(event.position);
                     if self.wants(event) {
                         return Some(item);
                     }
@@ -378,12 +378,14 @@ impl StreamState {
             return false;
         }
         if !filter.types.is_empty() {
-            let of_type = |text: &str| filter.types.iter().any(|t| t.to_string() == text);
             let matches = match &event.ends {
                 Some((source, target)) => [source, target]
                     .iter()
                     .any(|id| id.object_type().is_some_and(|t| filter.types.contains(&t))),
-                None => of_type(&event.item_type),
+                None => event
+                    .item_type
+                    .parse::<ObjectType>()
+                    .is_ok_and(|t| filter.types.contains(&t)),
             };
             if !matches {
                 return false;

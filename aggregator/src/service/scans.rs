@@ -141,15 +141,10 @@ pub fn schedule_view(schedule: &ScheduleRecord) -> ScheduleView {
 
 /// A sortable unique id: the time, then randomness.
 fn new_id(prefix: &str, at: Timestamp) -> Result<String, ServiceError> {
-    use ring::rand::SecureRandom;
-    let mut random = [0u8; 4];
-    ring::rand::SystemRandom::new()
-        .fill(&mut random)
-        .map_err(|_| ServiceError::Internal("the system random source failed".into()))?;
     Ok(format!(
         "{prefix}-{:016x}-{}",
         at.unix_micros(),
-        super::auth::hex(&random)
+        super::auth::random_hex(4)?
     ))
 }
 
@@ -240,13 +235,7 @@ impl Service {
 
     pub async fn scan(&self, who: &Principal, id: &str) -> Result<ScanView, ServiceError> {
         let missing = || ServiceError::NotFound(format!("no scan `{id}`"));
-        let scan = self
-            .store()
-            .scans(None, None)
-            .await?
-            .into_iter()
-            .find(|s| s.id == id)
-            .ok_or_else(missing)?;
+        let scan = self.store().scan(id).await?.ok_or_else(missing)?;
         if !who.grants.can_view(&scan.environment) {
             return Err(missing());
         }

@@ -433,16 +433,13 @@ impl Service {
     ) -> Result<(), ServiceError> {
         who.require_admin()?;
         let _serial = self.inner_settings_lock().await;
+        if self.environment_config(name).is_none() {
+            return Err(ServiceError::NotFound(format!("no environment `{name}`")));
+        }
         self.sink()
             .admin(AdminChange::RemoveEnvironment(name.to_owned()))
             .await?
-            .map_err(|reason| {
-                if reason.starts_with("no environment") {
-                    ServiceError::NotFound(reason)
-                } else {
-                    ServiceError::Conflict(reason)
-                }
-            })?;
+            .map_err(ServiceError::Conflict)?;
         self.store().delete_environment(name).await?;
         Ok(())
     }

@@ -73,6 +73,7 @@ impl Store for AnyStore {
         fn delete_tokens(&self, username: &str) -> u64;
         fn token(&self, token_hash: &str) -> Option<TokenRecord>;
         fn put_scan(&self, scan: &ScanRecord) -> ();
+        fn scan(&self, id: &str) -> Option<ScanRecord>;
         fn scans(&self, environment: Option<&str>, status: Option<ScanStatus>) -> Vec<ScanRecord>;
         fn put_schedule(&self, schedule: &ScheduleRecord) -> ();
         fn schedules(&self) -> Vec<ScheduleRecord>;

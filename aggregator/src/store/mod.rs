@@ -261,6 +261,9 @@ pub trait Store: Send + Sync + 'static {
 
     fn put_scan(&self, scan: &ScanRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    fn scan(&self, id: &str)
+    -> impl Future<Output = Result<Option<ScanRecord>, StoreError>> + Send;
+
     /// Scans by request time, optionally of one environment and in one status.
     fn scans(
         &self,

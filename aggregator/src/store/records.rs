@@ -324,6 +324,19 @@ macro_rules! record_methods {
             Ok(())
         }
 
+        async fn scan(
+            &self,
+            id: &str,
+        ) -> Result<Option<$crate::store::ScanRecord>, $crate::store::StoreError> {
+            let found: Option<(String,)> = sqlx::query_as("SELECT body FROM scans WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+            found
+                .map(|(body,)| $crate::store::decode("scan", &body))
+                .transpose()
+        }
+
         async fn scans(
             &self,
             environment: Option<&str>,
