@@ -32,6 +32,7 @@
 //! coalesce_max = "10ms"                 # … or this long after its first event at the latest
 //! refresh = "60s"                       # full re-dump and NIC (ethtool) facts
 //! sysfs_net = "/sys/class/net"
+//! # physical_interfaces = ["eth1"]     # report these as NICs though sysfs links no device
 //! proc_bonding = "/proc/net/bonding"
 //! # netlink_rcvbuf = 4194304           # per-namespace socket buffer (capped by net.core.rmem_max)
 //!
@@ -164,6 +165,9 @@ pub struct KernelConfig {
     pub refresh: Duration,
     pub sysfs_net: PathBuf,
     pub proc_bonding: PathBuf,
+    /// Interfaces to report as physical NICs though sysfs links them to no device (a lab's
+    /// fabric veths; NICs of drivers that register none).
+    pub physical_interfaces: Vec<String>,
     /// Bytes; the kernel's default (`net.core.rmem_default`) when absent.
     pub netlink_rcvbuf: Option<u32>,
 }
@@ -177,6 +181,7 @@ impl Default for KernelConfig {
             refresh: defaults.refresh,
             sysfs_net: defaults.sys.class_net,
             proc_bonding: defaults.sys.bonding,
+            physical_interfaces: defaults.sys.declared_physical.into_iter().collect(),
             netlink_rcvbuf: defaults.netlink_rcvbuf,
         }
     }
@@ -191,6 +196,7 @@ impl KernelConfig {
             sys: SysPaths {
                 class_net: self.sysfs_net.clone(),
                 bonding: self.proc_bonding.clone(),
+                declared_physical: self.physical_interfaces.iter().cloned().collect(),
             },
             coalesce_quiet: self.coalesce_quiet,
             coalesce_max: self.coalesce_max,

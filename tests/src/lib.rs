@@ -3,6 +3,7 @@
 //! Everything runs for real: QUIC over UDP on 127.0.0.1, TLS with certificates from the CA tool.
 
 pub mod api;
+pub mod lab;
 pub mod ldap;
 pub mod netlab;
 pub mod ovslab;

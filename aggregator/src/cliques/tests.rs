@@ -44,12 +44,11 @@ fn an_instance_clique_walks_down_to_the_tunnel_endpoint() {
             &format!("otep:{host}:10.16.0.1"),
             &format!("vconnector:{host}:qbr{port}"),
             &format!("vedge:{host}:ovs"),
-            &format!("vnic:{host}:qvo{port}"),
             &format!("vnic:{host}:tap{port}"),
         ]
     );
-    // instance to tap and qvo, tap to qbr, qbr to OVS, OVS to its endpoint.
-    assert_eq!(clique.links.len(), 2 + 1 + 1 + 1);
+    // instance to tap, tap to qbr, qbr to OVS, OVS to its endpoint.
+    assert_eq!(clique.links.len(), 4);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! What a kernel interface is plugged into: its VM, its bridge, its veth peer, its namespace,
 //! and a physical NIC's bridge.
 
-use calipso_proto::{Link, LinkType, ObjectId, ObjectType};
+use calipso_proto::{AttrValue, Link, LinkType, ObjectId, ObjectType};
 
 use super::{LinkFinder, Reader, link_between, named, on_network, symmetric_link};
 use crate::graph::{Lookup, Node};
@@ -47,7 +47,13 @@ impl LinkFinder for InstanceVnic {
     }
 
     fn find(&self, vnic: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
-        let instance = match reader.referenced_endpoint(vnic, "instance", ObjectType::Instance) {
+        // A port naming the VM is one of its vNICs unless the VM's own interface list (libvirt's
+        // view) says otherwise: with hybrid plugging the qvo port carries the VM's id too, but
+        // the VM's vNIC is the tap on the qbr bridge.
+        let claimed = reader
+            .referenced(vnic, "instance", ObjectType::Instance)
+            .filter(|instance| lists_or_is_silent(instance, vnic));
+        let instance = match claimed {
             Some(instance) => Some(instance),
             None => reader
                 .find(Lookup::ReferenceTo {
@@ -68,6 +74,19 @@ impl LinkFinder for InstanceVnic {
 }
 
 /// An interface enslaved to a Linux bridge (a tap on `qbr…` or `brq…`).
+/// Whether an instance lists `vnic` among its interfaces, or lists no interfaces at all.
+fn lists_or_is_silent(instance: &Node, vnic: &Node) -> bool {
+    let Some(AttrValue::List(interfaces)) = instance.object.attributes.extra.get("interfaces")
+    else {
+        return true;
+    };
+    interfaces.is_empty()
+        || interfaces.iter().any(|interface| {
+            matches!(interface, AttrValue::Map(fields)
+                if fields.get("vnic").and_then(AttrValue::as_str) == Some(vnic.id().as_str()))
+        })
+}
+
 #[derive(Debug)]
 struct VnicVconnector;
 

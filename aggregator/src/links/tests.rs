@@ -49,7 +49,6 @@ fn a_hybrid_plugged_vm_is_linked_down_to_the_uplink_and_across_hosts() {
     let instance = format!("instance:{}", vm_uuid(0, 0));
     let expect = [
         format!("instance-vnic:{instance}->vnic:{host}:tap{port}"),
-        format!("instance-vnic:{instance}->vnic:{host}:qvo{port}"),
         format!("vnic-vconnector:vnic:{host}:tap{port}->vconnector:{host}:qbr{port}"),
         format!("vnic-vconnector:vnic:{host}:qvb{port}->vconnector:{host}:qbr{port}"),
         format!("vnic-vnic:vnic:{host}:qvb{port}->vnic:{host}:qvo{port}"),
@@ -72,10 +71,14 @@ fn a_hybrid_plugged_vm_is_linked_down_to_the_uplink_and_across_hosts() {
     for key in &expect {
         assert!(all.contains(key), "missing {key} in {all:#?}");
     }
-    // Per host: 2 VMs x 7 links (instance to tap and to qvo, tap and qvb to qbr, the veth
+    assert!(
+        !all.contains(&format!("instance-vnic:{instance}->vnic:{host}:qvo{port}")),
+        "the qvo port names the VM, but the VM's vNIC is its tap"
+    );
+    // Per host: 2 VMs x 6 links (instance to tap, tap and qvb to qbr, the veth
     // pair, qvo to OVS, qbr to OVS) + dhcp (vservice-vnic, vnic-vedge) + vedge-pnic +
     // vedge-otep + otep-pnic; 3 hosts in a ring of 2 peers: 3 tunnels.
-    assert_eq!(all.len(), 3 * (2 * 7 + 2 + 3) + 3, "{all:#?}");
+    assert_eq!(all.len(), 3 * (2 * 6 + 2 + 3) + 3, "{all:#?}");
     let bridge_link = set
         .get(&LinkKey {
             link_type: "vconnector-vedge".parse().expect("type"),
@@ -112,11 +115,9 @@ fn link_state_follows_the_endpoints() {
         .map(|l| format!("{} {}", LinkKey::of(l), l.state.as_str()))
         .collect();
     changed.sort();
-    let instance = format!("instance:{}", vm_uuid(0, 0));
     assert_eq!(
         changed,
         vec![
-            format!("instance-vnic:{instance}->vnic:{host}:qvo{port} down"),
             format!("vconnector-vedge:vconnector:{host}:qbr{port}->vedge:{host}:ovs down"),
             format!("vnic-vedge:vnic:{host}:qvo{port}->vedge:{host}:ovs down"),
             format!("vnic-vnic:vnic:{host}:qvb{port}->vnic:{host}:qvo{port} down"),

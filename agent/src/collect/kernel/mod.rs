@@ -342,7 +342,7 @@ impl State {
         };
         let mut extras = HostExtras::default();
         for link in host.links.values() {
-            if link.kind.is_none() && !link.loopback && sys.is_physical(&link.name) {
+            if !link.loopback && sys.is_physical(&link.name, link.kind.as_deref()) {
                 let mut facts = sys.nic_facts(&link.name);
                 if let Some(handle) = ethtool.as_mut() {
                     nic::add_link_modes(handle, &link.name, &mut facts).await;

@@ -122,9 +122,10 @@ impl<'a> Builder<'a> {
         if facts.loopback {
             return None;
         }
-        let physical = ns.is_none() && self.extras.nics.contains_key(&facts.name);
+        if ns.is_none() && self.extras.nics.contains_key(&facts.name) {
+            return Some(ObjectType::HostPnic);
+        }
         Some(match facts.kind.as_deref() {
-            None if physical => ObjectType::HostPnic,
             Some("bond") => ObjectType::HostPnic,
             Some("vlan")
                 if facts

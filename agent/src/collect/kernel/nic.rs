@@ -1,8 +1,10 @@
 //! Facts about physical NICs that rtnetlink does not carry: what the original read with
 //! `ls -l /sys/class/net` and `ethtool <if>`. A NIC is physical when sysfs gives it a `device`
-//! link (virtual devices have none). Driver, bus address, speed and duplex come from sysfs;
+//! link (virtual devices have none), or when the configuration declares it one (a lab's fabric
+//! veth, a NIC whose driver links no device). Driver, bus address, speed and duplex come from sysfs;
 //! auto-negotiation and link modes from ethtool's netlink interface where the kernel has it.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use ethtool::{EthtoolAttr, EthtoolLinkModeAttr};
@@ -15,6 +17,8 @@ pub struct SysPaths {
     pub class_net: PathBuf,
     /// `/proc/net/bonding`
     pub bonding: PathBuf,
+    /// Interfaces to report as physical NICs whatever their kind.
+    pub declared_physical: BTreeSet<String>,
 }
 
 impl Default for SysPaths {
@@ -22,6 +26,7 @@ impl Default for SysPaths {
         SysPaths {
             class_net: "/sys/class/net".into(),
             bonding: "/proc/net/bonding".into(),
+            declared_physical: BTreeSet::new(),
         }
     }
 }
@@ -39,9 +44,11 @@ pub struct NicFacts {
 }
 
 impl SysPaths {
-    /// Whether the interface is backed by a device (a physical NIC or a VF).
-    pub fn is_physical(&self, ifname: &str) -> bool {
-        self.class_net.join(ifname).join("device").exists()
+    /// Whether the interface is a physical NIC: declared one, or a device-less kind (`kind`
+    /// is the rtnetlink kind) backed by a device (a NIC or a VF).
+    pub fn is_physical(&self, ifname: &str, kind: Option<&str>) -> bool {
+        self.declared_physical.contains(ifname)
+            || (kind.is_none() && self.class_net.join(ifname).join("device").exists())
     }
 
     /// Driver, bus address, speed and duplex from sysfs.
@@ -113,5 +120,30 @@ pub async fn add_link_modes(
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nic_is_physical_by_its_device_link_or_by_declaration() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("eno1/device")).expect("eno1");
+        std::fs::create_dir_all(dir.path().join("veth0")).expect("veth0");
+        std::fs::create_dir_all(dir.path().join("bond0/device")).expect("bond0");
+        let sys = SysPaths {
+            class_net: dir.path().to_owned(),
+            declared_physical: ["fabric0".to_owned()].into(),
+            ..SysPaths::default()
+        };
+        assert!(sys.is_physical("eno1", None));
+        assert!(!sys.is_physical("veth0", None), "no device link");
+        assert!(
+            !sys.is_physical("bond0", Some("bond")),
+            "a kind with its own object type"
+        );
+        assert!(sys.is_physical("fabric0", Some("veth")), "declared");
     }
 }

@@ -1,0 +1,258 @@
+//! The ground truth of a lab: the objects, links and cliques its topology file declares,
+//! derived from the file alone (not from what the agents report), so that the end-to-end
+//! tests compare the product with what was built.
+//!
+//! What each host contributes:
+//! - every host: `host`, its fabric NIC `eth0` (`host_pnic`);
+//! - OVS host: the provider NIC `eth1`, the `vedge`, one `otep` for its tunnel address when
+//!   another OVS host exists, and the kernel's view of the userspace datapath's own devices
+//!   (`ovs-netdev` and one tap per bridge: `vnic`s of kind `tun` with no links, which is what
+//!   these devices are);
+//! - Linux bridge host: per network it carries, a bridge (`vconnector`) and a VXLAN device
+//!   (`otep`);
+//! - VMs: the `instance`, its taps; hybrid plugging adds the qbr bridge and the qvb/qvo veths;
+//! - DHCP and routers: the `vservice` and its ports inside the namespace; on Linux bridge
+//!   hosts also the veth end on the bridge.
+//!
+//! Networks and Neutron ports are not objects here: they come from the OpenStack API, which
+//! the lab does not run, so no `host_pnic-network` link and no network clique exists.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use calipso_aggregator::cliques::CliqueType;
+use calipso_proto::LinkType;
+
+use super::hosts::{dhcp_device_prefix, dhcp_owner, lxb_bridge, lxb_networks, router_owner};
+use super::topology::{Plug, Switch, Topology};
+
+/// A link as the API names it: type, source id, target id.
+pub type LinkTriple = (String, String, String);
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Expected {
+    pub objects: BTreeSet<String>,
+    pub links: BTreeSet<LinkTriple>,
+}
+
+fn local(object_type: &str, host: &str, key: &str) -> String {
+    format!("{object_type}:{host}:{key}")
+}
+
+impl Expected {
+    fn link(&mut self, link_type: &str, source: &str, target: &str) {
+        let (source, target) = if link_type == "vnic-vnic" || link_type == "otep-otep" {
+            if source <= target {
+                (source, target)
+            } else {
+                (target, source)
+            }
+        } else {
+            (source, target)
+        };
+        self.links
+            .insert((link_type.to_owned(), source.to_owned(), target.to_owned()));
+    }
+
+    fn object(&mut self, id: String) -> String {
+        self.objects.insert(id.clone());
+        id
+    }
+
+    /// The whole lab's objects and links.
+    pub fn of(topology: &Topology) -> Expected {
+        let mut expected = Expected::default();
+        let ovs_hosts: Vec<usize> = (0..topology.hosts.len())
+            .filter(|&i| topology.hosts[i].switch == Switch::Ovs)
+            .collect();
+        for (index, host) in topology.hosts.iter().enumerate() {
+            let h = host.name.as_str();
+            expected.object(format!("host:{h}"));
+            let eth0 = expected.object(local("host_pnic", h, "eth0"));
+            match host.switch {
+                Switch::Ovs => {
+                    let eth1 = expected.object(local("host_pnic", h, "eth1"));
+                    let vedge = expected.object(local("vedge", h, "ovs"));
+                    for device in ["ovs-netdev", "br-int", "br-tun", "br-ex"] {
+                        expected.object(local("vnic", h, device));
+                    }
+                    expected.link("vedge-host_pnic", &vedge, &eth1);
+                    if ovs_hosts.len() > 1 {
+                        let ip = topology.fabric.host_ip(index).to_string();
+                        let otep = expected.object(local("otep", h, &ip));
+                        expected.link("vedge-otep", &vedge, &otep);
+                        expected.link("otep-host_pnic", &otep, &eth0);
+                        for &other in ovs_hosts.iter().filter(|&&o| o != index) {
+                            let peer = local(
+                                "otep",
+                                &topology.hosts[other].name,
+                                &topology.fabric.host_ip(other).to_string(),
+                            );
+                            expected.link("otep-otep", &otep, &peer);
+                        }
+                    }
+                }
+                Switch::Lxb => {
+                    for network in lxb_networks(topology, index) {
+                        let vni = topology.network(&network).map_or(0, |n| n.vni);
+                        let bridge = expected.object(local(
+                            "vconnector",
+                            h,
+                            &lxb_bridge(topology, &network),
+                        ));
+                        let otep = expected.object(local("otep", h, &format!("vxlan-{vni}")));
+                        expected.link("otep-vconnector", &otep, &bridge);
+                        expected.link("otep-host_pnic", &otep, &eth0);
+                        for (other, peer) in topology.hosts.iter().enumerate() {
+                            if other != index && lxb_networks(topology, other).contains(&network) {
+                                expected.link(
+                                    "otep-otep",
+                                    &otep,
+                                    &local("otep", &peer.name, &format!("vxlan-{vni}")),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            expected.services(topology, index);
+            expected.vms(topology, index);
+        }
+        expected
+    }
+
+    fn services(&mut self, topology: &Topology, index: usize) {
+        let host = &topology.hosts[index];
+        let h = host.name.as_str();
+        let dhcp = host.dhcp.iter().map(|network| {
+            (
+                format!("qdhcp-{}", topology.network_id(network)),
+                dhcp_owner(h),
+                network,
+                dhcp_device_prefix(host.switch),
+            )
+        });
+        let routers = host.routers.iter().flat_map(|router| {
+            router.networks.iter().map(|network| {
+                (
+                    format!("qrouter-{}", topology.router_id(h, &router.name)),
+                    router_owner(h, &router.name),
+                    network,
+                    "qr-",
+                )
+            })
+        });
+        let ports: Vec<_> = dhcp.chain(routers).collect();
+        for (namespace, owner, network, prefix) in ports {
+            let port = topology.port(&owner, network);
+            let service = self.object(local("vservice", h, &namespace));
+            let inside = self.object(local(
+                "vnic",
+                h,
+                &format!("{namespace}/{}", port.device(prefix)),
+            ));
+            self.link("vservice-vnic", &service, &inside);
+            match host.switch {
+                Switch::Ovs => self.link("vnic-vedge", &inside, &local("vedge", h, "ovs")),
+                Switch::Lxb => {
+                    let outside = self.object(local("vnic", h, &port.device("tap")));
+                    self.link("vnic-vnic", &inside, &outside);
+                    self.link(
+                        "vnic-vconnector",
+                        &outside,
+                        &local("vconnector", h, &lxb_bridge(topology, network)),
+                    );
+                }
+            }
+        }
+    }
+
+    fn vms(&mut self, topology: &Topology, index: usize) {
+        let host = &topology.hosts[index];
+        let h = host.name.as_str();
+        let vedge = local("vedge", h, "ovs");
+        for vm in &host.vms {
+            let instance = self.object(format!("instance:{}", topology.instance_uuid(&vm.name)));
+            for network in &vm.networks {
+                let port = topology.port(&vm.name, network);
+                let tap = self.object(local("vnic", h, &port.device("tap")));
+                self.link("instance-vnic", &instance, &tap);
+                match (host.switch, vm.plug) {
+                    (Switch::Lxb, _) => self.link(
+                        "vnic-vconnector",
+                        &tap,
+                        &local("vconnector", h, &lxb_bridge(topology, network)),
+                    ),
+                    (Switch::Ovs, Plug::Ovs) => self.link("vnic-vedge", &tap, &vedge),
+                    (Switch::Ovs, Plug::Hybrid) => {
+                        let qbr = self.object(local("vconnector", h, &port.device("qbr")));
+                        let qvb = self.object(local("vnic", h, &port.device("qvb")));
+                        let qvo = self.object(local("vnic", h, &port.device("qvo")));
+                        self.link("vnic-vconnector", &tap, &qbr);
+                        self.link("vnic-vconnector", &qvb, &qbr);
+                        self.link("vnic-vnic", &qvb, &qvo);
+                        self.link("vnic-vedge", &qvo, &vedge);
+                        self.link("vconnector-vedge", &qbr, &vedge);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The members of each clique, by focal point: the clique type's ordered walk over the
+    /// expected links (the original's semantics: each step follows links of its type from
+    /// the objects of its source type gathered so far; a step that finds nothing ends the
+    /// walk). Focal points whose walk finds no link have no clique.
+    pub fn cliques(&self, types: &[CliqueType]) -> BTreeMap<String, BTreeSet<String>> {
+        let mut cliques = BTreeMap::new();
+        for focal in &self.objects {
+            let Some(focal_type) = focal.split(':').next() else {
+                continue;
+            };
+            let Some(clique_type) = types.iter().find(|t| {
+                t.environment.as_deref() == Some("ANY") && t.focal_point_type.as_str() == focal_type
+            }) else {
+                continue;
+            };
+            let mut members: BTreeSet<String> = BTreeSet::from([focal.clone()]);
+            let mut found_any = false;
+            for step in &clique_type.link_types {
+                let reached = self.step(&members, *step);
+                if reached.is_empty() {
+                    break;
+                }
+                found_any = true;
+                members.extend(reached);
+            }
+            if found_any {
+                cliques.insert(focal.clone(), members);
+            }
+        }
+        cliques
+    }
+
+    fn step(&self, members: &BTreeSet<String>, step: LinkType) -> BTreeSet<String> {
+        let source_type = step.source.as_str();
+        let target_type = step.target.as_str();
+        let of_type = |id: &str, t: &str| id.split(':').next() == Some(t);
+        let forward = format!("{source_type}-{target_type}");
+        let backward = format!("{target_type}-{source_type}");
+        let mut reached = BTreeSet::new();
+        for (link_type, source, target) in &self.links {
+            if *link_type == forward
+                && members.contains(source)
+                && of_type(source, source_type)
+                && of_type(target, target_type)
+            {
+                reached.insert(target.clone());
+            }
+            if *link_type == backward
+                && members.contains(target)
+                && of_type(target, source_type)
+                && of_type(source, target_type)
+            {
+                reached.insert(source.clone());
+            }
+        }
+        reached
+    }
+}
