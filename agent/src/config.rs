@@ -4,6 +4,7 @@
 //! ```toml
 //! host = "compute-1"          # default: this machine's hostname
 //! environment = "default"
+//! state_file = "/var/lib/calipso-agent/state"   # epoch and model kept across restarts ("" = none)
 //!
 //! [aggregator]
 //! address = "aggregator.example:7443"   # host:port of the aggregator's QUIC endpoint
@@ -82,6 +83,10 @@ pub struct AgentConfig {
     pub host: Option<String>,
     #[serde(default = "default_environment")]
     pub environment: String,
+    /// Where the agent keeps its epoch and model, so that a restart resumes instead of sending
+    /// a snapshot; empty: nowhere.
+    #[serde(default = "default_state_file")]
+    pub state_file: PathBuf,
     #[serde(default)]
     pub aggregator: AggregatorConfig,
     #[serde(default)]
@@ -261,11 +266,16 @@ fn default_environment() -> String {
     "default".into()
 }
 
+fn default_state_file() -> PathBuf {
+    "/var/lib/calipso-agent/state".into()
+}
+
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             host: None,
             environment: default_environment(),
+            state_file: default_state_file(),
             aggregator: AggregatorConfig::default(),
             host_facts: HostFactsConfig::default(),
             netns: NetnsConfig::default(),
@@ -408,6 +418,11 @@ impl AgentConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The state file, unless disabled.
+    pub fn state_file(&self) -> Option<&Path> {
+        Some(self.state_file.as_path()).filter(|p| !p.as_os_str().is_empty())
     }
 
     /// The host id: configured, or this machine's hostname.

@@ -14,6 +14,7 @@ pub mod outbox;
 pub mod ovsdb;
 pub mod process;
 pub mod runtime;
+pub mod state;
 pub mod uplink;
 
 pub use config::AgentConfig;

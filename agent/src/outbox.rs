@@ -11,14 +11,17 @@
 //! bytes: past the cap it drops every pending delta and marks that the next thing the aggregator
 //! must get is a snapshot, which the model can always produce.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use calipso_proto::codec::{self, EncodeError};
 use calipso_proto::wire::{AgentMessage, Delta, Snapshot};
 use calipso_proto::{Object, ObjectId, Timestamp};
 use tokio::sync::watch;
+
+use crate::state::SavedState;
 
 /// A set of changes from one collector.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -112,6 +115,27 @@ struct State {
     floor_seq: u64,
     pending: VecDeque<PendingDelta>,
     pending_bytes: usize,
+    /// Set while a restarted agent rebuilds its model: no delta leaves until the model is
+    /// complete and can be compared with the saved one.
+    warmup: Option<Warmup>,
+}
+
+/// The saved model of a resumed epoch, and how far the collectors are in describing the host
+/// again.
+#[derive(Debug)]
+struct Warmup {
+    baseline: BTreeMap<ObjectId, Object>,
+    /// Collectors that have not published yet.
+    waiting: BTreeSet<&'static str>,
+    last_publish: Instant,
+    deadline: Instant,
+}
+
+/// Whether a resumed outbox still rebuilds its model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warming {
+    Done,
+    Warming,
 }
 
 /// Shared between the collectors (writers) and the uplink (reader).
@@ -141,6 +165,7 @@ impl Outbox {
             floor_seq: 0,
             pending: VecDeque::new(),
             pending_bytes: 0,
+            warmup: None,
         };
         Outbox {
             inner: Arc::new(Inner {
@@ -152,6 +177,110 @@ impl Outbox {
                 last_seq: watch::Sender::new(0),
             }),
         }
+    }
+
+    /// An outbox that continues a saved epoch after `saved.seq`. Its model starts empty; the
+    /// collectors describe the host again, and once each of `collectors` has published and
+    /// publications pause (see [`Outbox::end_warmup`]), what differs from the saved model
+    /// leaves as one delta. Until then no delta leaves.
+    pub fn resumed(
+        saved: SavedState,
+        cap_bytes: usize,
+        collectors: &[&'static str],
+        max_warmup: Duration,
+    ) -> Self {
+        let now = Instant::now();
+        let state = State {
+            model: BTreeMap::new(),
+            last_seq: saved.seq,
+            acked_seq: saved.seq,
+            floor_seq: saved.seq,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            warmup: Some(Warmup {
+                baseline: saved
+                    .objects
+                    .into_iter()
+                    .map(|o| (o.id.clone(), o))
+                    .collect(),
+                waiting: collectors.iter().copied().collect(),
+                last_publish: now,
+                deadline: now + max_warmup,
+            }),
+        };
+        Outbox {
+            inner: Arc::new(Inner {
+                host: saved.host,
+                environment: saved.environment,
+                epoch: saved.epoch,
+                cap_bytes,
+                state: Mutex::new(state),
+                last_seq: watch::Sender::new(saved.seq),
+            }),
+        }
+    }
+
+    /// Ends a resumed outbox's warm-up once every collector has published and none has for
+    /// `quiet`, or at its deadline: the difference between the saved model and the rebuilt one
+    /// becomes the next delta.
+    pub fn end_warmup(&self, quiet: Duration) -> Result<Warming, EncodeError> {
+        let mut state = self.state();
+        let Some(warmup) = &state.warmup else {
+            return Ok(Warming::Done);
+        };
+        let settled = warmup.waiting.is_empty() && warmup.last_publish.elapsed() >= quiet;
+        if !settled && Instant::now() < warmup.deadline {
+            return Ok(Warming::Warming);
+        }
+        let Some(warmup) = state.warmup.take() else {
+            return Ok(Warming::Done);
+        };
+        if !warmup.waiting.is_empty() {
+            tracing::warn!(
+                waiting = ?warmup.waiting,
+                "collectors did not report within the warm-up; resuming with what the others saw"
+            );
+        }
+        let mut delta = ChangeSet::default();
+        for entry in state.model.values() {
+            if let Some(object) = entry.object()
+                && warmup.baseline.get(&object.id) != Some(object)
+            {
+                delta.upserts.push(object.clone());
+            }
+        }
+        delta.removals = warmup
+            .baseline
+            .into_keys()
+            .filter(|id| !state.model.contains_key(id))
+            .collect();
+        tracing::info!(
+            changed = delta.upserts.len(),
+            removed = delta.removals.len(),
+            "model rebuilt after the restart; sending what changed while the agent was down"
+        );
+        self.append(&mut state, delta)?;
+        Ok(Warming::Done)
+    }
+
+    /// What a restarted agent needs to resume this epoch; `None` while warming up (the model
+    /// is not yet the host's).
+    pub fn saved_state(&self) -> Option<SavedState> {
+        let state = self.state();
+        if state.warmup.is_some() {
+            return None;
+        }
+        Some(SavedState {
+            host: self.inner.host.clone(),
+            environment: self.inner.environment.clone(),
+            epoch: self.inner.epoch,
+            seq: state.last_seq,
+            objects: state
+                .model
+                .values()
+                .filter_map(|e| e.object().cloned())
+                .collect(),
+        })
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -239,6 +368,11 @@ impl Outbox {
                     delta.upserts.push(object);
                 }
             }
+        }
+        if let Some(warmup) = &mut state.warmup {
+            warmup.waiting.remove(collector);
+            warmup.last_publish = Instant::now();
+            return Ok(None);
         }
         self.append(&mut state, delta)
     }
@@ -360,6 +494,8 @@ impl Outbox {
         state.pending.clear();
         state.pending_bytes = 0;
         state.floor_seq = seq;
+        // The snapshot states the whole model: nothing is left to compare with the saved one.
+        state.warmup = None;
         Ok((seq, frame))
     }
 
@@ -519,5 +655,93 @@ mod tests {
             other => panic!("expected a snapshot, got {other:?}"),
         }
         assert!(outbox.can_continue_after(20));
+    }
+
+    fn saved(objects: Vec<Object>) -> SavedState {
+        SavedState {
+            host: "h1".into(),
+            environment: "env".into(),
+            epoch: 7,
+            seq: 40,
+            objects,
+        }
+    }
+
+    fn delta_of(outbox: &Outbox, seq: u64) -> Delta {
+        let pending = outbox.pending_after(seq - 1);
+        match pending
+            .first()
+            .map(|d| codec::decode::<AgentMessage>(&d.frame))
+        {
+            Some(Ok(AgentMessage::Delta(delta))) => delta,
+            other => panic!("expected delta {seq}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_resumed_outbox_sends_only_what_changed_while_the_agent_was_down() {
+        let before = vec![vnic("a", 1500), vnic("b", 1500), vnic("gone", 1500)];
+        let outbox = Outbox::resumed(
+            saved(before),
+            1 << 20,
+            &["netlink", "ovs"],
+            Duration::from_secs(60),
+        );
+        assert_eq!(outbox.epoch(), 7);
+        assert_eq!(outbox.acked_seq(), 40);
+        assert!(outbox.resume_after(40), "the aggregator holds seq 40");
+        assert_eq!(outbox.saved_state(), None, "nothing to save while warming");
+        let quiet = Duration::ZERO;
+        let published = outbox.replace_all("netlink", vec![vnic("a", 1500), vnic("b", 9000)]);
+        assert_eq!(published.ok(), Some(None), "no delta while warming");
+        assert_eq!(
+            outbox.end_warmup(quiet).ok(),
+            Some(Warming::Warming),
+            "ovs has not reported"
+        );
+        let _ = outbox.replace_all("ovs", vec![vnic("new", 1500)]);
+        assert_eq!(outbox.end_warmup(quiet).ok(), Some(Warming::Done));
+        let delta = delta_of(&outbox, 41);
+        assert_eq!((delta.epoch, delta.seq), (7, 41));
+        assert_eq!(delta.upserts, vec![vnic("b", 9000), vnic("new", 1500)]);
+        assert_eq!(
+            delta.removals,
+            vec![ObjectId::host_local(ObjectType::Vnic, "h1", "gone")]
+        );
+        let state = outbox.saved_state().expect("saved after warm-up");
+        assert_eq!(state.seq, 41);
+        assert_eq!(state.objects.len(), 3);
+        // Later changes are ordinary deltas.
+        assert_eq!(
+            outbox.replace_all("netlink", vec![vnic("a", 1500)]).ok(),
+            Some(Some(42))
+        );
+    }
+
+    #[test]
+    fn a_resumed_outbox_stops_waiting_at_its_deadline_and_a_snapshot_ends_the_warm_up() {
+        let outbox = Outbox::resumed(
+            saved(vec![vnic("a", 1500)]),
+            1 << 20,
+            &["netlink", "ovs"],
+            Duration::ZERO,
+        );
+        let _ = outbox.replace_all("netlink", vec![vnic("a", 1500)]);
+        assert_eq!(
+            outbox.end_warmup(Duration::from_secs(60)).ok(),
+            Some(Warming::Done)
+        );
+        assert!(outbox.pending_after(40).is_empty(), "nothing changed");
+
+        let outbox = Outbox::resumed(
+            saved(vec![vnic("a", 1500)]),
+            1 << 20,
+            &["netlink"],
+            Duration::from_secs(60),
+        );
+        let (seq, _) = outbox.snapshot().expect("snapshot");
+        assert_eq!(seq, 40);
+        assert_eq!(outbox.end_warmup(Duration::ZERO).ok(), Some(Warming::Done));
+        assert!(outbox.saved_state().is_some());
     }
 }

@@ -1,5 +1,7 @@
 //! Wires the agent together: collectors feed the outbox, the uplink drains it.
 
+use std::time::Duration;
+
 use calipso_proto::Object;
 use tokio_util::sync::CancellationToken;
 
@@ -7,13 +9,23 @@ use crate::collect::{
     Collector, CollectorError, HostFacts, InterfaceDirectory, Kernel, Libvirt, Ovs, Scope,
 };
 use crate::config::{AgentConfig, ConfigError};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Warming};
+use crate::state::StateFile;
 use crate::uplink::Uplink;
+
+/// How long a restarted agent waits for every collector to describe the host before it sends
+/// what changed since its last run.
+const MAX_WARMUP: Duration = Duration::from_secs(10);
+/// Publications pausing this long end the warm-up once every collector has published.
+const WARMUP_QUIET: Duration = Duration::from_millis(200);
+/// How often the state is saved when it changed.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// An agent for one host.
 pub struct Agent {
     outbox: Outbox,
     collectors: Vec<Box<dyn Collector>>,
+    state_file: Option<StateFile>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -27,21 +39,15 @@ impl std::fmt::Debug for Agent {
 }
 
 impl Agent {
-    /// Builds the agent and its collectors from a validated configuration. Each start is a new
-    /// epoch: sequence numbers restart and the aggregator asks for a snapshot.
+    /// Builds the agent and its collectors from a validated configuration. With a saved state
+    /// of this host ([`AgentConfig::state_file`]) it continues that epoch; otherwise it starts
+    /// a new one, and the aggregator asks for a snapshot.
     pub fn new(config: &AgentConfig) -> Result<Self, ConfigError> {
         let host = config.host_id()?;
         let scope = Scope {
             host: host.clone(),
             environment: config.environment.clone(),
         };
-        let epoch = rand::random_range(1..u64::MAX);
-        let outbox = Outbox::new(
-            &host,
-            &config.environment,
-            epoch,
-            config.aggregator.outbox_max_bytes,
-        );
         let directory = InterfaceDirectory::default();
         let collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(HostFacts::new(scope.clone(), config.host_facts.refresh)),
@@ -56,7 +62,38 @@ impl Agent {
                 directory,
             )),
         ];
-        Ok(Agent { outbox, collectors })
+        let state_file = config.state_file().map(StateFile::new);
+        let saved = state_file.as_ref().and_then(|file| match file.load() {
+            Ok(saved) => saved,
+            Err(err) => {
+                tracing::warn!(%err, "starting a new epoch");
+                None
+            }
+        });
+        let cap = config.aggregator.outbox_max_bytes;
+        let outbox = match saved {
+            Some(saved) if saved.host == host && saved.environment == config.environment => {
+                tracing::info!(
+                    epoch = saved.epoch,
+                    seq = saved.seq,
+                    objects = saved.objects.len(),
+                    "resuming the saved epoch"
+                );
+                let names: Vec<&'static str> = collectors.iter().map(|c| c.name()).collect();
+                Outbox::resumed(saved, cap, &names, MAX_WARMUP)
+            }
+            _ => Outbox::new(
+                &host,
+                &config.environment,
+                rand::random_range(1..u64::MAX),
+                cap,
+            ),
+        };
+        Ok(Agent {
+            outbox,
+            collectors,
+            state_file,
+        })
     }
 
     pub fn outbox(&self) -> &Outbox {
@@ -86,7 +123,60 @@ impl Agent {
                 }
             });
         }
+        tasks.spawn(finish_warmup(self.outbox.clone(), shutdown.clone()));
+        if let Some(file) = self.state_file.clone() {
+            tasks.spawn(keep_saved(self.outbox.clone(), file, shutdown.clone()));
+        }
         uplink.run(self.outbox.clone(), shutdown).await;
         tasks.join_all().await;
+    }
+}
+
+/// Ends a resumed outbox's warm-up (see [`Outbox::end_warmup`]).
+async fn finish_warmup(outbox: Outbox, shutdown: CancellationToken) {
+    loop {
+        match outbox.end_warmup(WARMUP_QUIET) {
+            Ok(Warming::Done) => return,
+            Ok(Warming::Warming) => {}
+            Err(err) => {
+                tracing::error!(%err, "cannot encode the post-restart delta");
+                return;
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+}
+
+/// Saves the outbox's state whenever its sequence number moved, and once more at shutdown.
+async fn keep_saved(outbox: Outbox, file: StateFile, shutdown: CancellationToken) {
+    let mut saved_seq: Option<u64> = None;
+    let mut warned = false;
+    loop {
+        let stopping = tokio::select! {
+            () = shutdown.cancelled() => true,
+            () = tokio::time::sleep(SAVE_EVERY) => false,
+        };
+        if let Some(state) = outbox.saved_state()
+            && saved_seq != Some(state.seq)
+        {
+            let seq = state.seq;
+            let target = file.clone();
+            let written = tokio::task::spawn_blocking(move || target.save(&state)).await;
+            match written {
+                Ok(Ok(())) => saved_seq = Some(seq),
+                Ok(Err(err)) if !warned => {
+                    warned = true;
+                    tracing::warn!(%err, "cannot save the agent state: a restart will send a snapshot");
+                }
+                Ok(Err(_)) => {}
+                Err(err) => tracing::error!(%err, "state saving task failed"),
+            }
+        }
+        if stopping {
+            return;
+        }
     }
 }

@@ -346,6 +346,7 @@ impl Session<'_> {
         let bytes = self.writer.feed_frame(frame).await?;
         self.writer.flush().await?;
         self.sent_seq = seq;
+        tracing::info!(seq, bytes, "sent a snapshot");
         self.uplink.emit(UplinkEvent::SentSnapshot { seq, bytes });
         Ok(())
     }

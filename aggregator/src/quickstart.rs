@@ -130,6 +130,7 @@ pub async fn run(options: QuickstartOptions, shutdown: CancellationToken) -> any
     let server = IngestServer::bind(IngestConfig::new(options.listen, server_tls), sink.clone())?;
     let listen = server.local_addr()?;
     agent_config.host = Some(host.clone());
+    agent_config.state_file = options.data_dir.join("agent-state");
     agent_config.aggregator.address = listen.to_string();
     agent_config.aggregator.server_name = SERVER_NAME.into();
 

@@ -33,8 +33,13 @@ impl Drop for RunningLab {
 }
 
 impl RunningLab {
-    fn up(topology: &str) -> anyhow::Result<Self> {
-        let topology: Topology = toml::from_str(topology)?;
+    /// The lab of a checked-in topology file, under its own name, fabric and environment so
+    /// that it runs beside a lab an operator brought up from the same file.
+    fn up(topology: &str, name: &str, fabric: &str) -> anyhow::Result<Self> {
+        let mut topology: Topology = toml::from_str(topology)?;
+        topology.name = name.into();
+        topology.environment = format!("{}-e2e", topology.environment);
+        topology.fabric = fabric.parse().map_err(anyhow::Error::msg)?;
         // What a crashed run of this test left behind.
         Lab::sweep(&topology.name)?;
         let state = tempfile::tempdir()?;
@@ -221,40 +226,13 @@ async fn stale_objects(
     Ok((stale, on_host.len()))
 }
 
-const OVS_LAB: &str = r#"
-name = "e2eovs"
-environment = "lab-ovs"
-fabric = "10.251.1.0/24"
-networks = [
-  { name = "net-a", vni = 101, cidr = "192.168.10.0/24" },
-  { name = "net-b", vni = 102, cidr = "192.168.20.0/24" },
-]
-
-[[hosts]]
-name = "network-1"
-switch = "ovs"
-dhcp = ["net-a", "net-b"]
-routers = [{ name = "r1", networks = ["net-a", "net-b"] }]
-
-[[hosts]]
-name = "compute-1"
-switch = "ovs"
-vms = [
-  { name = "vm-1", networks = ["net-a"] },
-  { name = "vm-2", networks = ["net-a", "net-b"], plug = "hybrid" },
-]
-
-[[hosts]]
-name = "compute-2"
-switch = "ovs"
-vms = [{ name = "vm-3", networks = ["net-b"], plug = "hybrid" }]
-"#;
+const OVS_LAB: &str = include_str!("../labs/ovs-3.toml");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ovs_lab_is_shown_exactly_through_churn_agent_loss_and_aggregator_restart()
 -> anyhow::Result<()> {
     calipso_tests::init_test_logging();
-    let mut running = RunningLab::up(OVS_LAB)?;
+    let mut running = RunningLab::up(OVS_LAB, "e2eovs", "10.251.1.0/24")?;
     let client = running.client().await?;
     let env = running.env();
     let first = converge(&running, &client, "initial discovery").await?;
@@ -282,16 +260,23 @@ async fn an_ovs_lab_is_shown_exactly_through_churn_agent_loss_and_aggregator_res
     assert!(epoch_before.is_some());
     converge(&running, &client, "host reconnected").await?;
 
-    // An agent killed: its host goes stale, nothing is deleted; back, it is fresh again.
+    // An agent killed: its host goes stale, nothing is deleted. A VM goes while it is down;
+    // restarted, the agent resumes its saved epoch and sends only that change.
     let (_, killed_epoch) = agent_state(&client, &env, "compute-1").await?;
     running.lab.kill_agent("compute-1")?;
     wait_for_host(&client, &env, "compute-1", false).await?;
     converge(&running, &client, "stale objects are kept").await?;
+    running.lab.remove_vm("vm-1")?;
     running.lab.start_agent("compute-1")?;
     let restarted_epoch = wait_for_host(&client, &env, "compute-1", true).await?;
-    // A new process starts a new epoch: its snapshot replaced the host's partition.
-    assert_ne!(restarted_epoch, killed_epoch);
-    converge(&running, &client, "agent back").await?;
+    converge(&running, &client, "agent back, a VM gone meanwhile").await?;
+    assert_eq!(
+        restarted_epoch, killed_epoch,
+        "the restarted agent resumed its epoch"
+    );
+    let log = std::fs::read_to_string(running.lab.state_dir().join("agent-compute-1.log"))?;
+    assert!(log.contains("resuming the saved epoch"), "{log}");
+    assert!(!log.contains("sent a snapshot"), "{log}");
 
     // The aggregator restarted: everything is there again from its store.
     running.lab.stop_aggregator()?;
@@ -301,37 +286,12 @@ async fn an_ovs_lab_is_shown_exactly_through_churn_agent_loss_and_aggregator_res
     Ok(())
 }
 
-const LXB_LAB: &str = r#"
-name = "e2elxb"
-environment = "lab-lxb"
-fabric = "10.251.2.0/24"
-networks = [
-  { name = "net-a", vni = 201, cidr = "192.168.30.0/24" },
-  { name = "net-b", vni = 202, cidr = "192.168.40.0/24" },
-  { name = "net-c", vni = 203, cidr = "192.168.50.0/24" },
-]
-
-[[hosts]]
-name = "network-1"
-switch = "lxb"
-dhcp = ["net-a", "net-b"]
-routers = [{ name = "r1", networks = ["net-a", "net-b"] }]
-
-[[hosts]]
-name = "compute-1"
-switch = "lxb"
-vms = [{ name = "vm-1", networks = ["net-a"] }, { name = "vm-2", networks = ["net-a", "net-b"] }]
-
-[[hosts]]
-name = "compute-2"
-switch = "lxb"
-vms = [{ name = "vm-3", networks = ["net-b"] }]
-"#;
+const LXB_LAB: &str = include_str!("../labs/lxb-3.toml");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_linux_bridge_lab_is_shown_exactly_as_networks_come_and_go() -> anyhow::Result<()> {
     calipso_tests::init_test_logging();
-    let mut running = RunningLab::up(LXB_LAB)?;
+    let mut running = RunningLab::up(LXB_LAB, "e2elxb", "10.251.2.0/24")?;
     let client = running.client().await?;
     converge(&running, &client, "initial discovery").await?;
 

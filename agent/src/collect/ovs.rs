@@ -1007,6 +1007,11 @@ impl Collector for Ovs {
                     Err(SessionEnd::Collector(err)) => return Err(err),
                     Err(SessionEnd::Ovsdb(err)) if err.is_absent() => {
                         tracing::debug!(%err, "no Open vSwitch database; retrying quietly");
+                        if view.tables.tables.is_empty() {
+                            // What this collector sees: nothing (a restarted agent waits for
+                            // every collector's first word before it resumes).
+                            outbox.replace_all(NAME, Vec::new()).map_err(failed)?;
+                        }
                     }
                     Err(SessionEnd::Ovsdb(err)) => {
                         tracing::warn!(%err, "OVSDB session ended; reconnecting")

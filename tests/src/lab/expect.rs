@@ -125,7 +125,7 @@ impl Expected {
         let h = host.name.as_str();
         let dhcp = host.dhcp.iter().map(|network| {
             (
-                format!("qdhcp-{}", topology.network_id(network)),
+                topology.dhcp_netns(network),
                 dhcp_owner(h),
                 network,
                 dhcp_device_prefix(host.switch),
@@ -134,7 +134,7 @@ impl Expected {
         let routers = host.routers.iter().flat_map(|router| {
             router.networks.iter().map(|network| {
                 (
-                    format!("qrouter-{}", topology.router_id(h, &router.name)),
+                    topology.router_netns(h, &router.name),
                     router_owner(h, &router.name),
                     network,
                     "qr-",

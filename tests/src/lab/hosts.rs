@@ -428,10 +428,7 @@ fn service_netns(
     host_dir: &Path,
     local: &str,
 ) -> anyhow::Result<String> {
-    let global = format!(
-        "{}-{local}",
-        topology.host_netns(&topology.hosts[index].name)
-    );
+    let global = topology.service_netns(&topology.hosts[index].name, local);
     let file = host_dir.join("netns").join(local);
     sh(
         None,
@@ -552,7 +549,7 @@ pub fn router_owner(host: &str, router: &str) -> String {
 pub fn services_up(topology: &Topology, index: usize, host_dir: &Path) -> anyhow::Result<()> {
     let host = &topology.hosts[index];
     for network in &host.dhcp {
-        let local = format!("qdhcp-{}", topology.network_id(network));
+        let local = topology.dhcp_netns(network);
         let netns = service_netns(topology, index, host_dir, &local)?;
         service_port(
             topology,
@@ -566,7 +563,7 @@ pub fn services_up(topology: &Topology, index: usize, host_dir: &Path) -> anyhow
         )?;
     }
     for router in &host.routers {
-        let local = format!("qrouter-{}", topology.router_id(&host.name, &router.name));
+        let local = topology.router_netns(&host.name, &router.name);
         let netns = service_netns(topology, index, host_dir, &local)?;
         for network in &router.networks {
             service_port(

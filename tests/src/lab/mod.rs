@@ -298,6 +298,7 @@ admin_password = "{password}"
         format!(
             r#"host = "{name}"
 environment = "{environment}"
+state_file = "{state}"
 
 [aggregator]
 address = "{gateway}:{port}"
@@ -329,6 +330,7 @@ socket = "{ovs}"
             netns = dir.join("netns").display(),
             libvirt = dir.join("libvirt").display(),
             nics = hosts::physical_interfaces(host.switch),
+            state = dir.join("agent.state").display(),
             ovs = dir.join("ovs/db.sock").display(),
         )
     }

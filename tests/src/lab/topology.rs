@@ -323,6 +323,35 @@ impl Topology {
     pub fn host_netns(&self, host: &str) -> String {
         format!("cl-{}-{host}", self.name)
     }
+
+    /// The Neutron name of a host's DHCP namespace for a network.
+    pub fn dhcp_netns(&self, network: &str) -> String {
+        format!("qdhcp-{}", self.network_id(network))
+    }
+
+    /// The Neutron name of a host's router namespace.
+    pub fn router_netns(&self, host: &str, router: &str) -> String {
+        format!("qrouter-{}", self.router_id(host, router))
+    }
+
+    /// The global name of a host's service namespace (`local` is its Neutron name, as the
+    /// host's agent sees it in its netns directory).
+    pub fn service_netns(&self, host: &str, local: &str) -> String {
+        format!("{}-{local}", self.host_netns(host))
+    }
+
+    /// The Neutron names of a host's service namespaces.
+    pub fn service_namespaces(&self, host: &Host) -> Vec<String> {
+        host.dhcp
+            .iter()
+            .map(|network| self.dhcp_netns(network))
+            .chain(
+                host.routers
+                    .iter()
+                    .map(|router| self.router_netns(&host.name, &router.name)),
+            )
+            .collect()
+    }
 }
 
 /// The `n`-th address of an IPv4 CIDR, with its prefix length.
