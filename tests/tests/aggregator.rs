@@ -77,8 +77,8 @@ async fn hosts_build_links_and_cliques_that_history_records() -> anyhow::Result<
     for agent in &mut agents {
         assert!(agent.wait_acked(WAIT).await);
     }
-    // 3 hosts x (2 VMs x 7 + 5 infrastructure links) + 3 tunnels: the unit tests' count.
-    assert_eq!(link_count(&sink), 3 * (2 * 7 + 5) + 3);
+    // 3 hosts x (2 VMs x 6 + 5 infrastructure links) + 3 tunnels: the unit tests' count.
+    assert_eq!(link_count(&sink), 3 * (2 * 6 + 5) + 3);
     let engine_links = {
         let engine = sink.engine();
         let env = engine.environment(ENV).expect("environment");
@@ -115,7 +115,7 @@ async fn hosts_build_links_and_cliques_that_history_records() -> anyhow::Result<
         },
     )?;
     assert!(agents[1].wait_acked(WAIT).await);
-    assert_eq!(link_count(&sink), 3 * (2 * 7 + 5) + 3 + 7);
+    assert_eq!(link_count(&sink), 3 * (2 * 6 + 5) + 3 + 6);
     let now = Timestamp::now();
     assert_eq!(
         store.objects_at(ENV, now).await?.len(),
