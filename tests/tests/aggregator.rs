@@ -596,3 +596,83 @@ fn replace_all(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+#[tokio::test]
+async fn a_failed_commit_rolls_the_engine_back_and_the_stream_resets() -> anyhow::Result<()> {
+    use calipso_aggregator::ingest::Published;
+    use sqlx::Connection;
+
+    calipso_tests::init_test_logging();
+    let db = calipso_tests::pg::TestDatabase::create().await?;
+    let sink = DurableSink::connect(&db.url).await?;
+    let mut stream = sink.subscribe();
+    let host = host_name(0);
+    let a = session(&host, 1);
+    sink.host_connected(&a).await?;
+    let has = |sink: &DurableSink, name: &str| {
+        sink.engine().environment(ENV).is_some_and(|e| {
+            e.graph
+                .get(&ObjectId::host_local(ObjectType::Vnic, &host, name))
+                .is_some()
+        })
+    };
+    let vnic = |name: &str| calipso_tests::vnic(&host, name, 1500);
+    assert_eq!(
+        sink.apply_deltas(&a, vec![delta(1, vec![vnic("kept")], vec![])])
+            .await?,
+        vec![Outcome::Applied]
+    );
+
+    // The store breaks: the commit fails, the agent is not acknowledged, and while the store
+    // cannot be read back nothing more is accepted.
+    let mut admin = sqlx::PgConnection::connect(&db.url).await?;
+    sqlx::query("ALTER TABLE objects RENAME TO objects_away")
+        .execute(&mut admin)
+        .await?;
+    let failed = sink
+        .apply_deltas(&a, vec![delta(2, vec![vnic("lost")], vec![])])
+        .await
+        .expect_err("the commit fails");
+    assert!(
+        failed.to_string().contains("refused the commit"),
+        "{failed}"
+    );
+    let refused = sink
+        .apply_deltas(&a, vec![delta(2, vec![vnic("lost")], vec![])])
+        .await
+        .expect_err("nothing is applied on top of a failure");
+    assert!(
+        refused.to_string().contains("cannot be read back"),
+        "{refused}"
+    );
+
+    // Repaired: the next request finds the engine reloaded (without the lost change).
+    sqlx::query("ALTER TABLE objects_away RENAME TO objects")
+        .execute(&mut admin)
+        .await?;
+    admin.close().await?;
+    assert_eq!(
+        sink.apply_deltas(&a, vec![delta(2, vec![vnic("after")], vec![])])
+            .await?,
+        vec![Outcome::Applied]
+    );
+    assert!(has(&sink, "kept") && has(&sink, "after"));
+    assert!(!has(&sink, "lost"), "the failed group was rolled back");
+
+    // The stream: the kept change, the lost one (published when applied), the rollback, the
+    // change after it.
+    let mut seen = Vec::new();
+    while let Ok(item) = stream.try_recv() {
+        seen.push(match item.as_ref() {
+            Published::Changes(group) => format!("changes x{}", group.changes.len()),
+            Published::RolledBack => "rolled back".to_owned(),
+        });
+    }
+    assert_eq!(
+        seen,
+        vec!["changes x1", "changes x1", "rolled back", "changes x1"],
+        "{seen:?}"
+    );
+    drop(sink);
+    db.drop_database().await
+}

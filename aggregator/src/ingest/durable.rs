@@ -1,18 +1,23 @@
 //! The production sink: agents' snapshots and deltas become object changes in the [`Engine`]
 //! (which derives the link and clique changes) and one [`Batch`] in the [`Store`].
 //!
-//! One committer task owns every write. Requests from all sessions queue to it; it takes
-//! whatever has queued (up to [`MAX_GROUP`]), applies each request to the engine in order,
-//! writes everything in one transaction (group commit) and only then answers the sessions,
-//! which only then acknowledge to their agents. If the transaction fails, the engine is
-//! reloaded from the store, so memory never runs ahead of what is durable.
+//! Two tasks own every write, in a pipeline. The committer takes whatever requests from all
+//! sessions have queued (up to [`MAX_GROUP`]), applies each to the engine in order, publishes
+//! the group's changes to the live stream and hands the group's [`Batch`] to the writer; the
+//! writer commits the batches one transaction each (group commit), in order, and only then
+//! answers the sessions, which only then acknowledge to their agents. So the next group is
+//! applied while the previous one commits, and a slow commit (an fsync queued behind a
+//! checkpoint) delays acknowledgements, not what the API and the stream show. If a transaction
+//! fails, the writer refuses every batch queued after it, the engine is reloaded from the
+//! store and the stream is told (`RolledBack`): memory runs ahead of the store only by the
+//! groups in flight, and never past a failure.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 
 use calipso_proto::wire::{Delta, Snapshot};
 use calipso_proto::{Object, ObjectId, Timestamp};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
 use super::validate::{check_delta, check_snapshot};
 use super::{AgentSession, IngestSink, Outcome, ResumePoint, SinkError};
@@ -28,12 +33,24 @@ use crate::store::{
 
 /// The most queued requests one transaction takes.
 const MAX_GROUP: usize = 256;
+/// Groups applied but not yet committed, at most (then the committer waits for the writer).
+const MAX_IN_FLIGHT: usize = 64;
 
-/// What one transaction made durable: the live stream's unit.
+/// One group's changes, stamped with its commit time: the live stream's unit.
 #[derive(Debug, Clone)]
-pub struct Committed {
+pub struct GroupChanges {
     pub at: Timestamp,
     pub changes: Vec<(String, Applied)>,
+}
+
+/// What the committer tells the live stream.
+#[derive(Debug, Clone)]
+pub enum Published {
+    /// A group applied to the engine (its commit follows).
+    Changes(GroupChanges),
+    /// A commit failed and the engine was reloaded from the store: changes published since
+    /// the last durable group may not have happened.
+    RolledBack,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +110,7 @@ struct Shared {
 pub struct DurableSink {
     jobs: mpsc::Sender<Job>,
     shared: Arc<Shared>,
-    committed: broadcast::Sender<Arc<Committed>>,
+    published: broadcast::Sender<Arc<Published>>,
     store: Arc<AnyStore>,
 }
 
@@ -110,20 +127,32 @@ impl DurableSink {
             snapshots: RwLock::new(HashMap::new()),
         });
         let (jobs, queue) = mpsc::channel(4 * MAX_GROUP);
-        let (committed, _) = broadcast::channel(1024);
+        let (published, _) = broadcast::channel(1024);
+        let (writes, pending) = mpsc::channel(MAX_IN_FLIGHT);
+        let failed = Arc::new(Notify::new());
+        let writer = Writer {
+            store: store.clone(),
+            shared: shared.clone(),
+            pending,
+            failed: failed.clone(),
+            refusing: false,
+        };
         let committer = Committer {
             store: store.clone(),
             shared: shared.clone(),
             queue,
-            committed: committed.clone(),
+            published: published.clone(),
+            writes,
+            failed,
             last_at: last_commit,
             ahead_of_store: false,
         };
+        tokio::spawn(writer.run());
         tokio::spawn(committer.run());
         Ok(DurableSink {
             jobs,
             shared,
-            committed,
+            published,
             store,
         })
     }
@@ -181,9 +210,9 @@ impl DurableSink {
             .copied()
     }
 
-    /// Every commit from now on, as it becomes durable.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
-        self.committed.subscribe()
+    /// Every group's changes from now on, as they are applied (see [`Published`]).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
+        self.published.subscribe()
     }
 
     async fn submit(&self, request: Request) -> Result<Answer, SinkError> {
@@ -304,29 +333,122 @@ struct Committer {
     store: Arc<AnyStore>,
     shared: Arc<Shared>,
     queue: mpsc::Receiver<Job>,
-    committed: broadcast::Sender<Arc<Committed>>,
+    published: broadcast::Sender<Arc<Published>>,
+    writes: mpsc::Sender<Write>,
+    /// Woken by the writer when a commit failed.
+    failed: Arc<Notify>,
     last_at: Timestamp,
-    /// A commit failed and the reload after it did too: the engine holds changes the store
+    /// A commit failed and the engine has not been reloaded yet: it holds changes the store
     /// does not.
     ahead_of_store: bool,
 }
 
-impl Committer {
+/// What the committer hands the writer.
+enum Write {
+    Group(Box<GroupWrite>),
+    /// Answered once every earlier write has been committed or refused.
+    Barrier(oneshot::Sender<()>),
+}
+
+struct GroupWrite {
+    batch: Batch,
+    replies: Vec<(oneshot::Sender<Result<Answer, SinkError>>, Answer)>,
+    snapshot_hosts: Vec<String>,
+}
+
+/// Commits the groups in order and answers their sessions.
+struct Writer {
+    store: Arc<AnyStore>,
+    shared: Arc<Shared>,
+    pending: mpsc::Receiver<Write>,
+    failed: Arc<Notify>,
+    /// Set by a failed commit until the committer's barrier: the groups behind a failure were
+    /// applied on top of it and must not be stored.
+    refusing: bool,
+}
+
+impl Writer {
     async fn run(mut self) {
-        while let Some(first) = self.queue.recv().await {
-            let mut jobs = vec![first];
-            while jobs.len() < MAX_GROUP {
-                match self.queue.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
+        while let Some(write) = self.pending.recv().await {
+            match write {
+                Write::Barrier(done) => {
+                    self.refusing = false;
+                    let _ = done.send(());
+                }
+                Write::Group(group) => self.commit(*group).await,
+            }
+        }
+    }
+
+    async fn commit(&mut self, group: GroupWrite) {
+        let refuse = |replies: Vec<(oneshot::Sender<Result<Answer, SinkError>>, Answer)>,
+                      reason: SinkError| {
+            for (reply, _) in replies {
+                let _ = reply.send(Err(reason.clone()));
+            }
+        };
+        if self.refusing {
+            refuse(
+                group.replies,
+                SinkError("an earlier commit failed; the engine is being reloaded".into()),
+            );
+            return;
+        }
+        match self.store.commit(&group.batch).await {
+            Ok(()) => {
+                {
+                    let mut snapshots = self
+                        .shared
+                        .snapshots
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    for host in group.snapshot_hosts {
+                        snapshots.insert(host, group.batch.at);
+                    }
+                }
+                for (reply, answer) in group.replies {
+                    let _ = reply.send(Ok(answer));
                 }
             }
-            self.commit_group(jobs).await;
+            Err(err) => {
+                tracing::error!(%err, "commit failed; reloading the engine from the store");
+                self.refusing = true;
+                refuse(
+                    group.replies,
+                    SinkError(format!("the store refused the commit: {err}")),
+                );
+                self.failed.notify_one();
+            }
+        }
+    }
+}
+
+impl Committer {
+    async fn run(mut self) {
+        loop {
+            tokio::select! {
+                biased;
+                () = self.failed.notified() => {
+                    self.ahead_of_store = true;
+                    self.resync().await;
+                }
+                first = self.queue.recv() => {
+                    let Some(first) = first else { return };
+                    let mut jobs = vec![first];
+                    while jobs.len() < MAX_GROUP {
+                        match self.queue.try_recv() {
+                            Ok(job) => jobs.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit_group(jobs).await;
+                }
+            }
         }
     }
 
     async fn commit_group(&mut self, jobs: Vec<Job>) {
-        if self.ahead_of_store && !self.reload().await {
+        if self.ahead_of_store && !self.resync().await {
             let reason = SinkError("the store cannot be read back after a failed commit".into());
             for job in jobs {
                 let _ = job.reply.send(Err(reason.clone()));
@@ -334,6 +456,7 @@ impl Committer {
             return;
         }
         let at = next_time(self.last_at);
+        self.last_at = at;
         let mut batch = Batch {
             at,
             ..Batch::default()
@@ -375,36 +498,39 @@ impl Committer {
         for (env, applied) in &changes {
             add_to_batch(&mut batch, env, applied);
         }
-        match self.store.commit(&batch).await {
-            Ok(()) => {
-                self.last_at = at;
-                {
-                    let mut snapshots = self
-                        .shared
-                        .snapshots
-                        .write()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    for host in snapshot_hosts {
-                        snapshots.insert(host, at);
-                    }
-                }
-                for (reply, outcomes) in replies {
-                    let _ = reply.send(Ok(outcomes));
-                }
-                if !changes.is_empty() {
-                    let _ = self.committed.send(Arc::new(Committed { at, changes }));
-                }
-            }
-            Err(err) => {
-                tracing::error!(%err, "commit failed; reloading the engine from the store");
-                let reason = SinkError(format!("the store refused the commit: {err}"));
-                for (reply, _) in replies {
-                    let _ = reply.send(Err(reason.clone()));
-                }
-                self.ahead_of_store = true;
-                self.reload().await;
+        // Published as the API shows it (queries read the engine), not after the commit: a slow
+        // commit must not hold the live stream. A failed commit rolls the engine back and the
+        // stream says so (`RolledBack`).
+        if !changes.is_empty() {
+            let _ = self
+                .published
+                .send(Arc::new(Published::Changes(GroupChanges { at, changes })));
+        }
+        let write = Write::Group(Box::new(GroupWrite {
+            batch,
+            replies,
+            snapshot_hosts,
+        }));
+        if let Err(mpsc::error::SendError(Write::Group(group))) = self.writes.send(write).await {
+            let reason = SinkError("the store writer has stopped".into());
+            for (reply, _) in group.replies {
+                let _ = reply.send(Err(reason.clone()));
             }
         }
+    }
+
+    /// After a failed commit: waits until the writer has answered every write queued behind
+    /// it, then reloads the engine from the store and tells the stream.
+    async fn resync(&mut self) -> bool {
+        let (done, finished) = oneshot::channel();
+        if self.writes.send(Write::Barrier(done)).await.is_err() || finished.await.is_err() {
+            return false;
+        }
+        if !self.reload().await {
+            return false;
+        }
+        let _ = self.published.send(Arc::new(Published::RolledBack));
+        true
     }
 
     /// Replaces the engine and the resume points with what the store holds; false if the store

@@ -15,7 +15,7 @@ use std::future::Future;
 
 use calipso_proto::wire::{Delta, Snapshot};
 
-pub use durable::{AdminChange, Committed, DurableSink, OpenError};
+pub use durable::{AdminChange, DurableSink, GroupChanges, OpenError, Published};
 pub use memory::{JournalEntry, MemorySink};
 pub use server::{IngestConfig, IngestError, IngestHandle, IngestServer};
 

@@ -1,5 +1,7 @@
-//! The live stream: every committed object, link and clique change as an [`Event`], in commit
-//! order, with an id a reconnecting client hands back (`Last-Event-ID`) to get what it missed.
+//! The live stream: every object, link and clique change as an [`Event`] as soon as the engine
+//! has it (what queries then show; its commit follows, see [`Published`]), in commit order, with
+//! an id a reconnecting client hands back (`Last-Event-ID`) to get what it missed. A failed
+//! commit rolls the engine back, and clients get a `reset`.
 //!
 //! The last `capacity` events are kept in memory. A client whose resume id is older than that
 //! (or older than this process) gets a `reset` instead of a silent gap: it must re-read the
@@ -17,7 +19,7 @@ use utoipa::ToSchema;
 use super::inventory::{clique_view, link_view};
 use super::{Principal, Service, ServiceError};
 use crate::engine::Applied;
-use crate::ingest::{Committed, DurableSink};
+use crate::ingest::{DurableSink, GroupChanges, Published};
 use crate::links::LinkKey;
 
 /// An event's position: the commit time, then its index within the commit.
@@ -124,9 +126,27 @@ impl EventLog {
         let log_feed = feed.clone();
         tokio::spawn(async move {
             loop {
+                let restart = |buffer: &mut Buffer| {
+                    buffer.events.clear();
+                    buffer.horizon = EventId {
+                        at: Timestamp::now().unix_micros(),
+                        index: u32::MAX,
+                    };
+                };
                 match commits.recv().await {
-                    Ok(commit) => {
-                        let events = events_of(&commit);
+                    Ok(published) => {
+                        let Published::Changes(group) = published.as_ref() else {
+                            let mut buffer =
+                                log_buffer.lock().unwrap_or_else(PoisonError::into_inner);
+                            restart(&mut buffer);
+                            let _ = log_feed.send(StreamItem::Reset(
+                                "a commit failed and the aggregator reloaded its store: \
+                                 changes since the last durable one may not have happened"
+                                    .into(),
+                            ));
+                            continue;
+                        };
+                        let events = events_of(group);
                         let mut buffer = log_buffer.lock().unwrap_or_else(PoisonError::into_inner);
                         for event in events {
                             if buffer.events.len() >= capacity.max(1)
@@ -140,11 +160,7 @@ impl EventLog {
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         let mut buffer = log_buffer.lock().unwrap_or_else(PoisonError::into_inner);
-                        buffer.events.clear();
-                        buffer.horizon = EventId {
-                            at: Timestamp::now().unix_micros(),
-                            index: u32::MAX,
-                        };
+                        restart(&mut buffer);
                         let _ = log_feed.send(StreamItem::Reset(format!(
                             "the event log fell {missed} commits behind"
                         )));
@@ -182,7 +198,7 @@ fn event(
     }
 }
 
-fn events_of(commit: &Committed) -> Vec<Arc<Event>> {
+fn events_of(commit: &GroupChanges) -> Vec<Arc<Event>> {
     let mut events = Vec::new();
     for (environment, applied) in &commit.changes {
         push_events(&mut events, environment, commit.at, applied);
