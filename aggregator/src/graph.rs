@@ -104,6 +104,8 @@ pub enum Lookup {
     Uplink { host: String, name: String },
     /// Neutron ports bound to a host (`binding:host_id`).
     BoundTo(String),
+    /// A Neutron port by its MAC address.
+    PortMac(MacAddress),
 }
 
 /// Attributes that name another object and that a finder looks up the other way (which
@@ -153,10 +155,11 @@ pub fn lookups_of(node: &Node) -> Vec<Lookup> {
             }
         }
     }
-    if object.object_type == ObjectType::Port
-        && let Some(host) = node.text("binding:host_id").filter(|h| !h.is_empty())
-    {
-        found.push(Lookup::BoundTo(host.to_owned()));
+    if object.object_type == ObjectType::Port {
+        if let Some(host) = node.text("binding:host_id").filter(|h| !h.is_empty()) {
+            found.push(Lookup::BoundTo(host.to_owned()));
+        }
+        found.extend(object.attributes.mac_address.map(Lookup::PortMac));
     }
     found.sort();
     found.dedup();

@@ -13,6 +13,7 @@
 //! * [`store`]: the durable store (SQLite or PostgreSQL) with history.
 //! * [`service`]: what the API does (auth, queries, settings, scans, the live stream).
 //! * [`synthetic`]: generated host models for tests and benchmarks.
+//! * [`openstack`]: the OpenStack adapter (Keystone, Neutron, the notification bus).
 //! * [`config`]: the configuration file.
 //! * [`quickstart`]: everything on one machine.
 
@@ -25,6 +26,7 @@ pub mod engine;
 pub mod graph;
 pub mod ingest;
 pub mod links;
+pub mod openstack;
 mod parallel;
 pub mod quickstart;
 pub mod service;

@@ -137,6 +137,7 @@ async fn run() -> anyhow::Result<()> {
             let server = IngestServer::bind(config.ingest(), sink.clone())?;
             tracing::info!(listen = %server.local_addr()?, "aggregator listening for agents");
             let shutdown = calipso_agent::process::shutdown_on_signal();
+            calipso_aggregator::openstack::supervise(sink.clone(), shutdown.clone());
             let api = calipso_aggregator::api::start(
                 &config.api,
                 sink,

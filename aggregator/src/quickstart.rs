@@ -139,6 +139,8 @@ pub async fn run(options: QuickstartOptions, shutdown: CancellationToken) -> any
         listen: options.api_listen,
         ..Default::default()
     };
+    // An environment given an `OpenStack` configuration through the API is read from its cloud.
+    crate::openstack::supervise(sink.clone(), shutdown.clone());
     let api = crate::api::start(
         &api_section,
         sink.clone(),

@@ -6,6 +6,7 @@ pub mod api;
 pub mod lab;
 pub mod ldap;
 pub mod netlab;
+pub mod openstack;
 pub mod ovslab;
 pub mod pg;
 

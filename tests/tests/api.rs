@@ -486,6 +486,30 @@ async fn every_resource_answers_and_bad_requests_are_named() -> anyhow::Result<(
             .0,
         StatusCode::BAD_REQUEST
     );
+    // The OpenStack adapter's settings are checked on write: the error names the key.
+    let refusals = [
+        (
+            json!({"OpenStack": {"host": "10.0.0.7", "pwd": "x"}}),
+            "OpenStack.user: is required",
+        ),
+        (
+            json!({"AMQP": {"host": "10.0.0.6"},
+                "OpenStack": {"host": "10.0.0.7", "user": "admin", "pwd": "x"}}),
+            "AMQP.user: is required",
+        ),
+    ];
+    for (configuration, expected) in refusals {
+        let (code, refused) = admin
+            .send(
+                Method::PATCH,
+                "/api/v1/environment_configs/staging",
+                &[],
+                Some(&json!({ "configuration": configuration })),
+            )
+            .await?;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{refused}");
+        assert!(refused.to_string().contains(expected), "{refused}");
+    }
     assert_eq!(
         status(
             &admin,

@@ -19,7 +19,7 @@ use calipso_proto::wire::{Delta, Snapshot};
 use calipso_proto::{Object, ObjectId, Timestamp};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
-use super::validate::{check_delta, check_snapshot};
+use super::validate::{CONTROL_PLANE_TYPES, check_cloud_object, check_delta, check_snapshot};
 use super::{AgentSession, IngestSink, Outcome, ResumePoint, SinkError};
 use crate::cliques::{CliqueChanges, default_clique_constraints, default_clique_types};
 use crate::cliques::{CliqueConstraint, CliqueType, EnvironmentConfig};
@@ -65,6 +65,31 @@ enum Request {
     Deltas(AgentSession, Vec<Delta>),
     Disconnected(String),
     Admin(AdminChange),
+    Cloud(CloudUpdate),
+}
+
+/// What a cloud source (the OpenStack adapter) writes: control-plane objects, which belong to
+/// no host.
+#[derive(Debug, Clone)]
+pub enum CloudWrite {
+    /// The source's whole view: control-plane objects it no longer lists are removed.
+    Replace(Vec<Object>),
+    /// Changes since its last write. Removing an object that is not there is no error: the
+    /// source may see a deletion of something created and deleted between two reads.
+    Apply {
+        upserts: Vec<Object>,
+        removals: Vec<ObjectId>,
+    },
+}
+
+/// One write of a cloud source, atomic, with what it tells operators.
+#[derive(Debug, Clone)]
+pub struct CloudUpdate {
+    pub environment: String,
+    /// Who writes (`openstack`), for messages.
+    pub source: String,
+    pub write: CloudWrite,
+    pub notes: Vec<(MessageLevel, String)>,
 }
 
 /// A change an operator makes through the API; it goes through the committer like agents'
@@ -176,6 +201,17 @@ impl DurableSink {
             Some(Outcome::Rejected(reason)) => Err(reason),
             _ => Ok(answer.changes),
         })
+    }
+
+    /// Applies a cloud source's write atomically (all or nothing, refused with the reason
+    /// when an object is not the source's to write) and records its notes.
+    pub async fn cloud(&self, update: CloudUpdate) -> Result<Outcome, SinkError> {
+        let answer = self.submit(Request::Cloud(update)).await?;
+        Ok(answer
+            .outcomes
+            .into_iter()
+            .next()
+            .unwrap_or(Outcome::Applied))
     }
 
     /// The engine, for reading (the API, tests).
@@ -620,7 +656,72 @@ impl Work<'_> {
                 self.disconnected(&host);
                 Vec::new()
             }
+            Request::Cloud(update) => vec![self.cloud(update)],
         }
+    }
+
+    fn cloud(&mut self, update: CloudUpdate) -> Outcome {
+        let CloudUpdate {
+            environment,
+            source,
+            write,
+            notes,
+        } = update;
+        let (upserts, removals, replace) = match write {
+            CloudWrite::Replace(objects) => (objects, Vec::new(), true),
+            CloudWrite::Apply { upserts, removals } => (upserts, removals, false),
+        };
+        let mut seen = BTreeSet::new();
+        let checked = upserts.iter().try_for_each(|object| {
+            check_cloud_object(&environment, object)?;
+            if seen.insert(&object.id) {
+                Ok(())
+            } else {
+                Err(format!("object {}: written twice in one update", object.id))
+            }
+        });
+        let outcome = match checked {
+            Err(reason) => {
+                self.message_from(
+                    &source,
+                    &environment,
+                    MessageLevel::Error,
+                    None,
+                    format!("update refused: {reason}"),
+                );
+                Outcome::Rejected(reason)
+            }
+            Ok(()) => {
+                let graph = self.engine.environment(&environment).map(|env| &env.graph);
+                let existing = |id: &ObjectId| {
+                    graph
+                        .and_then(|g| g.get(id))
+                        .is_some_and(|n| n.object.host.is_none())
+                };
+                let mut changes: Vec<Change> = removals
+                    .into_iter()
+                    .filter(|id| existing(id) && !seen.contains(id))
+                    .map(Change::Remove)
+                    .collect();
+                if replace && let Some(graph) = graph {
+                    changes.extend(
+                        CONTROL_PLANE_TYPES
+                            .iter()
+                            .flat_map(|t| graph.of_type(*t))
+                            .filter(|n| n.object.host.is_none() && !seen.contains(n.id()))
+                            .map(|n| Change::Remove(n.id().clone())),
+                    );
+                }
+                drop(seen);
+                changes.extend(upserts.into_iter().map(|o| self.upsert(&environment, o)));
+                self.apply(&environment, changes);
+                Outcome::Applied
+            }
+        };
+        for (level, text) in notes {
+            self.message_from(&source, &environment, level, None, text);
+        }
+        outcome
     }
 
     fn admin(&mut self, change: AdminChange) -> Outcome {
@@ -702,10 +803,21 @@ impl Work<'_> {
         object: Option<ObjectId>,
         text: String,
     ) {
+        self.message_from("ingest", environment, level, object, text);
+    }
+
+    fn message_from(
+        &mut self,
+        source: &str,
+        environment: &str,
+        level: MessageLevel,
+        object: Option<ObjectId>,
+        text: String,
+    ) {
         self.batch.messages.push(Message {
             environment: Some(environment.to_owned()),
             level,
-            source: "ingest".into(),
+            source: source.to_owned(),
             related_object: object,
             text,
             at: self.at,

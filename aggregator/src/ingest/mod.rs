@@ -15,7 +15,9 @@ use std::future::Future;
 
 use calipso_proto::wire::{Delta, Snapshot};
 
-pub use durable::{AdminChange, DurableSink, GroupChanges, OpenError, Published};
+pub use durable::{
+    AdminChange, CloudUpdate, CloudWrite, DurableSink, GroupChanges, OpenError, Published,
+};
 pub use memory::{JournalEntry, MemorySink};
 pub use server::{IngestConfig, IngestError, IngestHandle, IngestServer};
 

@@ -1,16 +1,33 @@
 //! Checks every sink applies before accepting what an agent sent: an agent writes only its own
 //! host's objects, in its own environment, with ids that match their types, parents that exist
-//! and removals of objects it has. Each failure names the offending item.
+//! and removals of objects it has; a cloud source writes only the control plane's objects.
+//! Each failure names the offending item.
 
 use std::collections::HashSet;
 
 use calipso_proto::wire::{Delta, Snapshot};
-use calipso_proto::{Object, ObjectId};
+use calipso_proto::{Object, ObjectId, ObjectType};
 
 use super::AgentSession;
 
+/// Objects only the cloud's control plane knows, written by its adapter and never by an
+/// agent: so an agent cannot overwrite a Neutron network, nor the adapter a host's model.
+pub const CONTROL_PLANE_TYPES: &[ObjectType] = &[
+    ObjectType::Region,
+    ObjectType::AvailabilityZone,
+    ObjectType::Project,
+    ObjectType::Network,
+    ObjectType::Port,
+];
+
 fn check_object(session: &AgentSession, object: &Object) -> Result<(), String> {
     let id = &object.id;
+    if CONTROL_PLANE_TYPES.contains(&object.object_type) {
+        return Err(format!(
+            "object {id}: `{}` objects come from the cloud's control plane, not from agents",
+            object.object_type
+        ));
+    }
     if object.environment != session.environment {
         return Err(format!(
             "object {id}: environment `{}` is not the session's `{}`",
@@ -100,6 +117,38 @@ pub fn check_delta(
     Ok(())
 }
 
+/// An object a cloud source writes: a control-plane type, no host, no parent, in the
+/// environment it writes to, with an id of its type.
+pub fn check_cloud_object(environment: &str, object: &Object) -> Result<(), String> {
+    let id = &object.id;
+    if !CONTROL_PLANE_TYPES.contains(&object.object_type) {
+        return Err(format!(
+            "object {id}: `{}` objects are reported by agents",
+            object.object_type
+        ));
+    }
+    if object.environment != environment {
+        return Err(format!(
+            "object {id}: environment `{}` is not `{environment}`",
+            object.environment
+        ));
+    }
+    if id.object_type() != Some(object.object_type)
+        || id.as_str().len() <= object.object_type.as_str().len() + 1
+    {
+        return Err(format!(
+            "object {id}: id is not `{}:<key>`",
+            object.object_type
+        ));
+    }
+    if object.host.is_some() || object.parent.is_some() {
+        return Err(format!(
+            "object {id}: a control-plane object has no host and no parent"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +232,43 @@ mod tests {
             err.contains("does not start with its type `host_pnic`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn agents_and_the_control_plane_keep_to_their_own_types() {
+        let network = Object::new(
+            ObjectId::global(ObjectType::Network, "N1"),
+            ObjectType::Network,
+            "net",
+            "lab",
+        );
+        let from_agent = network.clone().with_host("h1");
+        let err = check_delta(&session(), &delta(vec![from_agent], vec![]), |_| false)
+            .expect_err("refused");
+        assert!(err.contains("come from the cloud's control plane"), "{err}");
+
+        assert_eq!(check_cloud_object("lab", &network), Ok(()));
+        let cases = [
+            (vnic("h1", "tap0"), "are reported by agents"),
+            (network.clone().with_host("h1"), "no host and no parent"),
+            (
+                Object::new(network.id.clone(), ObjectType::Network, "net", "other"),
+                "environment `other` is not `lab`",
+            ),
+            (
+                Object::new(
+                    ObjectId::from_raw("network:"),
+                    ObjectType::Network,
+                    "net",
+                    "lab",
+                ),
+                "id is not `network:<key>`",
+            ),
+        ];
+        for (object, expected) in cases {
+            let err = check_cloud_object("lab", &object).expect_err("refused");
+            assert!(err.contains(expected), "{err}");
+        }
     }
 
     #[test]

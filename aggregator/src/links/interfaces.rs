@@ -16,11 +16,17 @@ pub(super) fn finders() -> Vec<Box<dyn LinkFinder>> {
     ]
 }
 
-/// The Neutron network a vNIC is on: its port's network, or its DHCP namespace's network.
+/// The Neutron network a vNIC is on: its port's network — the port it names (Open vSwitch's
+/// `iface-id`) or else the port with its MAC (a Linux bridge tap, a router's `qr-` interface)
+/// — or its DHCP namespace's network.
 pub(super) fn vnic_network(vnic: &Node, reader: &mut Reader<'_>) -> Option<String> {
-    if let Some(port) = reader.referenced(vnic, "port", ObjectType::Port)
-        && let Some(network) = port.text("network_id")
-    {
+    let named = reader.referenced(vnic, "port", ObjectType::Port);
+    let port = match (named, vnic.object.attributes.mac_address) {
+        (Some(port), _) => Some(port),
+        (None, Some(mac)) => reader.find(Lookup::PortMac(mac)).into_iter().next(),
+        (None, None) => None,
+    };
+    if let Some(network) = port.and_then(|p| p.text("network_id")) {
         return Some(ObjectId::global(ObjectType::Network, network).to_string());
     }
     let parent = vnic.object.parent.as_ref()?;

@@ -98,6 +98,45 @@ fn a_hybrid_plugged_vm_is_linked_down_to_the_uplink_and_across_hosts() {
 }
 
 #[test]
+fn a_vnic_without_a_port_reference_finds_its_network_by_mac_incrementally() {
+    let mut graph = graph_of(lab());
+    let mut set = LinkSet::build(&graph);
+    let host = host_name(0);
+    let tap = ObjectId::host_local(ObjectType::Vnic, &host, &format!("tap{:011x}", 0));
+    let mac: calipso_proto::MacAddress = "fa:16:3e:00:00:99".parse().expect("mac");
+    let mut node = graph.get(&tap).cloned().expect("tap");
+    let touched = Touched::before(tap.clone(), Some(&node));
+    node.object.attributes.mac_address = Some(mac);
+    graph.upsert(node);
+    set.update(&graph, &[touched]);
+    let network_of_tap = |set: &LinkSet| {
+        set.links()
+            .find(|l| l.link_type.to_string() == "vnic-vconnector" && l.source == tap)
+            .and_then(|l| {
+                l.attributes
+                    .get("network")
+                    .and_then(AttrValue::as_str)
+                    .map(str::to_owned)
+            })
+    };
+    assert_eq!(network_of_tap(&set), None, "no port has the MAC yet");
+
+    let mut port = Object::new(
+        ObjectId::global(ObjectType::Port, "p-mac"),
+        ObjectType::Port,
+        "p-mac",
+        "lab",
+    )
+    .with_extra("network_id", "N-MAC");
+    port.attributes.mac_address = Some(mac);
+    let id = port.id.clone();
+    graph.upsert(Node::new(port, Timestamp::default()));
+    set.update(&graph, &[Touched::before(id, None)]);
+    assert_eq!(network_of_tap(&set).as_deref(), Some("network:n-mac"));
+    assert_eq!(sorted_links(&set), sorted_links(&LinkSet::build(&graph)));
+}
+
+#[test]
 fn link_state_follows_the_endpoints() {
     let mut graph = graph_of(lab());
     let mut set = LinkSet::build(&graph);

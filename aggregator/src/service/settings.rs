@@ -202,6 +202,10 @@ fn merge_environment(
             "distribution_version needs a distribution".into(),
         ));
     }
+    // The OpenStack adapter's settings are checked here, so a mistake is a 400 naming the key
+    // rather than an adapter that never starts.
+    crate::openstack::OpenStackSettings::of(&base)
+        .map_err(|error| ServiceError::BadRequest(error.to_string()))?;
     Ok(base)
 }
 
