@@ -354,6 +354,7 @@ async fn main() -> anyhow::Result<()> {
             "calipso-aggregator",
             true,
         )?,
+        lab_bin: calipso_tests::workspace_binary("calipso-tests", "calipso-lab", true)?,
         api_listen: "127.0.0.1:0".parse()?,
     };
     let result = run(topology, &options, rounds).await;

@@ -1,6 +1,8 @@
 //! End to end on `calipso-lab`: three-host OVS and Linux bridge clouds in namespaces, a real
-//! agent per host inside its namespace, a real aggregator; the API must return exactly the
-//! declared topology's objects, links and cliques ([`Expected`]), follow VM churn, mark a host
+//! agent per host inside its namespace, a real aggregator reading the lab's Keystone/Neutron
+//! double through its OpenStack adapter; the API must return exactly the declared topology's
+//! objects, links and cliques ([`Expected`]: instance, vservice and network cliques), follow
+//! VM churn (agents and the control plane alike), mark a host
 //! whose agent was killed stale and take it back when the agent returns, and lose nothing
 //! over an aggregator restart.
 
@@ -51,6 +53,7 @@ impl RunningLab {
                 "calipso-aggregator",
                 false,
             )?,
+            lab_bin: calipso_tests::workspace_binary("calipso-tests", "calipso-lab", false)?,
             api_listen: "127.0.0.1:0".parse()?,
         };
         let lab = Lab::up(topology, &options)?;
@@ -237,6 +240,19 @@ async fn an_ovs_lab_is_shown_exactly_through_churn_agent_loss_and_aggregator_res
     let env = running.env();
     let first = converge(&running, &client, "initial discovery").await?;
     tracing::info!(?first, "OVS lab discovered");
+    // What the adapter read from the control plane joined what the agents saw: net-a's clique
+    // holds the tunnel NICs of the two hosts with ports on it.
+    let topology = running.lab.topology();
+    let net_a = format!("network:{}", topology.network_id("net-a"));
+    let cliques = Expected::of(topology).cliques(&default_clique_types());
+    assert_eq!(
+        cliques.get(&net_a),
+        Some(&BTreeSet::from([
+            net_a.clone(),
+            "host_pnic:network-1:eth0".to_owned(),
+            "host_pnic:compute-1:eth0".to_owned(),
+        ]))
+    );
 
     running.lab.add_vm(
         "compute-2",

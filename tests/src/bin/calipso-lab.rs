@@ -53,6 +53,13 @@ enum Command {
     },
     /// Print the API address and credentials of the running lab.
     Status,
+    /// Serve the lab's Keystone and Neutron (started by `up`; the password comes from
+    /// CALIPSO_LAB_CLOUD_PASSWORD).
+    #[command(hide = true)]
+    ServeCloud {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -84,6 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 state_dir: cli.state_dir.clone(),
                 agent_bin: existing(&bin_dir.join("calipso-agent"))?,
                 aggregator_bin: existing(&bin_dir.join("calipso-aggregator"))?,
+                lab_bin: std::env::current_exe()?,
                 api_listen,
             };
             let lab = Lab::up(topology, &options)?;
@@ -120,6 +128,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             status(&Lab::open(&cli.state_dir)?);
             Ok(())
         }
+        Command::ServeCloud { listen } => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .init();
+            let password = std::env::var("CALIPSO_LAB_CLOUD_PASSWORD")
+                .context("CALIPSO_LAB_CLOUD_PASSWORD is not set")?;
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(calipso_tests::lab::serve_cloud(
+                    &cli.state_dir,
+                    listen,
+                    &password,
+                ))
+        }
     }
 }
 
@@ -137,6 +160,10 @@ fn status(lab: &Lab) {
         "API: {} (user admin, password {})",
         lab.api_url(),
         lab.admin_password()
+    );
+    println!(
+        "OpenStack (Keystone/Neutron double): {} (the environment's OpenStack configuration)",
+        lab.cloud_url()
     );
     println!(
         "state, logs and configurations: {}",

@@ -14,14 +14,18 @@
 //! - DHCP and routers: the `vservice` and its ports inside the namespace; on Linux bridge
 //!   hosts also the veth end on the bridge.
 //!
-//! Networks and Neutron ports are not objects here: they come from the OpenStack API, which
-//! the lab does not run, so no `host_pnic-network` link and no network clique exists.
+//! - the control plane (the lab's Keystone/Neutron double, read by the OpenStack adapter):
+//!   the `project`, every `network` and every Neutron `port` (VMs', DHCP's, routers');
+//! - a host's tunnel NIC carries (`host_pnic-network`) each network it has a port on, when
+//!   it terminates tunnels: an OVS host with another OVS host to reach, a Linux bridge host
+//!   with a VXLAN device. The lab's networks are all VXLAN, so no uplink carries one.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use calipso_aggregator::cliques::CliqueType;
 use calipso_proto::LinkType;
 
+use super::cloud;
 use super::hosts::{dhcp_device_prefix, dhcp_owner, lxb_bridge, lxb_networks, router_owner};
 use super::topology::{Plug, Switch, Topology};
 
@@ -117,7 +121,32 @@ impl Expected {
             expected.services(topology, index);
             expected.vms(topology, index);
         }
+        expected.control_plane(topology, &ovs_hosts);
         expected
+    }
+
+    fn control_plane(&mut self, topology: &Topology, ovs_hosts: &[usize]) {
+        self.object(format!("project:{}", cloud::project_id(topology)));
+        for network in &topology.networks {
+            self.object(format!("network:{}", topology.network_id(&network.name)));
+        }
+        for (host, owner, network, _, _) in cloud::ports(topology) {
+            self.object(format!("port:{}", topology.port(&owner, &network).id));
+            let Some(index) = topology.host_index(&host) else {
+                continue;
+            };
+            let tunnels = match topology.hosts[index].switch {
+                Switch::Ovs => ovs_hosts.len() > 1,
+                Switch::Lxb => true,
+            };
+            if tunnels {
+                self.link(
+                    "host_pnic-network",
+                    &local("host_pnic", &host, "eth0"),
+                    &format!("network:{}", topology.network_id(&network)),
+                );
+            }
+        }
     }
 
     fn services(&mut self, topology: &Topology, index: usize) {

@@ -2,13 +2,15 @@
 //! the others by a veth "fabric" bridge, with Open vSwitch (its own `ovsdb-server` and
 //! userspace-datapath `ovs-vswitchd`) or Linux bridges as Neutron's agents build them, VMs as
 //! tap devices with Nova-style libvirt XML, qdhcp / qrouter namespaces, one real
-//! `calipso-agent` per host running inside the host's namespace, and one real
-//! `calipso-aggregator` with its API.
+//! `calipso-agent` per host running inside the host's namespace, one real
+//! `calipso-aggregator` with its API, and the cloud's control plane as a Keystone/Neutron
+//! double ([`cloud`]) that the aggregator's OpenStack adapter reads.
 //!
 //! Everything the lab makes is named from the lab's name (namespaces `cl-<name>-…`, root
 //! devices `cl<name>…`) and its processes are recorded in the state directory, so
 //! [`Lab::down`] removes all of it even after a crash of whatever ran `up`.
 
+pub mod cloud;
 pub mod expect;
 mod hosts;
 pub mod topology;
@@ -37,6 +39,8 @@ pub struct LabOptions {
     pub state_dir: PathBuf,
     pub agent_bin: PathBuf,
     pub aggregator_bin: PathBuf,
+    /// `calipso-lab` itself, which serves the cloud double (`serve-cloud`).
+    pub lab_bin: PathBuf,
     /// Where the REST API listens (port 0: any free one).
     pub api_listen: SocketAddr,
 }
@@ -49,6 +53,10 @@ struct RunState {
     admin_password: String,
     agent_bin: PathBuf,
     aggregator_bin: PathBuf,
+    lab_bin: PathBuf,
+    /// Where the Keystone/Neutron double listens, and its password.
+    cloud: SocketAddr,
+    cloud_password: String,
 }
 
 /// A lab that is up.
@@ -137,6 +145,9 @@ impl Lab {
             admin_password: random_password(),
             agent_bin: options.agent_bin.clone(),
             aggregator_bin: options.aggregator_bin.clone(),
+            lab_bin: options.lab_bin.clone(),
+            cloud: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            cloud_password: random_password(),
         };
         let mut lab = Lab {
             topology,
@@ -163,6 +174,9 @@ impl Lab {
             };
             self.run.api.set_port(free_port(ip, false)?);
         }
+        self.run
+            .cloud
+            .set_port(free_port(Ipv4Addr::LOCALHOST, false)?);
         std::fs::write(
             run_state_path(&self.state_dir),
             serde_json::to_vec_pretty(&self.run)?,
@@ -178,7 +192,9 @@ impl Lab {
                 hosts::vm_up(&self.topology, index, vm, &dir)?;
             }
         }
+        self.start_cloud()?;
         self.start_aggregator()?;
+        self.connect_cloud()?;
         for index in 0..self.topology.hosts.len() {
             let name = self.topology.hosts[index].name.clone();
             self.start_agent(&name)?;
@@ -230,6 +246,11 @@ impl Lab {
 
     pub fn api_url(&self) -> String {
         format!("http://{}", self.run.api)
+    }
+
+    /// The Keystone URL of the lab's cloud double.
+    pub fn cloud_url(&self) -> String {
+        format!("http://{}", self.run.cloud)
     }
 
     pub fn admin_password(&self) -> &str {
@@ -378,6 +399,69 @@ socket = "{ovs}"
         )
     }
 
+    /// Starts the Keystone/Neutron double, which serves the topology file as it is now.
+    fn start_cloud(&mut self) -> anyhow::Result<()> {
+        let mut command = Command::new(&self.run.lab_bin);
+        command
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("serve-cloud")
+            .arg("--listen")
+            .arg(self.run.cloud.to_string())
+            .env("CALIPSO_LAB_CLOUD_PASSWORD", &self.run.cloud_password);
+        self.spawn("cloud", command)?;
+        let cloud = self.run.cloud;
+        wait_until(
+            "the cloud double did not answer",
+            Duration::from_secs(30),
+            || std::net::TcpStream::connect(cloud).is_ok(),
+        )
+    }
+
+    /// Gives the environment its `OpenStack` configuration through the API, as an operator
+    /// would: the adapter reads the double every second.
+    fn connect_cloud(&self) -> anyhow::Result<()> {
+        let body = serde_json::json!({
+            "name": self.topology.environment,
+            "mechanism_drivers": [],
+            "configuration": {"OpenStack": {
+                "url": self.cloud_url(),
+                "user": cloud::USER,
+                "pwd": self.run.cloud_password,
+                "resync_interval": "1",
+            }},
+        });
+        // Its own runtime on its own thread: the lab is driven from plain code and from tests
+        // that already run one.
+        let api_url = self.api_url();
+        let password = self.run.admin_password.clone();
+        let configure = move || -> anyhow::Result<()> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut client = calipso_aggregator::client::ApiClient::new(&api_url)?;
+                client.login("admin", &password).await?;
+                let (status, answer) = client
+                    .send(
+                        reqwest::Method::POST,
+                        "/api/v1/environment_configs",
+                        &[],
+                        Some(&body),
+                    )
+                    .await?;
+                ensure!(
+                    status.is_success(),
+                    "configuring the environment's OpenStack: {status} {answer}"
+                );
+                Ok(())
+            })
+        };
+        std::thread::spawn(configure)
+            .join()
+            .map_err(|_| anyhow::anyhow!("the configuring thread panicked"))?
+    }
+
     /// Stops the aggregator (SIGTERM: a clean shutdown).
     pub fn stop_aggregator(&mut self) -> anyhow::Result<()> {
         self.stop("aggregator")
@@ -468,8 +552,13 @@ socket = "{ovs}"
     }
 
     /// Records a changed topology: the new ground truth.
+    /// Writes the topology file whole (a temporary file renamed over it), as the cloud double
+    /// re-reads it at any moment.
     fn commit_topology(&mut self, next: Topology) -> anyhow::Result<()> {
-        std::fs::write(topology_path(&self.state_dir), next.to_toml()?)?;
+        let path = topology_path(&self.state_dir);
+        let partial = path.with_extension("toml.new");
+        std::fs::write(&partial, next.to_toml()?)?;
+        std::fs::rename(&partial, &path)?;
         self.topology = next;
         Ok(())
     }
@@ -538,5 +627,41 @@ fn stop_recorded_process(pid_file: &Path) -> anyhow::Result<()> {
             Err(error).with_context(|| format!("cannot remove {}", pid_file.display()))
         }
         _ => Ok(()),
+    }
+}
+
+/// Serves the lab's cloud (`calipso-lab serve-cloud`) until killed: Keystone and Neutron
+/// answer from the topology file in `state_dir`, re-read when it changes.
+pub async fn serve_cloud(
+    state_dir: &Path,
+    listen: SocketAddr,
+    password: &str,
+) -> anyhow::Result<()> {
+    let path = topology_path(state_dir);
+    let load = || -> anyhow::Result<_> {
+        let modified = std::fs::metadata(&path)?.modified()?;
+        Ok((modified, Topology::load(&path)?))
+    };
+    let (mut seen, topology) = load()?;
+    let cloud = crate::openstack::FakeCloud::start_on(
+        &listen.to_string(),
+        cloud::documents(&topology),
+        cloud::USER,
+        password,
+        50,
+    )
+    .await?;
+    tracing::info!(url = %cloud.url, "serving the lab's Keystone and Neutron");
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match load() {
+            Ok((modified, topology)) if modified != seen => {
+                seen = modified;
+                cloud.update(|documents| *documents = cloud::documents(&topology));
+            }
+            Ok(_) => {}
+            // A topology being rewritten: the next look finds it whole.
+            Err(error) => tracing::debug!(%error, "topology not readable"),
+        }
     }
 }
