@@ -155,7 +155,11 @@ impl Lab {
             run: run_state,
             children: BTreeMap::new(),
         };
-        if let Err(error) = lab.build() {
+        // Whatever stops the build half-way — an error or a panic — takes down what it had
+        // started: daemons outside the lab's namespaces would outlive the caller otherwise.
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lab.build()))
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("building the lab panicked")));
+        if let Err(error) = built {
             let _ = Lab::down(&lab.state_dir);
             return Err(error);
         }
