@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use calipso_agent::config::UplinkTls;
 use calipso_agent::{Agent, AgentConfig, Uplink, UplinkEvent};
+use calipso_proto::wire::Resume;
 use tokio_util::sync::CancellationToken;
 
 use crate::ca::CaDir;
@@ -167,6 +168,7 @@ pub async fn run(options: QuickstartOptions, shutdown: CancellationToken) -> any
     );
 
     let agent = Agent::new(&agent_config)?;
+    let outbox = agent.outbox().clone();
     let uplink = Uplink::new(&agent_config.aggregator, &agent_tls)?;
     let mut events = uplink.subscribe();
 
@@ -184,12 +186,37 @@ pub async fn run(options: QuickstartOptions, shutdown: CancellationToken) -> any
 
     // The last acknowledgement printed: each new one prints what the aggregator holds.
     let mut reported: Option<u64> = None;
+    // A second run resumes the saved epoch and may have nothing to send; `once` then ends when
+    // the agent's warm-up is over with nothing unacknowledged.
+    let mut resumed = false;
+    let mut settle = tokio::time::interval(Duration::from_millis(100));
     loop {
         let event = tokio::select! {
             () = shutdown.cancelled() => break,
+            _ = settle.tick(), if resumed && options.once => {
+                let settled = outbox.saved_state().is_some()
+                    && outbox.pending_after(outbox.acked_seq()).is_empty();
+                if settled {
+                    println!("nothing changed since the last run");
+                    shutdown.cancel();
+                }
+                continue;
+            }
             event = events.recv() => event,
         };
         match event {
+            Ok(UplinkEvent::Connected {
+                resume: Resume::After { seq },
+            }) => {
+                println!(
+                    "the aggregator holds this host up to seq {seq}: resuming, only what changed is sent"
+                );
+                resumed = true;
+                if reported < Some(seq) {
+                    reported = Some(seq);
+                    print_summary(&sink, &host, seq);
+                }
+            }
             Ok(UplinkEvent::Acked { seq }) if reported < Some(seq) => {
                 reported = Some(seq);
                 print_summary(&sink, &host, seq);

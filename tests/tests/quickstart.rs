@@ -43,7 +43,8 @@ async fn quickstart_exchanges_the_host_model_and_reuses_its_data_directory() -> 
     let ca_cert = std::fs::read(ca.join("ca.pem"))?;
     let index = std::fs::read(ca.join("index.json"))?;
 
-    // A second run reuses the CA and every certificate.
+    // A second run reuses the CA, every certificate and the agent's epoch: it resumes, and
+    // with nothing changed it ends without sending anything.
     tokio::time::timeout(
         Duration::from_secs(30),
         run(options, CancellationToken::new()),
