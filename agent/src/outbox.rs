@@ -98,7 +98,7 @@ pub fn merge<'a>(fragments: impl IntoIterator<Item = (&'a str, &'a Object)>) -> 
         }
         for (key, value) in &more.extra {
             if !attrs.extra.contains_key(key) {
-                attrs.extra.insert(key.clone(), value.clone());
+                attrs.extra.insert(key, value.clone());
             }
         }
     }
@@ -567,16 +567,13 @@ mod tests {
         from_ovs
             .attributes
             .extra
-            .insert("iface_id".into(), "port-1".into());
+            .insert("iface_id", "port-1".into());
         from_ovs
             .attributes
             .extra
-            .insert("kind".into(), "ovs-says-so".into());
+            .insert("kind", "ovs-says-so".into());
         let mut from_kernel = vnic("tap1", 1500);
-        from_kernel
-            .attributes
-            .extra
-            .insert("kind".into(), "tun".into());
+        from_kernel.attributes.extra.insert("kind", "tun".into());
         let upsert = |o: &Object| ChangeSet {
             upserts: vec![o.clone()],
             removals: vec![],

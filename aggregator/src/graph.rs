@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 
+use crate::idset::IdSet;
 use calipso_proto::{
     AttrValue, LinkState, MacAddress, Object, ObjectId, ObjectType, StatusLevel, Timestamp,
 };
@@ -171,8 +172,8 @@ pub fn lookups_of(node: &Node) -> Vec<Lookup> {
 pub struct Graph {
     nodes: FxHashMap<ObjectId, Node>,
     by_type: FxHashMap<ObjectType, BTreeSet<ObjectId>>,
-    by_host: FxHashMap<String, BTreeSet<ObjectId>>,
-    lookups: FxHashMap<Lookup, BTreeSet<ObjectId>>,
+    by_host: FxHashMap<String, IdSet>,
+    lookups: FxHashMap<Lookup, IdSet>,
 }
 
 impl Graph {
@@ -262,7 +263,13 @@ impl Graph {
 
     pub fn remove(&mut self, id: &ObjectId) -> Option<Node> {
         let node = self.nodes.remove(id)?;
-        remove_from(&mut self.by_type, &node.object_type(), id);
+        let object_type = node.object_type();
+        if let Some(ids) = self.by_type.get_mut(&object_type) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_type.remove(&object_type);
+            }
+        }
         if let Some(host) = &node.object.host {
             remove_from(&mut self.by_host, host, id);
         }
@@ -273,11 +280,7 @@ impl Graph {
     }
 }
 
-fn remove_from<K: std::hash::Hash + Eq>(
-    index: &mut FxHashMap<K, BTreeSet<ObjectId>>,
-    key: &K,
-    id: &ObjectId,
-) {
+fn remove_from<K: std::hash::Hash + Eq>(index: &mut FxHashMap<K, IdSet>, key: &K, id: &ObjectId) {
     if let Some(ids) = index.get_mut(key) {
         ids.remove(id);
         if ids.is_empty() {
@@ -325,10 +328,11 @@ mod tests {
         };
         assert_eq!(graph.find(&underlay).count(), 1);
         let mut moved = a.clone();
-        moved.object.attributes.extra.insert(
-            "underlay".into(),
-            AttrValue::Str("host_pnic:h1:eth2".into()),
-        );
+        moved
+            .object
+            .attributes
+            .extra
+            .insert("underlay", AttrValue::Str("host_pnic:h1:eth2".into()));
         moved.object.attributes.addresses =
             vec!["192.0.2.1/24".parse::<IpPrefix>().expect("prefix")];
         assert_eq!(graph.upsert(moved), Some(a));

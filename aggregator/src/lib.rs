@@ -6,6 +6,7 @@
 //! * [`tls`]: server-side mutual TLS with revocation.
 //! * [`ingest`]: agent sessions and the sinks they deliver into.
 //! * [`graph`]: an environment's objects in memory, indexed for the link finders.
+//! * [`idset`]: the small sets of ids the indexes are made of.
 //! * [`links`]: the link finders and the incremental link set.
 //! * [`client`]: a client of the API (the `calipso` CLI's).
 //! * [`cliques`]: clique types, constraints and the incremental clique engine.
@@ -24,6 +25,7 @@ pub mod cliques;
 pub mod config;
 pub mod engine;
 pub mod graph;
+pub mod idset;
 pub mod ingest;
 pub mod links;
 pub mod openstack;

@@ -23,6 +23,7 @@ pub use types::{
 };
 
 use crate::graph::{Graph, Node};
+use crate::idset::IdSet;
 use crate::links::{LinkChanges, LinkKey, LinkSet};
 use crate::parallel::map_on_all_cores;
 
@@ -254,7 +255,7 @@ pub struct CliqueSet {
     plan: Plan,
     cliques: FxHashMap<ObjectId, Clique>,
     /// Expansion → the focal points whose walk made it.
-    expanded_by: FxHashMap<Expansion, FxHashSet<ObjectId>>,
+    expanded_by: FxHashMap<Expansion, IdSet>,
     /// Focal point → the expansions its walk made.
     expansions: FxHashMap<ObjectId, Vec<Expansion>>,
 }

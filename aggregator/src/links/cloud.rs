@@ -85,7 +85,7 @@ impl LinkFinder for HostPnicNetwork {
                 None,
             );
             link.attributes.insert(
-                "source_label".into(),
+                "source_label",
                 AttrValue::Str(format!("port-{}", pnic.object.name)),
             );
             out.push(on_network(link, Some(id.to_string())));

@@ -25,7 +25,9 @@ use calipso_proto::{AttrMap, AttrValue, Link, LinkType, ObjectId, ObjectType};
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{Graph, Lookup, Node, lookups_of};
+use crate::idset::IdSet;
 use crate::parallel::map_on_all_cores;
+use smallvec::SmallVec;
 
 /// What identifies a link: its type and its ends. Links of a type that is its own reverse
 /// (`otep-otep`, `vnic-vnic`) are stored with the smaller id as source.
@@ -301,10 +303,11 @@ type Before = FxHashMap<LinkKey, Option<Link>>;
 pub struct LinkSet {
     finders: Finders,
     links: FxHashMap<LinkKey, Entry>,
-    /// An object's links by type: what a clique walk asks for.
-    by_end: FxHashMap<(ObjectId, LinkType), Vec<LinkKey>>,
+    /// An object's links by type: what a clique walk asks for. Most objects have one link of
+    /// a type, kept inline.
+    by_end: FxHashMap<(ObjectId, LinkType), SmallVec<[LinkKey; 1]>>,
     productions: FxHashMap<ObjectId, Production>,
-    watchers: FxHashMap<Watch, FxHashSet<ObjectId>>,
+    watchers: FxHashMap<Watch, IdSet>,
 }
 
 impl LinkSet {
@@ -537,7 +540,7 @@ impl LinkSet {
 fn confirm(link: &mut Link, producers: u32) {
     let both = producers >= 2;
     link.attributes
-        .insert("bidirectional".into(), AttrValue::Bool(both));
+        .insert("bidirectional", AttrValue::Bool(both));
     if !both {
         link.state = calipso_proto::LinkState::Down;
     }
@@ -572,13 +575,12 @@ fn symmetric_link(a: &Node, b: &Node) -> Link {
 
 /// Sets the link's display name and end labels, as the original's links carry them.
 fn named(mut link: Link, name: String, labels: Option<(String, String)>) -> Link {
-    link.attributes
-        .insert("link_name".into(), AttrValue::Str(name));
+    link.attributes.insert("link_name", AttrValue::Str(name));
     if let Some((source, target)) = labels {
         link.attributes
-            .insert("source_label".into(), AttrValue::Str(source));
+            .insert("source_label", AttrValue::Str(source));
         link.attributes
-            .insert("target_label".into(), AttrValue::Str(target));
+            .insert("target_label", AttrValue::Str(target));
     }
     link
 }
@@ -586,8 +588,7 @@ fn named(mut link: Link, name: String, labels: Option<(String, String)>) -> Link
 /// Marks a link with the network it carries: the constraint key of `network` cliques.
 fn on_network(mut link: Link, network: Option<String>) -> Link {
     if let Some(network) = network {
-        link.attributes
-            .insert("network".into(), AttrValue::Str(network));
+        link.attributes.insert("network", AttrValue::Str(network));
     }
     link
 }

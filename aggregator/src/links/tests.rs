@@ -172,7 +172,7 @@ fn a_half_configured_tunnel_is_down_and_networks_reach_their_carriers() {
     for object in &mut objects {
         if object.id.as_str() == format!("otep:{}:10.16.0.3", host_name(2)) {
             object.attributes.extra.insert(
-                "remote_endpoints".into(),
+                "remote_endpoints",
                 AttrValue::List(vec!["10.16.0.2".into()]),
             );
         }
@@ -372,7 +372,7 @@ pub(crate) fn changes_for(graph: &Graph, edit: &Edit) -> Vec<crate::engine::Chan
                 n.object
                     .attributes
                     .extra
-                    .insert("remote_endpoints".into(), remotes.into());
+                    .insert("remote_endpoints", remotes.into());
                 Change::Upsert(Box::new(n))
             })
             .collect(),
@@ -392,7 +392,7 @@ pub(crate) fn changes_for(graph: &Graph, edit: &Edit) -> Vec<crate::engine::Chan
                     tap.object
                         .attributes
                         .extra
-                        .insert("master".into(), bridge.id.as_str().into());
+                        .insert("master", bridge.id.as_str().into());
                     vec![Change::Upsert(Box::new(tap))]
                 }
                 _ => Vec::new(),

@@ -105,7 +105,7 @@ impl LinkFinder for VconnectorVedge {
         link.state = link.state.and(bridge_end.state()).and(switch_end.state());
         if let Some(mac) = bridge_end.object.attributes.mac_address {
             link.attributes
-                .insert("mac_address".into(), AttrValue::Str(mac.to_string()));
+                .insert("mac_address", AttrValue::Str(mac.to_string()));
         }
         let network = vnic_network(switch_end, reader);
         out.push(on_network(link, network));

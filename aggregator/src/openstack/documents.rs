@@ -205,11 +205,11 @@ impl CloudState {
             )
         };
         let extra = &mut object.attributes.extra;
-        extra.insert("subnet_ids".into(), list(&|s| Some(s.id.clone())));
-        extra.insert("cidrs".into(), list(&|s| s.text("cidr").map(str::to_owned)));
-        extra.insert("subnet_names".into(), list(&|s| Some(s.display_name())));
+        extra.insert("subnet_ids", list(&|s| Some(s.id.clone())));
+        extra.insert("cidrs", list(&|s| s.text("cidr").map(str::to_owned)));
+        extra.insert("subnet_names", list(&|s| Some(s.display_name())));
         if let Some(project) = network.project() {
-            extra.insert("project_id".into(), AttrValue::Str(project.to_owned()));
+            extra.insert("project_id", AttrValue::Str(project.to_owned()));
         }
         set_state(&mut object, network);
         object
@@ -223,7 +223,7 @@ impl CloudState {
             object
                 .attributes
                 .extra
-                .insert("project_id".into(), AttrValue::Str(project.to_owned()));
+                .insert("project_id", AttrValue::Str(project.to_owned()));
         }
         set_state(&mut object, port);
         object
@@ -235,7 +235,7 @@ impl CloudState {
 fn copy_fields(object: &mut Object, fields: &BTreeMap<String, Value>) {
     for (key, value) in fields {
         if let Ok(value) = serde_json::from_value::<AttrValue>(value.clone()) {
-            object.attributes.extra.insert(key.clone(), value);
+            object.attributes.extra.insert(key, value);
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use compact_str::CompactString;
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -10,9 +11,10 @@ use super::AttrValue;
 
 /// Named attribute values, sorted by name: a map on the wire and in JSON, a sorted vector in
 /// memory. An aggregator holds a million of these with a handful of entries each, where a
-/// `BTreeMap` would allocate room for eleven per map.
+/// `BTreeMap` would allocate room for eleven per map; names up to 24 bytes (all of the
+/// model's) are stored inline rather than allocated one by one.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct AttrMap(Vec<(String, AttrValue)>);
+pub struct AttrMap(Vec<(CompactString, AttrValue)>);
 
 impl AttrMap {
     pub const fn new() -> Self {
@@ -36,11 +38,11 @@ impl AttrMap {
     }
 
     /// Sets a value; returns the one it replaced.
-    pub fn insert(&mut self, key: String, value: AttrValue) -> Option<AttrValue> {
-        match self.position(&key) {
+    pub fn insert(&mut self, key: &str, value: AttrValue) -> Option<AttrValue> {
+        match self.position(key) {
             Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
             Err(i) => {
-                self.0.insert(i, (key, value));
+                self.0.insert(i, (CompactString::new(key), value));
                 None
             }
         }
@@ -51,7 +53,7 @@ impl AttrMap {
     }
 
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &mut AttrValue) -> bool) {
-        self.0.retain_mut(|(k, v)| keep(k, v));
+        self.0.retain_mut(|(k, v)| keep(k.as_str(), v));
     }
 
     pub fn len(&self) -> usize {
@@ -63,33 +65,33 @@ impl AttrMap {
     }
 
     /// Entries in name order.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &AttrValue)> {
-        self.0.iter().map(|(k, v)| (k, v))
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &AttrValue)> {
+        self.into_iter()
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
-        self.0.iter().map(|(k, _)| k)
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(k, _)| k.as_str())
     }
 }
 
+type Entry = (CompactString, AttrValue);
+
 impl<'a> IntoIterator for &'a AttrMap {
-    type Item = (&'a String, &'a AttrValue);
-    type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (String, AttrValue)>,
-        fn(&'a (String, AttrValue)) -> (&'a String, &'a AttrValue),
-    >;
+    type Item = (&'a str, &'a AttrValue);
+    type IntoIter =
+        std::iter::Map<std::slice::Iter<'a, Entry>, fn(&'a Entry) -> (&'a str, &'a AttrValue)>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter().map(|(k, v)| (k, v))
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
     }
 }
 
 impl IntoIterator for AttrMap {
     type Item = (String, AttrValue);
-    type IntoIter = std::vec::IntoIter<(String, AttrValue)>;
+    type IntoIter = std::iter::Map<std::vec::IntoIter<Entry>, fn(Entry) -> (String, AttrValue)>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+        self.0.into_iter().map(|(k, v)| (k.into_string(), v))
     }
 }
 
@@ -98,7 +100,7 @@ impl FromIterator<(String, AttrValue)> for AttrMap {
     fn from_iter<I: IntoIterator<Item = (String, AttrValue)>>(entries: I) -> Self {
         let mut map = AttrMap::new();
         for (key, value) in entries {
-            map.insert(key, value);
+            map.insert(&key, value);
         }
         map
     }
@@ -107,7 +109,11 @@ impl FromIterator<(String, AttrValue)> for AttrMap {
 impl From<BTreeMap<String, AttrValue>> for AttrMap {
     fn from(map: BTreeMap<String, AttrValue>) -> Self {
         // Already sorted and unique.
-        AttrMap(map.into_iter().collect())
+        AttrMap(
+            map.into_iter()
+                .map(|(k, v)| (CompactString::new(k), v))
+                .collect(),
+        )
     }
 }
 
@@ -115,7 +121,7 @@ impl Serialize for AttrMap {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.0.len()))?;
         for (key, value) in &self.0 {
-            map.serialize_entry(key, value)?;
+            map.serialize_entry(key.as_str(), value)?;
         }
         map.end()
     }
@@ -153,10 +159,10 @@ mod tests {
     #[test]
     fn behaves_as_a_sorted_map() {
         let mut map = AttrMap::new();
-        assert_eq!(map.insert("b".into(), 2i64.into()), None);
-        assert_eq!(map.insert("a".into(), 1i64.into()), None);
-        assert_eq!(map.insert("b".into(), 3i64.into()), Some(2i64.into()));
-        assert_eq!(map.keys().cloned().collect::<Vec<_>>(), vec!["a", "b"]);
+        assert_eq!(map.insert("b", 2i64.into()), None);
+        assert_eq!(map.insert("a", 1i64.into()), None);
+        assert_eq!(map.insert("b", 3i64.into()), Some(2i64.into()));
+        assert_eq!(map.keys().collect::<Vec<_>>(), vec!["a", "b"]);
         assert_eq!(map.get("b"), Some(&AttrValue::Int(3)));
         assert_eq!(map.remove("a"), Some(AttrValue::Int(1)));
         assert!(!map.contains_key("a"));
@@ -164,7 +170,7 @@ mod tests {
         assert_eq!(json, r#"{"b":3}"#);
         let back: AttrMap = serde_json::from_str(r#"{"z":1,"b":3,"z":2}"#).expect("parse");
         assert_eq!(
-            back.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+            back.iter().map(|(k, _)| k).collect::<Vec<_>>(),
             vec!["b", "z"]
         );
         assert_eq!(back.get("z"), Some(&AttrValue::Int(2)));

@@ -93,7 +93,7 @@ impl Object {
 
     /// Sets a free-form attribute.
     pub fn with_extra(mut self, key: &str, value: impl Into<AttrValue>) -> Self {
-        self.attributes.extra.insert(key.to_owned(), value.into());
+        self.attributes.extra.insert(key, value.into());
         self
     }
 }

@@ -207,7 +207,7 @@ impl<'a> Builder<'a> {
             .unwrap_or_default();
         let extra = &mut attrs.extra;
         let mut set = |key: &str, value: AttrValue| {
-            extra.insert(key.to_owned(), value);
+            extra.insert(key, value);
         };
         let kind = match (facts.kind.as_deref(), object_type) {
             (Some(kind), _) => kind,
@@ -265,7 +265,7 @@ impl<'a> Builder<'a> {
     fn add_kind_facts(&self, ns: &NsName, view: &NsView, facts: &LinkFacts, object: &mut Object) {
         let extra = &mut object.attributes.extra;
         let mut set = |key: &str, value: AttrValue| {
-            extra.insert(key.to_owned(), value);
+            extra.insert(key, value);
         };
         let members = || -> Vec<String> {
             let mut names: Vec<String> = view
