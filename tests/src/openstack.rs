@@ -27,6 +27,8 @@ use tokio::task::JoinHandle;
 /// The documents the double serves, as Neutron and Keystone would return them.
 #[derive(Debug, Clone, Default)]
 pub struct CloudDocuments {
+    /// Nova's `availabilityZoneInfo` entries.
+    pub zones: Vec<Value>,
     pub projects: Vec<Value>,
     pub networks: Vec<Value>,
     pub subnets: Vec<Value>,
@@ -101,6 +103,7 @@ impl FakeCloud {
             .route("/v2.0/networks", get(networks))
             .route("/v2.0/subnets", get(subnets))
             .route("/v2.0/ports", get(ports))
+            .route("/v2.1/os-availability-zone/detail", get(zones))
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -154,7 +157,11 @@ async fn issue_token(State(shared): State<Shared>, Json(request): Json<AuthReque
         "methods": ["password"],
         "expires_at": "2099-01-01T00:00:00.000000Z",
         "project": {"name": request.auth["scope"]["project"]["name"], "domain": {"name": "Default"}},
-        "catalog": [endpoints("identity", format!("{base}/v3")), endpoints("network", base)],
+        "catalog": [
+            endpoints("identity", format!("{base}/v3")),
+            endpoints("compute", format!("{base}/v2.1")),
+            endpoints("network", base),
+        ],
     }});
     let mut headers = HeaderMap::new();
     if let Ok(value) = token.parse() {
@@ -234,6 +241,29 @@ async fn projects(State(shared): State<Shared>, headers: HeaderMap) -> Response 
     let projects = lock(&shared).documents.projects.clone();
     Json(json!({"projects": projects, "links": {"self": null, "next": null, "previous": null}}))
         .into_response()
+}
+
+async fn zones(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    if !authorized(&shared, &headers) {
+        return unauthorized();
+    }
+    let zones = lock(&shared).documents.zones.clone();
+    Json(json!({ "availabilityZoneInfo": zones })).into_response()
+}
+
+/// A Nova availability zone with its compute hosts.
+pub fn zone(name: &str, hosts: &[&str]) -> Value {
+    let hosts: serde_json::Map<String, Value> = hosts
+        .iter()
+        .map(|h| {
+            (
+                (*h).to_owned(),
+                json!({"nova-compute": {"active": true, "available": true,
+                    "updated_at": "2026-12-01T12:00:00.000000"}}),
+            )
+        })
+        .collect();
+    json!({"zoneName": name, "zoneState": {"available": true}, "hosts": hosts})
 }
 
 async fn networks(State(s): State<Shared>, headers: HeaderMap, Query(q): Query<Page>) -> Response {

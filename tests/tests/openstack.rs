@@ -21,6 +21,7 @@ const NET_B: &str = "b6fd5175-4b22-4256-9b1a-9fc4b9dce1fe";
 
 fn documents() -> CloudDocuments {
     CloudDocuments {
+        zones: vec![openstack::zone("nova", &["compute-1", "compute-2"])],
         projects: vec![
             json!({"id": PROJECT, "name": "admin", "domain_id": "default", "enabled": true}),
         ],
@@ -149,6 +150,8 @@ async fn the_adapter_reads_the_cloud_and_follows_its_notifications() -> anyhow::
 
     // The full read, across Neutron's pages of two.
     let read: BTreeSet<String> = [
+        "region:regionone".to_owned(),
+        "availability_zone:nova".to_owned(),
         format!("project:{PROJECT}"),
         format!("network:{NET_A}"),
         format!("network:{NET_B}"),

@@ -48,9 +48,30 @@ pub struct Project {
     pub fields: BTreeMap<String, Value>,
 }
 
+/// A Nova availability zone, as `os-availability-zone/detail` lists it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Zone {
+    pub zone_name: String,
+    #[serde(default)]
+    pub zone_state: ZoneState,
+    /// Host name → the Nova services it runs there (`null` for a zone without hosts).
+    #[serde(default)]
+    pub hosts: Option<BTreeMap<String, Value>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ZoneState {
+    #[serde(default)]
+    pub available: bool,
+}
+
 /// Everything one full read of the APIs returned.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Inventory {
+    /// The regions the service catalog names.
+    pub regions: Vec<String>,
+    pub zones: Vec<Zone>,
     pub projects: Vec<Project>,
     pub networks: Vec<Resource>,
     pub subnets: Vec<Resource>,
@@ -79,6 +100,8 @@ pub struct ObjectChanges {
 #[derive(Debug, Clone, Default)]
 pub struct CloudState {
     environment: String,
+    regions: Vec<String>,
+    zones: Vec<Zone>,
     projects: BTreeMap<String, Project>,
     networks: BTreeMap<String, Resource>,
     subnets: BTreeMap<String, Resource>,
@@ -102,6 +125,10 @@ impl CloudState {
 
     /// Replaces every document with a full read.
     pub fn replace(&mut self, inventory: Inventory) {
+        self.regions = inventory.regions;
+        self.regions.sort();
+        self.regions.dedup();
+        self.zones = inventory.zones;
         self.projects = by_id(inventory.projects, |p| &p.id);
         self.networks = by_id(inventory.networks, |r| &r.id);
         self.subnets = by_id(inventory.subnets, |r| &r.id);
@@ -110,10 +137,20 @@ impl CloudState {
 
     /// Every object the documents make.
     pub fn objects(&self) -> Vec<Object> {
+        let regions = self
+            .regions
+            .iter()
+            .map(|r| self.new_object(ObjectType::Region, r, r.clone()));
+        let zones = self.zones.iter().map(|z| self.zone_object(z));
         let projects = self.projects.values().map(|p| self.project_object(p));
         let networks = self.networks.values().map(|n| self.network_object(n));
         let ports = self.ports.values().map(|p| self.port_object(p));
-        projects.chain(networks).chain(ports).collect()
+        regions
+            .chain(zones)
+            .chain(projects)
+            .chain(networks)
+            .chain(ports)
+            .collect()
     }
 
     /// Applies one event; returns the objects it changes.
@@ -178,6 +215,37 @@ impl CloudState {
             name,
             &self.environment,
         )
+    }
+
+    /// A zone with its hosts (Nova's host names, which agents use as their host ids by
+    /// default) and whether Nova reports it available.
+    fn zone_object(&self, zone: &Zone) -> Object {
+        let mut object = self.new_object(
+            ObjectType::AvailabilityZone,
+            &zone.zone_name,
+            zone.zone_name.clone(),
+        );
+        let hosts: Vec<String> = zone
+            .hosts
+            .iter()
+            .flat_map(|hosts| hosts.keys().cloned())
+            .collect();
+        object.attributes.extra.insert("hosts", hosts.into());
+        object
+            .attributes
+            .extra
+            .insert("available", zone.zone_state.available.into());
+        object.attributes.link_state = Some(if zone.zone_state.available {
+            LinkState::Up
+        } else {
+            LinkState::Down
+        });
+        object.status.level = if zone.zone_state.available {
+            StatusLevel::Ok
+        } else {
+            StatusLevel::Error
+        };
+        object
     }
 
     fn project_object(&self, project: &Project) -> Object {
@@ -280,6 +348,13 @@ mod tests {
     fn the_recorded_api_answers_make_objects() {
         let mut state = CloudState::new("lab");
         state.replace(Inventory {
+            regions: vec!["RegionOne".into()],
+            zones: read(
+                include_str!(
+                    "../../../../shared/fixtures/openstack/api/nova-os-availability-zone-detail-1.json"
+                ),
+                "availabilityZoneInfo",
+            ),
             projects: read::<Project>(
                 r#"{"projects": [{"id": "75C0EB79", "name": "admin", "enabled": true}]}"#,
                 "projects",
@@ -302,12 +377,22 @@ mod tests {
         assert_eq!(
             ids,
             vec![
+                "region:regionone",
+                "availability_zone:internal",
+                "availability_zone:osdna-zone",
                 "project:75c0eb79",
                 "network:8673c48a-f137-4497-b25d-08b7b218fd17",
                 "port:16620a58-c48c-4195-b9c1-779a8ba2e6f8",
             ]
         );
-        let port = &objects[2];
+        let zone = &objects[2];
+        assert_eq!(zone.name, "osdna-zone");
+        assert_eq!(
+            zone.attributes.extra.get("hosts"),
+            Some(&AttrValue::List(vec!["node-5.cisco.com".into()]))
+        );
+        assert_eq!(zone.attributes.link_state, Some(LinkState::Up));
+        let port = &objects[5];
         assert_eq!(port.host, None);
         assert_eq!(
             port.name, "16620a58-c48c-4195-b9c1-779a8ba2e6f8",

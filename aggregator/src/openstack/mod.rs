@@ -1,9 +1,11 @@
-//! The OpenStack adapter: what only the cloud's control plane knows — Keystone projects,
-//! Neutron networks with their subnets, and Neutron ports — read from the REST APIs and kept
+//! The OpenStack adapter: what only the cloud's control plane knows — regions, Nova
+//! availability zones, Keystone projects, Neutron networks with their subnets, and Neutron
+//! ports — read from the REST APIs and kept
 //! current from the notification bus (oslo.messaging over AMQP). No database reads, no SSH.
 //!
 //! * [`settings`]: an environment's `OpenStack` and `AMQP` configuration, checked.
-//! * [`rest`]: Keystone v3 authentication and catalog, projects, networks, subnets, ports.
+//! * [`rest`]: Keystone v3 authentication and catalog (regions), projects, Nova's availability
+//!   zones, Neutron's networks, subnets and ports.
 //! * [`bus`]: the queue bound to the services' notification exchanges.
 //! * [`notifications`]: notification bodies → [`documents::CloudEvent`]s.
 //! * [`documents`]: the documents of one cloud → inventory objects.

@@ -46,6 +46,9 @@ struct Token {
     expires_at: Option<OffsetDateTime>,
     identity: String,
     network: String,
+    /// Nova's endpoint, with its version (`…/v2.1`); a catalog without one reads no zones.
+    compute: Option<String>,
+    regions: Vec<String>,
 }
 
 /// A client of one cloud's APIs.
@@ -104,11 +107,26 @@ impl OpenStackClient {
         })
     }
 
-    /// Reads every project, network, subnet and port.
+    /// Reads every region, availability zone, project, network, subnet and port.
     pub async fn inventory(&mut self) -> Result<Inventory, RestError> {
-        let identity = self.token().await?.identity;
-        let network = self.token().await?.network;
+        let token = self.token().await?;
+        let (identity, network) = (token.identity, token.network);
+        let zones = match token.compute {
+            Some(compute) => {
+                let url = format!("{compute}/os-availability-zone/detail");
+                let mut answer = self.get(&url).await?;
+                serde_json::from_value(answer["availabilityZoneInfo"].take()).map_err(|e| {
+                    RestError::Answer {
+                        url,
+                        reason: format!("`availabilityZoneInfo`: {e}"),
+                    }
+                })?
+            }
+            None => Vec::new(),
+        };
         Ok(Inventory {
+            regions: token.regions,
+            zones,
             projects: self
                 .list(&format!("{identity}/v3/projects"), "projects")
                 .await?,
@@ -177,22 +195,34 @@ impl OpenStackClient {
             }
         };
         let catalog = &document.token.catalog;
+        let mut regions: Vec<String> = catalog
+            .iter()
+            .flat_map(|entry| &entry.endpoints)
+            .filter(|e| e.interface == s.interface)
+            .filter_map(|e| e.region_id.clone().or_else(|| e.region.clone()))
+            .filter(|r| s.region.as_ref().is_none_or(|wanted| wanted == r))
+            .collect();
+        regions.sort();
+        regions.dedup();
         Ok(Token {
             value,
             expires_at,
             identity: self
-                .endpoint(catalog, "identity")
+                .endpoint(catalog, "identity", true)
                 .unwrap_or_else(|_| s.auth_url.clone()),
-            network: self.endpoint(catalog, "network")?,
+            network: self.endpoint(catalog, "network", true)?,
+            compute: self.endpoint(catalog, "compute", false).ok(),
+            regions,
         })
     }
 
-    /// The catalog's URL of a service for the configured interface (and region), without a
-    /// trailing version (`/v3`, `/v2.0`): the paths add it.
+    /// The catalog's URL of a service for the configured interface (and region); with
+    /// `unversioned`, without a trailing `/v3` or `/v2.0` (the paths add it).
     fn endpoint(
         &self,
         catalog: &[CatalogEntry],
         service: &'static str,
+        unversioned: bool,
     ) -> Result<String, RestError> {
         let s = &self.settings;
         catalog
@@ -207,10 +237,11 @@ impl OpenStackClient {
             })
             .map(|e| {
                 let url = e.url.trim_end_matches('/');
-                url.strip_suffix("/v3")
+                let bare = url
+                    .strip_suffix("/v3")
                     .or_else(|| url.strip_suffix("/v2.0"))
-                    .unwrap_or(url)
-                    .to_owned()
+                    .filter(|_| unversioned);
+                bare.unwrap_or(url).to_owned()
             })
             .ok_or(RestError::NoEndpoint(service))
     }

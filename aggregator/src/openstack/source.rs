@@ -250,7 +250,9 @@ async fn sync(
 ) -> Result<String, SourceError> {
     let inventory = client.inventory().await?;
     let counts = format!(
-        "{} projects, {} networks, {} subnets, {} ports",
+        "{} regions, {} availability zones, {} projects, {} networks, {} subnets, {} ports",
+        inventory.regions.len(),
+        inventory.zones.len(),
         inventory.projects.len(),
         inventory.networks.len(),
         inventory.subnets.len(),

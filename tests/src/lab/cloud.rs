@@ -1,5 +1,5 @@
-//! The lab's OpenStack control plane, as its APIs would describe the topology: one Keystone
-//! project, and Neutron's networks (VXLAN, segment = the declared VNI), subnets and ports —
+//! The lab's OpenStack control plane, as its APIs would describe the topology: one region and
+//! one availability zone holding every host, one Keystone project, and Neutron's networks (VXLAN, segment = the declared VNI), subnets and ports —
 //! every VM's, DHCP server's and router interface's port, bound to its host. Served by the
 //! [`FakeCloud`](crate::openstack::FakeCloud) double (`calipso-lab serve-cloud`), which the
 //! aggregator's OpenStack adapter reads like a real cloud.
@@ -12,6 +12,9 @@ use crate::openstack::{self, CloudDocuments};
 
 /// The lab cloud's Keystone user.
 pub const USER: &str = "admin";
+
+/// The one availability zone, holding every host (the region is the double's `RegionOne`).
+pub const ZONE: &str = "nova";
 
 /// The lab's Keystone project id (Keystone ids are 32 hex digits).
 pub fn project_id(topology: &Topology) -> String {
@@ -109,7 +112,9 @@ pub fn documents(topology: &Topology) -> CloudDocuments {
             port
         })
         .collect();
+    let hosts: Vec<&str> = topology.hosts.iter().map(|h| h.name.as_str()).collect();
     CloudDocuments {
+        zones: vec![openstack::zone(ZONE, &hosts)],
         projects: vec![
             json!({"id": project, "name": "admin", "domain_id": "default",
             "enabled": true, "description": format!("lab {}", topology.name)}),

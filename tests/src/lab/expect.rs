@@ -15,7 +15,8 @@
 //!   hosts also the veth end on the bridge.
 //!
 //! - the control plane (the lab's Keystone/Neutron double, read by the OpenStack adapter):
-//!   the `project`, every `network` and every Neutron `port` (VMs', DHCP's, routers');
+//!   the `region` and `availability_zone`, the `project`, every `network` and every Neutron
+//!   `port` (VMs', DHCP's, routers');
 //! - a host's tunnel NIC carries (`host_pnic-network`) each network it has a port on, when
 //!   it terminates tunnels: an OVS host with another OVS host to reach, a Linux bridge host
 //!   with a VXLAN device. The lab's networks are all VXLAN, so no uplink carries one.
@@ -126,6 +127,8 @@ impl Expected {
     }
 
     fn control_plane(&mut self, topology: &Topology, ovs_hosts: &[usize]) {
+        self.object("region:regionone".to_owned());
+        self.object(format!("availability_zone:{}", cloud::ZONE));
         self.object(format!("project:{}", cloud::project_id(topology)));
         for network in &topology.networks {
             self.object(format!("network:{}", topology.network_id(&network.name)));
