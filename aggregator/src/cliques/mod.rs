@@ -282,9 +282,41 @@ impl CliqueSet {
             walk(node, clique_type, keys, links)
         });
         let ids: Vec<ObjectId> = focal.iter().map(|(node, _)| node.id().clone()).collect();
-        for (id, walk) in ids.iter().zip(walks) {
-            set.record(id, walk);
+        // Recorded by two threads at once, as the link set is: the index of expansions on
+        // one, the cliques and each walk's expansions on the other.
+        let (cliques, expansions): (Vec<Option<Clique>>, Vec<Vec<Expansion>>) =
+            walks.into_iter().map(|w| (w.clique, w.expanded)).unzip();
+        let expanded_total = expansions.iter().map(Vec::len).sum();
+        set.cliques.reserve(ids.len());
+        set.expansions.reserve(ids.len());
+        let expanded_by = std::thread::scope(|scope| {
+            let (ids, expansions) = (&ids, &expansions);
+            let indexing = scope.spawn(move || {
+                let mut expanded_by: FxHashMap<Expansion, IdSet> = FxHashMap::default();
+                expanded_by.reserve(expanded_total);
+                for (id, expanded) in ids.iter().zip(expansions) {
+                    for expansion in expanded {
+                        expanded_by
+                            .entry(expansion.clone())
+                            .or_default()
+                            .insert(id.clone());
+                    }
+                }
+                expanded_by
+            });
+            for (id, clique) in ids.iter().zip(cliques) {
+                if let Some(clique) = clique {
+                    set.cliques.insert(id.clone(), clique);
+                }
+            }
+            indexing
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        });
+        for (id, expanded) in ids.into_iter().zip(expansions) {
+            set.expansions.insert(id, expanded);
         }
+        set.expanded_by = expanded_by;
         set
     }
 

@@ -313,8 +313,10 @@ pub struct LinkSet {
 impl LinkSet {
     /// Every link of the graph, from scratch.
     ///
-    /// The finders run on every core (they only read the graph); their results are then
-    /// recorded in one pass, in the same order as a sequential build would.
+    /// The finders run on every core (they only read the graph). Their results are then
+    /// recorded by two threads at once: one holds the links and their ends, the other indexes
+    /// the watches — two sets of maps that share nothing. The content is what recording node
+    /// after node would give.
     pub fn build(graph: &Graph) -> Self {
         let mut set = LinkSet::default();
         let nodes: Vec<&Node> = graph.nodes().collect();
@@ -328,9 +330,38 @@ impl LinkSet {
         set.links.reserve(links);
         set.by_end.reserve(links);
         set.productions.reserve(nodes.len());
-        set.watchers.reserve(watches);
-        for (node, (links, watches)) in nodes.iter().zip(derived) {
-            set.record(node.id(), links, watches, None);
+        let (link_lists, watch_lists): (Vec<Vec<Link>>, Vec<Vec<Watch>>) =
+            derived.into_iter().unzip();
+        let (keys, watchers) = std::thread::scope(|scope| {
+            let (nodes, watch_lists) = (&nodes, &watch_lists);
+            let indexing = scope.spawn(move || {
+                let mut watchers: FxHashMap<Watch, IdSet> = FxHashMap::default();
+                watchers.reserve(watches);
+                for (node, watches) in nodes.iter().zip(watch_lists) {
+                    for watch in watches {
+                        watchers
+                            .entry(watch.clone())
+                            .or_default()
+                            .insert(node.id().clone());
+                    }
+                }
+                watchers
+            });
+            let keys: Vec<Vec<LinkKey>> = link_lists
+                .into_iter()
+                .map(|links| links.into_iter().map(|l| set.hold(l, None)).collect())
+                .collect();
+            let watchers = indexing
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (keys, watchers)
+        });
+        set.watchers = watchers;
+        for ((node, links), watches) in nodes.iter().zip(keys).zip(watch_lists) {
+            if !links.is_empty() || !watches.is_empty() {
+                set.productions
+                    .insert(node.id().clone(), Production { links, watches });
+            }
         }
         set
     }
