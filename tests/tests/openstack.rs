@@ -118,6 +118,20 @@ fn config(
     config
 }
 
+/// The messages the adapter recorded, oldest first.
+async fn adapter_messages(
+    sink: &DurableSink,
+) -> anyhow::Result<Vec<calipso_aggregator::store::StoredMessage>> {
+    Ok(sink
+        .store()
+        .query_messages(&MessageQuery {
+            source: Some("OpenStack".into()),
+            limit: 100,
+            ..MessageQuery::default()
+        })
+        .await?)
+}
+
 fn network_cidrs(sink: &DurableSink, network: &str) -> Vec<String> {
     let engine = sink.engine();
     let Some(node) = engine.environment(ENVIRONMENT).and_then(|env| {
@@ -188,14 +202,7 @@ async fn the_adapter_reads_the_cloud_and_follows_its_notifications() -> anyhow::
         assert_eq!(port.text("binding:host_id"), Some("node-223.cisco.com"));
         assert_eq!(port.object.host, None);
     }
-    let messages = sink
-        .store()
-        .query_messages(&MessageQuery {
-            source: Some("OpenStack".into()),
-            limit: 100,
-            ..MessageQuery::default()
-        })
-        .await?;
+    let messages = adapter_messages(&sink).await?;
     assert!(
         messages
             .iter()
@@ -251,6 +258,28 @@ async fn the_adapter_reads_the_cloud_and_follows_its_notifications() -> anyhow::
         Some(&AttrValue::Int(202))
     );
 
+    // The entry removed: the adapter stops, what it wrote is closed, and the environment (which
+    // no agent reports into) can be removed.
+    sink.admin(AdminChange::Environment(EnvironmentConfig::named(
+        ENVIRONMENT,
+    )))
+    .await?
+    .map_err(anyhow::Error::msg)?;
+    wait_for("the control plane's objects closed", || {
+        ids(&sink).is_empty()
+    })
+    .await?;
+    let messages = adapter_messages(&sink).await?;
+    assert!(
+        messages.iter().any(|m| m
+            .message
+            .text
+            .contains("the control plane's objects are closed")),
+        "{messages:?}"
+    );
+    sink.admin(AdminChange::RemoveEnvironment(ENVIRONMENT.into()))
+        .await?
+        .map_err(anyhow::Error::msg)?;
     shutdown.cancel();
     Ok(())
 }
@@ -277,15 +306,9 @@ async fn an_unreachable_cloud_is_reported_once_and_retried() -> anyhow::Result<(
         .map_err(anyhow::Error::msg)?;
     let shutdown = CancellationToken::new();
     calipso_aggregator::openstack::supervise(sink.clone(), shutdown.clone());
-    let query = MessageQuery {
-        source: Some("OpenStack".into()),
-        limit: 100,
-        ..MessageQuery::default()
-    };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let messages = sink.store().query_messages(&query).await?;
-        if !messages.is_empty() {
+        if !adapter_messages(&sink).await?.is_empty() {
             break;
         }
         anyhow::ensure!(
@@ -296,7 +319,7 @@ async fn an_unreachable_cloud_is_reported_once_and_retried() -> anyhow::Result<(
     }
     // Two more retries (1 s, then 2 s) happen without another message.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let messages = sink.store().query_messages(&query).await?;
+    let messages = adapter_messages(&sink).await?;
     assert_eq!(messages.len(), 1, "{messages:?}");
     assert!(
         messages[0].message.text.contains("cannot read the cloud")

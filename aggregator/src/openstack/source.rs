@@ -20,6 +20,7 @@ use super::documents::{CloudState, ObjectChanges};
 use super::notifications::{self, Interpretation};
 use super::rest::{OpenStackClient, RestError};
 use super::settings::OpenStackSettings;
+use crate::ingest::validate::CONTROL_PLANE_TYPES;
 use crate::ingest::{CloudUpdate, CloudWrite, DurableSink, Outcome, SinkError};
 use crate::store::MessageLevel;
 
@@ -42,35 +43,59 @@ enum SourceError {
     Refused(String),
 }
 
+/// A running source.
+struct Running {
+    settings: OpenStackSettings,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
 /// Starts the supervisor: from now on every environment whose configuration has an
-/// `OpenStack` entry is read from its cloud, until `shutdown`.
+/// `OpenStack` entry is read from its cloud, until `shutdown`. When an environment's entry is
+/// removed, its source stops and the control plane's objects it wrote are closed (kept in
+/// history): nothing maintains them any more, and the environment can then be removed.
 pub fn supervise(sink: Arc<DurableSink>, shutdown: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut running: HashMap<String, (OpenStackSettings, CancellationToken)> = HashMap::new();
+        let mut running: HashMap<String, Running> = HashMap::new();
         let mut refused: HashMap<String, String> = HashMap::new();
         loop {
-            let wanted = wanted_sources(&sink, &mut refused).await;
-            running.retain(|environment, (settings, stop)| {
-                let keep = wanted.get(environment) == Some(settings);
-                if !keep {
+            let (wanted, unconfigured) = wanted_sources(&sink, &mut refused).await;
+            let changed: Vec<String> = running
+                .iter()
+                .filter(|(environment, source)| wanted.get(*environment) != Some(&source.settings))
+                .map(|(environment, _)| environment.clone())
+                .collect();
+            for environment in changed {
+                if let Some(source) = running.remove(&environment) {
                     tracing::info!(%environment, "stopping the OpenStack adapter");
-                    stop.cancel();
+                    source.stop.cancel();
+                    // Its last write lands before anything below replaces what it wrote.
+                    let _ = source.task.await;
                 }
-                keep
-            });
+            }
+            for environment in unconfigured {
+                close_control_plane(&sink, &environment).await;
+            }
             for (environment, settings) in wanted {
                 if running.contains_key(&environment) {
                     continue;
                 }
                 tracing::info!(%environment, keystone = %settings.auth_url, "starting the OpenStack adapter");
                 let stop = shutdown.child_token();
-                tokio::spawn(run(
+                let task = tokio::spawn(run(
                     environment.clone(),
                     settings.clone(),
                     sink.clone(),
                     stop.clone(),
                 ));
-                running.insert(environment, (settings, stop));
+                running.insert(
+                    environment,
+                    Running {
+                        settings,
+                        stop,
+                        task,
+                    },
+                );
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -80,18 +105,46 @@ pub fn supervise(sink: Arc<DurableSink>, shutdown: CancellationToken) -> JoinHan
     })
 }
 
-/// The settings of every environment that asks for the adapter. A configuration that cannot
-/// be used is reported once (per distinct problem) and skipped.
+/// Closes the control plane's objects of an environment that no longer has an `OpenStack`
+/// entry, if it holds any.
+async fn close_control_plane(sink: &DurableSink, environment: &str) {
+    let holds_any = sink.engine().environment(environment).is_some_and(|env| {
+        CONTROL_PLANE_TYPES
+            .iter()
+            .flat_map(|t| env.graph.of_type(*t))
+            .any(|node| node.object.host.is_none())
+    });
+    if !holds_any {
+        return;
+    }
+    let update = CloudUpdate {
+        environment: environment.to_owned(),
+        source: SOURCE.into(),
+        write: CloudWrite::Replace(Vec::new()),
+        notes: vec![(
+            MessageLevel::Info,
+            "no OpenStack configuration any more: the control plane's objects are closed".into(),
+        )],
+    };
+    if let Err(error) = sink.cloud(update).await {
+        tracing::warn!(%environment, %error, "cannot close the control plane's objects");
+    }
+}
+
+/// The settings of every environment that asks for the adapter, and the names of those without
+/// an `OpenStack` entry. A configuration that cannot be used is reported once (per distinct
+/// problem) and skipped; its objects stay.
 async fn wanted_sources(
     sink: &DurableSink,
     refused: &mut HashMap<String, String>,
-) -> HashMap<String, OpenStackSettings> {
+) -> (HashMap<String, OpenStackSettings>, Vec<String>) {
     let configs: Vec<_> = sink
         .engine()
         .environments()
         .map(|env| env.config.clone())
         .collect();
     let mut wanted = HashMap::new();
+    let mut unconfigured = Vec::new();
     for config in configs {
         match OpenStackSettings::of(&config) {
             Ok(Some(settings)) => {
@@ -100,6 +153,7 @@ async fn wanted_sources(
             }
             Ok(None) => {
                 refused.remove(&config.name);
+                unconfigured.push(config.name.clone());
             }
             Err(error) => {
                 let text = error.to_string();
@@ -117,7 +171,7 @@ async fn wanted_sources(
             }
         }
     }
-    wanted
+    (wanted, unconfigured)
 }
 
 async fn note(sink: &DurableSink, environment: &str, level: MessageLevel, text: String) {
