@@ -39,8 +39,8 @@ pub enum RestError {
     NoEndpoint(&'static str),
 }
 
-/// A Keystone token with the endpoints its catalog names.
-#[derive(Debug, Clone)]
+/// A Keystone token with the endpoints its catalog names. Its `Debug` leaves the token out.
+#[derive(Clone)]
 struct Token {
     value: String,
     expires_at: Option<OffsetDateTime>,
@@ -49,6 +49,16 @@ struct Token {
     /// Nova's endpoint, with its version (`…/v2.1`); a catalog without one reads no zones.
     compute: Option<String>,
     regions: Vec<String>,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("expires_at", &self.expires_at)
+            .field("network", &self.network)
+            .field("compute", &self.compute)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A client of one cloud's APIs.

@@ -19,8 +19,8 @@ pub struct SettingsError {
     pub problem: String,
 }
 
-/// Where and how to read one cloud.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where and how to read one cloud. Its `Debug` leaves the secrets out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct OpenStackSettings {
     /// Keystone's base URL, without `/v3`.
     pub auth_url: String,
@@ -37,8 +37,8 @@ pub struct OpenStackSettings {
     pub amqp: Option<AmqpSettings>,
 }
 
-/// The notification bus.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The notification bus. Its `Debug` leaves the URL (which holds the password) out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct AmqpSettings {
     pub url: String,
     /// The exchanges the services publish on (oslo's `control_exchange`).
@@ -46,6 +46,30 @@ pub struct AmqpSettings {
     /// Whether those exchanges are durable (oslo's `amqp_durable_queues`), to declare them
     /// the way the services do when the adapter comes first.
     pub durable: bool,
+}
+
+impl std::fmt::Debug for OpenStackSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenStackSettings")
+            .field("auth_url", &self.auth_url)
+            .field("user", &self.user)
+            .field("project", &self.project)
+            .field("domain", &self.domain)
+            .field("interface", &self.interface)
+            .field("region", &self.region)
+            .field("resync_interval", &self.resync_interval)
+            .field("amqp", &self.amqp)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for AmqpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpSettings")
+            .field("exchanges", &self.exchanges)
+            .field("durable", &self.durable)
+            .finish_non_exhaustive()
+    }
 }
 
 struct Target<'a> {
@@ -220,6 +244,11 @@ mod tests {
         assert_eq!(settings.auth_url, "http://10.0.0.5:5000");
         assert_eq!(settings.project, "admin");
         assert_eq!(settings.resync_interval, DEFAULT_RESYNC);
+        let debug = format!("{settings:?}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("p@ss") && !debug.contains("p%40ss"),
+            "{debug}"
+        );
         let amqp = settings.amqp.expect("amqp");
         assert_eq!(amqp.url, "amqp://nova:p%40ss@10.0.0.6:5672/%2F");
         assert_eq!(amqp.exchanges, vec!["neutron".to_owned()]);
