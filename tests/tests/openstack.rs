@@ -132,6 +132,26 @@ async fn adapter_messages(
         .await?)
 }
 
+/// Waits until the store holds an adapter message containing `needle` (the engine shows a
+/// change before its commit, and messages are read from the store); returns them all.
+async fn wait_for_message(
+    sink: &DurableSink,
+    needle: &str,
+) -> anyhow::Result<Vec<calipso_aggregator::store::StoredMessage>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let messages = adapter_messages(sink).await?;
+        if messages.iter().any(|m| m.message.text.contains(needle)) {
+            return Ok(messages);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no message with `{needle}`: {messages:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn network_cidrs(sink: &DurableSink, network: &str) -> Vec<String> {
     let engine = sink.engine();
     let Some(node) = engine.environment(ENVIRONMENT).and_then(|env| {
@@ -202,12 +222,10 @@ async fn the_adapter_reads_the_cloud_and_follows_its_notifications() -> anyhow::
         assert_eq!(port.text("binding:host_id"), Some("node-223.cisco.com"));
         assert_eq!(port.object.host, None);
     }
-    let messages = adapter_messages(&sink).await?;
+    let messages = wait_for_message(&sink, "notification rejected: not JSON").await?;
     assert!(
-        messages
-            .iter()
-            .any(|m| m.message.text.contains("notification rejected: not JSON")),
-        "{messages:?}"
+        messages[0].message.text.starts_with("read 1 regions, 1 availability zones, 1 projects, 2 networks, 1 subnets, 3 ports from http://"),
+        "the first read is reported: {messages:?}"
     );
 
     let subnet = openstack::subnet("s-b", NET_B, PROJECT, "10.20.0.0/24");
@@ -269,14 +287,7 @@ async fn the_adapter_reads_the_cloud_and_follows_its_notifications() -> anyhow::
         ids(&sink).is_empty()
     })
     .await?;
-    let messages = adapter_messages(&sink).await?;
-    assert!(
-        messages.iter().any(|m| m
-            .message
-            .text
-            .contains("the control plane's objects are closed")),
-        "{messages:?}"
-    );
+    wait_for_message(&sink, "the control plane's objects are closed").await?;
     sink.admin(AdminChange::RemoveEnvironment(ENVIRONMENT.into()))
         .await?
         .map_err(anyhow::Error::msg)?;

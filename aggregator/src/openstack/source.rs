@@ -5,8 +5,8 @@
 //! applies notifications as they come, each written before it is acknowledged to the broker.
 //! It reads everything again every `resync_interval` and after every reconnect, so a
 //! notification lost while it was away costs one interval at most. Failures are retried with
-//! a growing pause; operators get a message when the source starts failing and when it
-//! recovers, not on every retry.
+//! a growing pause; operators get a message on its first read, when it starts failing and when
+//! it recovers, not on every retry or re-read.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -189,10 +189,12 @@ async fn note(sink: &DurableSink, environment: &str, level: MessageLevel, text: 
     }
 }
 
-/// Whether the source is failing, and how long it waits before the next try.
+/// Whether the source is failing, how long it waits before the next try, and whether its
+/// first read was reported.
 struct Health {
     failing: bool,
     pause: Duration,
+    announced: bool,
 }
 
 /// One environment's source, until `stop`.
@@ -205,6 +207,7 @@ async fn run(
     let mut health = Health {
         failing: false,
         pause: FIRST_RETRY,
+        announced: false,
     };
     loop {
         let result = tokio::select! {
@@ -258,14 +261,14 @@ async fn session(
         }
     );
     tracing::info!(%environment, "{text}");
-    if recovered {
-        note(
-            sink,
-            environment,
-            MessageLevel::Info,
-            format!("recovered: {text}"),
-        )
-        .await;
+    if recovered || !health.announced {
+        health.announced = true;
+        let text = if recovered {
+            format!("recovered: {text}")
+        } else {
+            text
+        };
+        note(sink, environment, MessageLevel::Info, text).await;
     }
     let mut resync = tokio::time::interval_at(
         tokio::time::Instant::now() + settings.resync_interval,
