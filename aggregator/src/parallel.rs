@@ -1,5 +1,5 @@
-//! Running a pure function over many items on every core, for the full builds of links and
-//! cliques (the incremental paths stay on the committer's thread).
+//! Running a pure function over many items on every core, and two jobs side by side, for the
+//! full builds of links and cliques (the incremental paths stay on the committer's thread).
 
 /// `f` applied to each item, in the items' order, the work split evenly across the cores. A
 /// panic in `f` is re-raised here.
@@ -23,6 +23,22 @@ pub fn map_on_all_cores<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Syn
     })
 }
 
+/// Runs `background` on another thread while `foreground` runs on this one; returns both
+/// results. A panic in either is re-raised here.
+pub fn alongside<A, B: Send>(
+    foreground: impl FnOnce() -> A,
+    background: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    std::thread::scope(|scope| {
+        let other = scope.spawn(background);
+        let here = foreground();
+        let there = other
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (here, there)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -31,5 +47,10 @@ mod tests {
         let doubled = super::map_on_all_cores(&items, |i| i * 2);
         assert_eq!(doubled, items.iter().map(|i| i * 2).collect::<Vec<_>>());
         assert!(super::map_on_all_cores(&[] as &[u32], |i| *i).is_empty());
+    }
+
+    #[test]
+    fn runs_both_jobs() {
+        assert_eq!(super::alongside(|| 1, || "two"), (1, "two"));
     }
 }

@@ -23,9 +23,9 @@ pub use types::{
 };
 
 use crate::graph::{Graph, Node};
-use crate::idset::IdSet;
+use crate::idset::{IdSet, index_by_key};
 use crate::links::{LinkChanges, LinkKey, LinkSet};
-use crate::parallel::map_on_all_cores;
+use crate::parallel::{alongside, map_on_all_cores};
 
 /// The sub-graph of one focal point.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -283,36 +283,20 @@ impl CliqueSet {
         });
         let ids: Vec<ObjectId> = focal.iter().map(|(node, _)| node.id().clone()).collect();
         // Recorded by two threads at once, as the link set is: the index of expansions on
-        // one, the cliques and each walk's expansions on the other.
+        // one, the cliques on the other.
         let (cliques, expansions): (Vec<Option<Clique>>, Vec<Vec<Expansion>>) =
             walks.into_iter().map(|w| (w.clique, w.expanded)).unzip();
         let expanded_total = expansions.iter().map(Vec::len).sum();
         set.cliques.reserve(ids.len());
         set.expansions.reserve(ids.len());
-        let expanded_by = std::thread::scope(|scope| {
-            let (ids, expansions) = (&ids, &expansions);
-            let indexing = scope.spawn(move || {
-                let mut expanded_by: FxHashMap<Expansion, IdSet> = FxHashMap::default();
-                expanded_by.reserve(expanded_total);
-                for (id, expanded) in ids.iter().zip(expansions) {
-                    for expansion in expanded {
-                        expanded_by
-                            .entry(expansion.clone())
-                            .or_default()
-                            .insert(id.clone());
-                    }
-                }
-                expanded_by
-            });
-            for (id, clique) in ids.iter().zip(cliques) {
-                if let Some(clique) = clique {
-                    set.cliques.insert(id.clone(), clique);
-                }
-            }
-            indexing
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-        });
+        let ((), expanded_by) = alongside(
+            || {
+                let found = ids.iter().zip(cliques);
+                set.cliques
+                    .extend(found.filter_map(|(id, clique)| Some((id.clone(), clique?))));
+            },
+            || index_by_key(&ids, &expansions, expanded_total),
+        );
         for (id, expanded) in ids.into_iter().zip(expansions) {
             set.expansions.insert(id, expanded);
         }

@@ -25,8 +25,8 @@ use calipso_proto::{AttrMap, AttrValue, Link, LinkType, ObjectId, ObjectType};
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{Graph, Lookup, Node, lookups_of};
-use crate::idset::IdSet;
-use crate::parallel::map_on_all_cores;
+use crate::idset::{IdSet, index_by_key};
+use crate::parallel::{alongside, map_on_all_cores};
 use smallvec::SmallVec;
 
 /// What identifies a link: its type and its ends. Links of a type that is its own reverse
@@ -332,30 +332,15 @@ impl LinkSet {
         set.productions.reserve(nodes.len());
         let (link_lists, watch_lists): (Vec<Vec<Link>>, Vec<Vec<Watch>>) =
             derived.into_iter().unzip();
-        let (keys, watchers) = std::thread::scope(|scope| {
-            let (nodes, watch_lists) = (&nodes, &watch_lists);
-            let indexing = scope.spawn(move || {
-                let mut watchers: FxHashMap<Watch, IdSet> = FxHashMap::default();
-                watchers.reserve(watches);
-                for (node, watches) in nodes.iter().zip(watch_lists) {
-                    for watch in watches {
-                        watchers
-                            .entry(watch.clone())
-                            .or_default()
-                            .insert(node.id().clone());
-                    }
-                }
-                watchers
-            });
-            let keys: Vec<Vec<LinkKey>> = link_lists
-                .into_iter()
-                .map(|links| links.into_iter().map(|l| set.hold(l, None)).collect())
-                .collect();
-            let watchers = indexing
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (keys, watchers)
-        });
+        let (keys, watchers) = alongside(
+            || {
+                link_lists
+                    .into_iter()
+                    .map(|links| links.into_iter().map(|l| set.hold(l, None)).collect())
+                    .collect::<Vec<Vec<LinkKey>>>()
+            },
+            || index_by_key(nodes.iter().map(|n| n.id()), &watch_lists, watches),
+        );
         set.watchers = watchers;
         for ((node, links), watches) in nodes.iter().zip(keys).zip(watch_lists) {
             if !links.is_empty() || !watches.is_empty() {

@@ -143,7 +143,19 @@ impl CloudState {
             .map(|r| self.new_object(ObjectType::Region, r, r.clone()));
         let zones = self.zones.iter().map(|z| self.zone_object(z));
         let projects = self.projects.values().map(|p| self.project_object(p));
-        let networks = self.networks.values().map(|n| self.network_object(n));
+        // Subnets grouped by network once, not searched for each network.
+        let mut subnets: BTreeMap<String, Vec<&Resource>> = BTreeMap::new();
+        for subnet in self.subnets.values() {
+            if let Some(network) = subnet.text("network_id") {
+                subnets
+                    .entry(network.to_ascii_lowercase())
+                    .or_default()
+                    .push(subnet);
+            }
+        }
+        let networks = self.networks.iter().map(move |(key, network)| {
+            self.network_object(network, subnets.get(key).map_or(&[], Vec::as_slice))
+        });
         let ports = self.ports.values().map(|p| self.port_object(p));
         regions
             .chain(zones)
@@ -158,7 +170,9 @@ impl CloudState {
         let mut changes = ObjectChanges::default();
         match event {
             CloudEvent::NetworkUpserted(network) => {
-                changes.upserts.push(self.network_object(&network));
+                changes
+                    .upserts
+                    .push(self.network_object(&network, &self.subnets_of(&network.id)));
                 self.networks
                     .insert(network.id.to_ascii_lowercase(), network);
             }
@@ -166,7 +180,8 @@ impl CloudState {
                 let key = id.to_ascii_lowercase();
                 self.networks.remove(&key);
                 self.subnets.retain(|_, s| {
-                    s.text("network_id").map(str::to_ascii_lowercase) != Some(key.clone())
+                    !s.text("network_id")
+                        .is_some_and(|n| n.eq_ignore_ascii_case(&key))
                 });
                 changes
                     .removals
@@ -205,7 +220,7 @@ impl CloudState {
     fn network_now(&self, id: &str) -> Option<Object> {
         self.networks
             .get(&id.to_ascii_lowercase())
-            .map(|n| self.network_object(n))
+            .map(|n| self.network_object(n, &self.subnets_of(id)))
     }
 
     fn new_object(&self, object_type: ObjectType, id: &str, name: String) -> Object {
@@ -254,15 +269,20 @@ impl CloudState {
         object.with_extra("project_id", project.id.as_str())
     }
 
-    fn network_object(&self, network: &Resource) -> Object {
+    /// The subnets of one network.
+    fn subnets_of(&self, network: &str) -> Vec<&Resource> {
+        self.subnets
+            .values()
+            .filter(|s| {
+                s.text("network_id")
+                    .is_some_and(|n| n.eq_ignore_ascii_case(network))
+            })
+            .collect()
+    }
+
+    fn network_object(&self, network: &Resource, subnets: &[&Resource]) -> Object {
         let mut object = self.new_object(ObjectType::Network, &network.id, network.display_name());
         copy_fields(&mut object, &network.fields);
-        let key = network.id.to_ascii_lowercase();
-        let subnets: Vec<&Resource> = self
-            .subnets
-            .values()
-            .filter(|s| s.text("network_id").map(str::to_ascii_lowercase) == Some(key.clone()))
-            .collect();
         let list = |f: &dyn Fn(&Resource) -> Option<String>| -> AttrValue {
             AttrValue::List(
                 subnets

@@ -122,15 +122,10 @@ impl OpenStackClient {
         let token = self.token().await?;
         let (identity, network) = (token.identity, token.network);
         let zones = match token.compute {
+            // One page: Nova does not paginate zones.
             Some(compute) => {
                 let url = format!("{compute}/os-availability-zone/detail");
-                let mut answer = self.get(&url).await?;
-                serde_json::from_value(answer["availabilityZoneInfo"].take()).map_err(|e| {
-                    RestError::Answer {
-                        url,
-                        reason: format!("`availabilityZoneInfo`: {e}"),
-                    }
-                })?
+                self.list(&url, "availabilityZoneInfo").await?
             }
             None => Vec::new(),
         };
