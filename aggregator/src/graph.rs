@@ -170,7 +170,8 @@ pub fn lookups_of(node: &Node) -> Vec<Lookup> {
 /// The objects of one environment.
 #[derive(Debug, Default, Clone)]
 pub struct Graph {
-    nodes: FxHashMap<ObjectId, Node>,
+    /// Boxed: a node is 256 bytes, and a hash table keeps room for up to twice its entries.
+    nodes: FxHashMap<ObjectId, Box<Node>>,
     by_type: FxHashMap<ObjectType, BTreeSet<ObjectId>>,
     by_host: FxHashMap<String, IdSet>,
     lookups: FxHashMap<Lookup, IdSet>,
@@ -190,7 +191,7 @@ impl Graph {
     }
 
     pub fn get(&self, id: &ObjectId) -> Option<&Node> {
-        self.nodes.get(id)
+        self.nodes.get(id).map(|node| &**node)
     }
 
     pub fn contains(&self, id: &ObjectId) -> bool {
@@ -199,7 +200,7 @@ impl Graph {
 
     /// Every node, in no particular order.
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.values()
+        self.nodes.values().map(|node| &**node)
     }
 
     /// The objects found by `lookup`, in id order.
@@ -208,7 +209,7 @@ impl Graph {
             .get(lookup)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.nodes.get(id))
+            .filter_map(|id| self.get(id))
     }
 
     /// The objects of a type, in id order.
@@ -217,7 +218,7 @@ impl Graph {
             .get(&object_type)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.nodes.get(id))
+            .filter_map(|id| self.get(id))
     }
 
     /// The ids of a type's objects after `after` (all if `None`), in id order: the inventory's
@@ -257,12 +258,12 @@ impl Graph {
         for lookup in lookups_of(&node) {
             self.lookups.entry(lookup).or_default().insert(id.clone());
         }
-        self.nodes.insert(id, node);
+        self.nodes.insert(id, Box::new(node));
         previous
     }
 
     pub fn remove(&mut self, id: &ObjectId) -> Option<Node> {
-        let node = self.nodes.remove(id)?;
+        let node = *self.nodes.remove(id)?;
         let object_type = node.object_type();
         if let Some(ids) = self.by_type.get_mut(&object_type) {
             ids.remove(id);

@@ -27,6 +27,7 @@ pub mod engine;
 pub mod graph;
 pub mod idset;
 pub mod ingest;
+mod interner;
 pub mod links;
 pub mod openstack;
 mod parallel;

@@ -25,7 +25,7 @@ use calipso_proto::{AttrMap, AttrValue, Link, LinkType, ObjectId, ObjectType};
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{Graph, Lookup, Node, lookups_of};
-use crate::idset::{IdSet, index_by_key};
+use crate::interner::{Interner, Ix};
 use crate::parallel::{alongside, map_on_all_cores};
 use smallvec::SmallVec;
 
@@ -56,7 +56,7 @@ impl std::fmt::Display for LinkKey {
 
 /// Something a producer read, and so something whose change makes it run again.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Watch {
+enum Read {
     /// Any change of the object.
     Object(ObjectId),
     /// Its appearance, disappearance, or a change of its name or state: all a finder reads of
@@ -66,7 +66,7 @@ enum Watch {
     Lookup(Lookup),
 }
 
-/// What a [`Watch::Presence`] watches.
+/// What a [`Read::Presence`] watches.
 pub type Presence = (calipso_proto::LinkState, String);
 
 /// The presence of a node: its state and name.
@@ -74,32 +74,41 @@ pub fn presence_of(node: &Node) -> Presence {
     (node.state(), node.object.name.clone())
 }
 
-/// The graph as a finder sees it: every read is recorded as a watch.
+/// The graph as a finder sees it: every read is recorded.
 #[derive(Debug)]
 pub struct Reader<'g> {
     graph: &'g Graph,
-    watches: Vec<Watch>,
+    reads: Vec<Read>,
 }
 
 impl<'g> Reader<'g> {
     fn new(graph: &'g Graph) -> Self {
         Reader {
             graph,
-            watches: Vec::new(),
+            reads: Vec::new(),
         }
+    }
+
+    /// The id to record a read of `id` under: the graph's own copy when the object exists, so
+    /// that the link set's index shares its string instead of keeping the one parsed from an
+    /// attribute.
+    fn recorded(id: &ObjectId, found: Option<&Node>) -> ObjectId {
+        found.map_or_else(|| id.clone(), |node| node.id().clone())
     }
 
     /// The object with this id, if it exists.
     pub fn object(&mut self, id: &ObjectId) -> Option<&'g Node> {
-        self.watches.push(Watch::Object(id.clone()));
-        self.graph.get(id)
+        let found = self.graph.get(id);
+        self.reads.push(Read::Object(Self::recorded(id, found)));
+        found
     }
 
     /// The object with this id, for reading only its id, type, host, name and state (what a
     /// link to it needs); other attributes must be read with [`Reader::object`].
     pub fn endpoint(&mut self, id: &ObjectId) -> Option<&'g Node> {
-        self.watches.push(Watch::Presence(id.clone()));
-        self.graph.get(id)
+        let found = self.graph.get(id);
+        self.reads.push(Read::Presence(Self::recorded(id, found)));
+        found
     }
 
     /// Like [`Reader::referenced`], for a partner read as an [`Reader::endpoint`].
@@ -117,9 +126,9 @@ impl<'g> Reader<'g> {
     /// The objects found by a lookup, read as endpoints.
     pub fn find_endpoints(&mut self, lookup: Lookup) -> Vec<&'g Node> {
         let found: Vec<&'g Node> = self.graph.find(&lookup).collect();
-        self.watches.push(Watch::Lookup(lookup));
-        self.watches
-            .extend(found.iter().map(|n| Watch::Presence(n.id().clone())));
+        self.reads.push(Read::Lookup(lookup));
+        self.reads
+            .extend(found.iter().map(|n| Read::Presence(n.id().clone())));
         found
     }
 
@@ -137,9 +146,9 @@ impl<'g> Reader<'g> {
     /// The objects found by a lookup, each watched for its changes.
     pub fn find(&mut self, lookup: Lookup) -> Vec<&'g Node> {
         let found: Vec<&'g Node> = self.graph.find(&lookup).collect();
-        self.watches.push(Watch::Lookup(lookup));
-        self.watches
-            .extend(found.iter().map(|n| Watch::Object(n.id().clone())));
+        self.reads.push(Read::Lookup(lookup));
+        self.reads
+            .extend(found.iter().map(|n| Read::Object(n.id().clone())));
         found
     }
 }
@@ -206,9 +215,9 @@ impl Finders {
     }
 
     /// The links `node` originates (each once) and what was read to find them.
-    fn run(&self, node: &Node, graph: &Graph) -> (Vec<Link>, Vec<Watch>) {
+    fn run(&self, node: &Node, graph: &Graph) -> Derived {
         let Some(finders) = self.by_origin.get(&node.object_type()) else {
-            return (Vec::new(), Vec::new());
+            return Derived::default();
         };
         let mut reader = Reader::new(graph);
         let mut links: Vec<Link> = Vec::new();
@@ -218,11 +227,23 @@ impl Finders {
         dedup(&mut links, |l| {
             (l.link_type, l.source.clone(), l.target.clone())
         });
-        let mut watches = reader.watches;
-        watches.retain(|w| !matches!(w, Watch::Object(id) if id == node.id()));
-        dedup(&mut watches, Watch::clone);
-        let unique = watches;
-        (links, unique)
+        let mut reads = reader.reads;
+        reads.retain(|r| !matches!(r, Read::Object(id) if id == node.id()));
+        dedup(&mut reads, Read::clone);
+        Derived { links, reads }
+    }
+}
+
+/// What one producer derived, as its finders returned it.
+#[derive(Debug, Default)]
+struct Derived {
+    links: Vec<Link>,
+    reads: Vec<Read>,
+}
+
+impl Derived {
+    fn is_empty(&self) -> bool {
+        self.links.is_empty() && self.reads.is_empty()
     }
 }
 
@@ -245,19 +266,215 @@ fn dedup<T, K: std::hash::Hash + Eq>(items: &mut Vec<T>, key: impl Fn(&T) -> K) 
     }
 }
 
-/// What one producer derived, kept to undo it when the producer runs again.
+/// A [`Derived`] with everything it names numbered.
+struct Numbered {
+    producer: Ix,
+    links: Vec<Link>,
+    ends: Vec<(Ix, Ix)>,
+    watches: Box<[Watch]>,
+}
+
+/// A [`Read`] with its object or lookup numbered: what a producer watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Watch {
+    Object(Ix),
+    Presence(Ix),
+    Lookup(Ix),
+}
+
+/// Producers (by number), in no particular order; most lists hold one.
+type Producers = SmallVec<[Ix; 4]>;
+
+fn remove_producer(list: &mut Producers, producer: Ix) {
+    if let Some(at) = list.iter().position(|&p| p == producer) {
+        list.swap_remove(at);
+    }
+}
+
+/// The producers watching one object.
+#[derive(Debug, Default)]
+struct Watchers {
+    /// Watching any change ([`Read::Object`]).
+    changes: Producers,
+    /// Watching its presence ([`Read::Presence`]).
+    presence: Producers,
+}
+
+/// Who watches what: per object number and per lookup number.
+#[derive(Debug, Default)]
+struct WatchTable {
+    objects: Vec<Watchers>,
+    lookups: Vec<Producers>,
+}
+
+impl WatchTable {
+    fn add(&mut self, watch: Watch, producer: Ix) {
+        match watch {
+            Watch::Object(ix) => self.objects[ix as usize].changes.push(producer),
+            Watch::Presence(ix) => self.objects[ix as usize].presence.push(producer),
+            Watch::Lookup(ix) => self.lookups[ix as usize].push(producer),
+        }
+    }
+
+    fn remove(&mut self, watch: Watch, producer: Ix) {
+        match watch {
+            Watch::Object(ix) => remove_producer(&mut self.objects[ix as usize].changes, producer),
+            Watch::Presence(ix) => {
+                remove_producer(&mut self.objects[ix as usize].presence, producer)
+            }
+            Watch::Lookup(ix) => remove_producer(&mut self.lookups[ix as usize], producer),
+        }
+    }
+}
+
+/// What one producer derived, kept to undo it when the producer runs again: its links (by
+/// number in the link table) and its watches.
 #[derive(Debug, Default)]
 struct Production {
-    links: Vec<LinkKey>,
-    watches: Vec<Watch>,
+    links: Box<[Ix]>,
+    watches: Box<[Watch]>,
+}
+
+impl Production {
+    fn is_empty(&self) -> bool {
+        self.links.is_empty() && self.watches.is_empty()
+    }
 }
 
 #[derive(Debug)]
 struct Entry {
     link: Link,
+    /// The numbers of its ends, held once per producer.
+    source: Ix,
+    target: Ix,
     /// How many producers derive this link (two for a link both ends agree on, such as
     /// otep-otep); each computes it from both ends, so they agree on its content.
     producers: u32,
+}
+
+/// The links, numbered: a slot per link, found by its numbered key and by its ends.
+#[derive(Debug, Default)]
+struct LinkTable {
+    entries: Vec<Option<Entry>>,
+    free: Vec<Ix>,
+    by_key: FxHashMap<(Ix, Ix, LinkType), Ix>,
+    /// Per object number, its links with their type, ordered by type: what a clique walk
+    /// asks for. Most objects have one or two links.
+    ends: Vec<SmallVec<[(LinkType, Ix); 2]>>,
+    both_ends: Vec<LinkType>,
+    len: usize,
+}
+
+impl LinkTable {
+    fn entry(&self, link: Ix) -> Option<&Entry> {
+        self.entries.get(link as usize).and_then(Option::as_ref)
+    }
+
+    fn of_type(&self, end: Ix, link_type: LinkType) -> impl Iterator<Item = &Link> {
+        let ends = &self.ends[end as usize];
+        let first = ends.partition_point(|(t, _)| *t < link_type);
+        ends[first..]
+            .iter()
+            .take_while(move |(t, _)| *t == link_type)
+            .filter_map(|&(_, link)| self.entry(link).map(|e| &e.link))
+    }
+
+    fn add_end(&mut self, end: Ix, link_type: LinkType, link: Ix) {
+        let ends = &mut self.ends[end as usize];
+        let at = ends.partition_point(|(t, _)| *t <= link_type);
+        ends.insert(at, (link_type, link));
+    }
+
+    fn remove_end(&mut self, end: Ix, link: Ix) {
+        let ends = &mut self.ends[end as usize];
+        if let Some(at) = ends.iter().position(|&(_, l)| l == link) {
+            ends.remove(at);
+        }
+    }
+
+    /// Adds one producer's derivation of `link` (its ends numbered `source` and `target`).
+    fn hold(&mut self, link: Link, source: Ix, target: Ix, before: Option<&mut Before>) -> Ix {
+        // Kept for as long as the link exists; a finder's inserts left room for more.
+        let mut link = link;
+        link.attributes.shrink_to_fit();
+        let both_ends = self.both_ends.contains(&link.link_type);
+        let key = (source, target, link.link_type);
+        if let Some(&number) = self.by_key.get(&key)
+            && let Some(entry) = self.entries[number as usize].as_mut()
+        {
+            if let Some(before) = before {
+                before
+                    .entry(LinkKey::of(&entry.link))
+                    .or_insert_with(|| Some(entry.link.clone()));
+            }
+            entry.producers += 1;
+            // The latest derivation wins; both producers read both ends, so they agree.
+            entry.link = link;
+            if both_ends {
+                confirm(&mut entry.link, entry.producers);
+            }
+            return number;
+        }
+        if let Some(before) = before {
+            before.entry(LinkKey::of(&link)).or_insert(None);
+        }
+        if both_ends {
+            confirm(&mut link, 1);
+        }
+        let link_type = link.link_type;
+        let entry = Entry {
+            link,
+            source,
+            target,
+            producers: 1,
+        };
+        let number = match self.free.pop() {
+            Some(number) => {
+                self.entries[number as usize] = Some(entry);
+                number
+            }
+            None => {
+                self.entries.push(Some(entry));
+                Ix::try_from(self.entries.len() - 1)
+                    .expect("fewer than 2^32 links in one environment")
+            }
+        };
+        self.by_key.insert(key, number);
+        self.add_end(source, link_type, number);
+        if target != source {
+            self.add_end(target, link_type, number);
+        }
+        self.len += 1;
+        number
+    }
+
+    /// Removes one producer's derivation of link `number`; returns the numbers of its ends,
+    /// which that derivation held.
+    fn release(&mut self, number: Ix, before: Option<&mut Before>) -> Option<(Ix, Ix)> {
+        let entry = self.entries.get_mut(number as usize)?.as_mut()?;
+        if let Some(before) = before {
+            before
+                .entry(LinkKey::of(&entry.link))
+                .or_insert_with(|| Some(entry.link.clone()));
+        }
+        entry.producers -= 1;
+        if self.both_ends.contains(&entry.link.link_type) {
+            confirm(&mut entry.link, entry.producers);
+        }
+        let ends = (entry.source, entry.target);
+        if entry.producers == 0 {
+            let link_type = entry.link.link_type;
+            self.entries[number as usize] = None;
+            self.free.push(number);
+            self.by_key.remove(&(ends.0, ends.1, link_type));
+            self.remove_end(ends.0, number);
+            if ends.1 != ends.0 {
+                self.remove_end(ends.1, number);
+            }
+            self.len -= 1;
+        }
+        Some(ends)
+    }
 }
 
 /// How one object changed, as the link set needs to know it.
@@ -299,73 +516,120 @@ impl LinkChanges {
 type Before = FxHashMap<LinkKey, Option<Link>>;
 
 /// The links of one environment, kept up to date incrementally.
-#[derive(Debug, Default)]
+///
+/// Object ids and lookups are numbered ([`Interner`]) as long as something here refers to
+/// them: a production (its producer), a watch (what it watches), a link (its ends, once per
+/// producer deriving it). Every index is then a vector by number or a map of integers.
+#[derive(Debug)]
 pub struct LinkSet {
     finders: Finders,
-    links: FxHashMap<LinkKey, Entry>,
-    /// An object's links by type: what a clique walk asks for. Most objects have one link of
-    /// a type, kept inline.
-    by_end: FxHashMap<(ObjectId, LinkType), SmallVec<[LinkKey; 1]>>,
-    productions: FxHashMap<ObjectId, Production>,
-    watchers: FxHashMap<Watch, IdSet>,
+    ids: Interner<ObjectId>,
+    lookups: Interner<Lookup>,
+    table: LinkTable,
+    watchers: WatchTable,
+    /// Per object number, what it produced.
+    productions: Vec<Production>,
+}
+
+impl Default for LinkSet {
+    fn default() -> Self {
+        let finders = Finders::default();
+        let table = LinkTable {
+            both_ends: finders.both_ends.clone(),
+            ..LinkTable::default()
+        };
+        LinkSet {
+            finders,
+            ids: Interner::default(),
+            lookups: Interner::default(),
+            table,
+            watchers: WatchTable::default(),
+            productions: Vec::new(),
+        }
+    }
 }
 
 impl LinkSet {
     /// Every link of the graph, from scratch.
     ///
-    /// The finders run on every core (they only read the graph). Their results are then
-    /// recorded by two threads at once: one holds the links and their ends, the other indexes
-    /// the watches — two sets of maps that share nothing. The content is what recording node
-    /// after node would give.
+    /// The finders run on every core (they only read the graph). What they read and derived
+    /// is then numbered on this thread, and recorded by two threads at once: one holds the
+    /// links and their ends, the other the watches — tables that share nothing. The content
+    /// is what recording node after node would give.
     pub fn build(graph: &Graph) -> Self {
         let mut set = LinkSet::default();
         let nodes: Vec<&Node> = graph.nodes().collect();
         let finders = &set.finders;
         let derived = map_on_all_cores(&nodes, |node| finders.run(node, graph));
-        // Sized once: growing these maps link by link cost a fifth of a full build in
-        // rehashing and page faults.
-        let (links, watches) = derived.iter().fold((0, 0), |(l, w), (links, watches)| {
-            (l + links.len(), w + watches.len())
-        });
-        set.links.reserve(links);
-        set.by_end.reserve(links);
-        set.productions.reserve(nodes.len());
-        let (link_lists, watch_lists): (Vec<Vec<Link>>, Vec<Vec<Watch>>) =
-            derived.into_iter().unzip();
-        let (keys, watchers) = alongside(
+        let (links, reads) = derived
+            .iter()
+            .fold((0, 0), |(l, r), d| (l + d.links.len(), r + d.reads.len()));
+        set.ids.reserve(nodes.len() + reads / 4);
+        let mut producers = Vec::new();
+        let mut link_lists = Vec::new();
+        let mut watch_lists = Vec::new();
+        for (node, derived) in nodes.iter().zip(derived) {
+            if derived.is_empty() {
+                continue;
+            }
+            let numbered = set.number(node.id(), derived);
+            producers.push(numbered.producer);
+            link_lists.push((numbered.links, numbered.ends));
+            watch_lists.push(numbered.watches);
+        }
+        set.fit_tables();
+        // Sized once: growing these tables link by link cost a fifth of a build in rehashing.
+        set.table.entries.reserve(links);
+        set.table.by_key.reserve(links);
+        let LinkSet {
+            table, watchers, ..
+        } = &mut set;
+        let (link_numbers, ()) = alongside(
             || {
                 link_lists
                     .into_iter()
-                    .map(|links| links.into_iter().map(|l| set.hold(l, None)).collect())
-                    .collect::<Vec<Vec<LinkKey>>>()
+                    .map(|(links, ends)| {
+                        links
+                            .into_iter()
+                            .zip(ends)
+                            .map(|(link, (s, t))| table.hold(link, s, t, None))
+                            .collect::<Box<[Ix]>>()
+                    })
+                    .collect::<Vec<_>>()
             },
-            || index_by_key(nodes.iter().map(|n| n.id()), &watch_lists, watches),
+            || {
+                for (&producer, watches) in producers.iter().zip(&watch_lists) {
+                    for &watch in watches.iter() {
+                        watchers.add(watch, producer);
+                    }
+                }
+            },
         );
-        set.watchers = watchers;
-        for ((node, links), watches) in nodes.iter().zip(keys).zip(watch_lists) {
-            if !links.is_empty() || !watches.is_empty() {
-                set.productions
-                    .insert(node.id().clone(), Production { links, watches });
-            }
+        for ((producer, links), watches) in producers.into_iter().zip(link_numbers).zip(watch_lists)
+        {
+            set.productions[producer as usize] = Production { links, watches };
         }
         set
     }
 
     pub fn len(&self) -> usize {
-        self.links.len()
+        self.table.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.links.is_empty()
+        self.table.len == 0
     }
 
     pub fn get(&self, key: &LinkKey) -> Option<&Link> {
-        self.links.get(key).map(|e| &e.link)
+        let source = self.ids.get(&key.source)?;
+        let target = self.ids.get(&key.target)?;
+        let number = self.table.by_key.get(&(source, target, key.link_type))?;
+        self.table.entry(*number).map(|e| &e.link)
     }
 
     /// Every link, in no particular order.
     pub fn links(&self) -> impl Iterator<Item = &Link> {
-        self.links.values().map(|e| &e.link)
+        self.table.entries.iter().flatten().map(|e| &e.link)
     }
 
     /// The links of a type with `id` at either end.
@@ -374,53 +638,67 @@ impl LinkSet {
         id: &ObjectId,
         link_type: LinkType,
     ) -> impl Iterator<Item = &Link> {
-        self.by_end
-            .get(&(id.clone(), link_type))
+        self.ids
+            .get(id)
             .into_iter()
-            .flatten()
-            .filter_map(|k| self.links.get(k).map(|e| &e.link))
+            .flat_map(move |end| self.table.of_type(end, link_type))
     }
 
-    /// The links with `id` at either end.
-    pub fn incident<'a>(&'a self, id: &'a ObjectId) -> impl Iterator<Item = &'a Link> + 'a {
-        LinkType::declared().flat_map(move |link_type| self.incident_of_type(id, link_type))
+    /// The links with `id` at either end, by type.
+    pub fn incident(&self, id: &ObjectId) -> impl Iterator<Item = &Link> {
+        self.ids
+            .get(id)
+            .into_iter()
+            .flat_map(move |end| self.table.ends[end as usize].iter())
+            .filter_map(|&(_, link)| self.table.entry(link).map(|e| &e.link))
     }
 
     /// Brings the links up to date with objects that changed in `graph` (already applied).
     pub fn update(&mut self, graph: &Graph, touched: &[Touched]) -> LinkChanges {
-        let mut dirty: FxHashSet<ObjectId> = FxHashSet::default();
+        let mut dirty: FxHashSet<Ix> = FxHashSet::default();
+        let mut unnumbered: Vec<ObjectId> = Vec::new();
         for change in touched {
-            dirty.insert(change.id.clone());
-            let watch = Watch::Object(change.id.clone());
-            dirty.extend(self.watchers.get(&watch).into_iter().flatten().cloned());
-            if graph.get(&change.id).map(presence_of) != change.presence_before {
-                let watch = Watch::Presence(change.id.clone());
-                dirty.extend(self.watchers.get(&watch).into_iter().flatten().cloned());
+            match self.ids.get(&change.id) {
+                Some(number) => {
+                    dirty.insert(number);
+                    let watchers = &self.watchers.objects[number as usize];
+                    dirty.extend(watchers.changes.iter().copied());
+                    if graph.get(&change.id).map(presence_of) != change.presence_before {
+                        dirty.extend(watchers.presence.iter().copied());
+                    }
+                }
+                // Nothing refers to it: it can only be a producer that has not run yet.
+                None => unnumbered.push(change.id.clone()),
             }
             let after = graph.get(&change.id).map(lookups_of).unwrap_or_default();
             let before: FxHashSet<&Lookup> = change.lookups_before.iter().collect();
             let after_set: FxHashSet<&Lookup> = after.iter().collect();
             for lookup in before.symmetric_difference(&after_set) {
-                let watch = Watch::Lookup((*lookup).clone());
-                dirty.extend(self.watchers.get(&watch).into_iter().flatten().cloned());
+                if let Some(number) = self.lookups.get(lookup) {
+                    dirty.extend(self.watchers.lookups[number as usize].iter().copied());
+                }
             }
         }
-        let mut before = Before::default();
-        let mut dirty: Vec<ObjectId> = dirty.into_iter().collect();
+        // By id, not by number: reproducing frees and reuses numbers.
+        let mut dirty: Vec<ObjectId> = dirty
+            .into_iter()
+            .map(|number| self.ids.key(number).clone())
+            .chain(unnumbered)
+            .collect();
         dirty.sort();
+        dirty.dedup();
+        let mut before = Before::default();
         for id in &dirty {
-            self.reproduce(id, graph, Some(&mut before));
+            self.reproduce(id, graph, &mut before);
         }
         let mut changes = LinkChanges::default();
         let mut keys: Vec<LinkKey> = before.keys().cloned().collect();
         keys.sort();
         for key in keys {
             let old = before.get(&key).and_then(Option::as_ref);
-            match (old, self.links.get(&key)) {
+            match (old, self.get(&key)) {
                 (Some(_), None) => changes.removed.push(key),
-                (old, Some(entry)) if old != Some(&entry.link) => {
-                    changes.upserted.push(entry.link.clone());
-                }
+                (old, Some(link)) if old != Some(link) => changes.upserted.push(link.clone()),
                 _ => {}
             }
         }
@@ -428,126 +706,110 @@ impl LinkSet {
     }
 
     /// Undoes what `producer` derived last time and derives it again from the graph,
-    /// recording in `before` the prior version of every link it touches (a full build
-    /// records nothing).
-    fn reproduce(&mut self, producer: &ObjectId, graph: &Graph, mut before: Option<&mut Before>) {
-        if let Some(old) = self.productions.remove(producer) {
-            for watch in old.watches {
-                if let Some(set) = self.watchers.get_mut(&watch) {
-                    set.remove(producer);
-                    if set.is_empty() {
-                        self.watchers.remove(&watch);
+    /// recording in `before` the prior version of every link it touches.
+    fn reproduce(&mut self, producer: &ObjectId, graph: &Graph, before: &mut Before) {
+        if let Some(number) = self.ids.get(producer) {
+            let old = std::mem::take(&mut self.productions[number as usize]);
+            if !old.is_empty() {
+                for &watch in old.watches.iter() {
+                    self.watchers.remove(watch, number);
+                    self.unwatch(watch);
+                }
+                for &link in old.links.iter() {
+                    if let Some((source, target)) = self.table.release(link, Some(before)) {
+                        self.ids.release(source);
+                        self.ids.release(target);
                     }
                 }
-            }
-            for key in old.links {
-                self.release(key, before.as_deref_mut());
+                self.ids.release(number);
             }
         }
         let Some(node) = graph.get(producer) else {
             return;
         };
-        let (links, watches) = self.finders.run(node, graph);
-        self.record(producer, links, watches, before);
-    }
-
-    /// Records what `producer` derived: its links held, its reads watched.
-    fn record(
-        &mut self,
-        producer: &ObjectId,
-        links: Vec<Link>,
-        watches: Vec<Watch>,
-        mut before: Option<&mut Before>,
-    ) {
-        for watch in &watches {
-            self.watchers
-                .entry(watch.clone())
-                .or_default()
-                .insert(producer.clone());
-        }
-        let mut keys = Vec::with_capacity(links.len());
-        for link in links {
-            keys.push(self.hold(link, before.as_deref_mut()));
-        }
-        if !keys.is_empty() || !watches.is_empty() {
-            self.productions.insert(
-                producer.clone(),
-                Production {
-                    links: keys,
-                    watches,
-                },
-            );
-        }
-    }
-
-    fn release(&mut self, key: LinkKey, before: Option<&mut Before>) {
-        let both_ends = self.finders.both_ends.contains(&key.link_type);
-        let Some(entry) = self.links.get_mut(&key) else {
+        let derived = self.finders.run(node, graph);
+        if derived.is_empty() {
             return;
+        }
+        let numbered = self.number(node.id(), derived);
+        self.fit_tables();
+        for &watch in numbered.watches.iter() {
+            self.watchers.add(watch, numbered.producer);
+        }
+        let links = numbered
+            .links
+            .into_iter()
+            .zip(numbered.ends)
+            .map(|(link, (s, t))| self.table.hold(link, s, t, Some(before)))
+            .collect();
+        self.productions[numbered.producer as usize] = Production {
+            links,
+            watches: numbered.watches,
         };
-        if let Some(before) = before {
-            before
-                .entry(key.clone())
-                .or_insert_with(|| Some(entry.link.clone()));
-        }
-        entry.producers -= 1;
-        if both_ends {
-            confirm(&mut entry.link, entry.producers);
-        }
-        if entry.producers == 0 {
-            self.links.remove(&key);
-            for end in [&key.source, &key.target] {
-                let slot = (end.clone(), key.link_type);
-                if let Some(keys) = self.by_end.get_mut(&slot) {
-                    keys.retain(|k| k != &key);
-                    if keys.is_empty() {
-                        self.by_end.remove(&slot);
-                    }
-                }
-            }
+    }
+
+    /// Numbers a producer's derivation: the producer (held for its production), what it
+    /// watches, and its links' ends (held for each link).
+    fn number(&mut self, producer: &ObjectId, derived: Derived) -> Numbered {
+        let producer = self.ids.hold(producer);
+        let watches = derived.reads.into_iter().map(|r| self.watch(r)).collect();
+        let ends = derived
+            .links
+            .iter()
+            .map(|l| (self.ids.hold(&l.source), self.ids.hold(&l.target)))
+            .collect();
+        Numbered {
+            producer,
+            links: derived.links,
+            ends,
+            watches,
         }
     }
 
-    fn hold(&mut self, link: Link, before: Option<&mut Before>) -> LinkKey {
-        let key = LinkKey::of(&link);
-        let both_ends = self.finders.both_ends.contains(&key.link_type);
-        match self.links.get_mut(&key) {
-            Some(entry) => {
-                if let Some(before) = before {
-                    before
-                        .entry(key.clone())
-                        .or_insert_with(|| Some(entry.link.clone()));
-                }
-                entry.producers += 1;
-                // The latest derivation wins; both producers read both ends, so they agree.
-                entry.link = link;
-                if both_ends {
-                    confirm(&mut entry.link, entry.producers);
-                }
-            }
-            None => {
-                if let Some(before) = before {
-                    before.entry(key.clone()).or_insert(None);
-                }
-                let ends: &[&ObjectId] = if key.source == key.target {
-                    &[&key.source]
-                } else {
-                    &[&key.source, &key.target]
-                };
-                for end in ends {
-                    self.by_end
-                        .entry(((*end).clone(), key.link_type))
-                        .or_default()
-                        .push(key.clone());
-                }
-                let mut link = link;
-                if both_ends {
-                    confirm(&mut link, 1);
-                }
-                self.links.insert(key.clone(), Entry { link, producers: 1 });
-            }
+    /// Numbers what a read names, holding it for the watch.
+    fn watch(&mut self, read: Read) -> Watch {
+        match read {
+            Read::Object(id) => Watch::Object(self.ids.hold(&id)),
+            Read::Presence(id) => Watch::Presence(self.ids.hold(&id)),
+            Read::Lookup(lookup) => Watch::Lookup(self.lookups.hold(&lookup)),
         }
-        key
+    }
+
+    /// Lets go of what a watch named.
+    fn unwatch(&mut self, watch: Watch) {
+        match watch {
+            Watch::Object(number) | Watch::Presence(number) => self.ids.release(number),
+            Watch::Lookup(number) => self.lookups.release(number),
+        }
+    }
+
+    /// What the set's bookkeeping holds: numbered ids and lookups, watch entries, link ends.
+    /// An incremental set must hold exactly what a full build of the same graph holds.
+    #[cfg(test)]
+    fn bookkeeping(&self) -> [usize; 4] {
+        let watches = self
+            .watchers
+            .objects
+            .iter()
+            .map(|w| w.changes.len() + w.presence.len())
+            .chain(self.watchers.lookups.iter().map(|w| w.len()))
+            .sum();
+        let ends = self.table.ends.iter().map(|e| e.len()).sum();
+        [self.ids.held(), self.lookups.held(), watches, ends]
+    }
+
+    /// Extends the per-number tables to every number given out.
+    fn fit_tables(&mut self) {
+        let ids = self.ids.span();
+        if self.productions.len() < ids {
+            self.productions.resize_with(ids, Production::default);
+            self.watchers.objects.resize_with(ids, Watchers::default);
+            self.table.ends.resize_with(ids, SmallVec::new);
+        }
+        let lookups = self.lookups.span();
+        if self.watchers.lookups.len() < lookups {
+            self.watchers.lookups.resize_with(lookups, SmallVec::new);
+        }
     }
 }
 

@@ -432,6 +432,8 @@ proptest! {
             let applied = env.apply(changes);
             let full = LinkSet::build(&env.graph);
             prop_assert_eq!(sorted_links(&env.links), sorted_links(&full), "after {:?}", edit);
+            // Nothing is left numbered or watched that a fresh build would not hold.
+            prop_assert_eq!(env.links.bookkeeping(), full.bookkeeping(), "after {:?}", edit);
             // The reported changes are exactly the difference.
             let mut replayed: BTreeMap<LinkKey, Link> = before.into_iter().map(|l| (LinkKey::of(&l), l)).collect();
             for key in &applied.links.removed {

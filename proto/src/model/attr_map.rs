@@ -52,6 +52,17 @@ impl AttrMap {
         self.position(key).ok().map(|i| self.0.remove(i).1)
     }
 
+    /// Gives back room kept for entries not added: for maps that are kept long once built.
+    /// The entries move to an allocation of their exact size; a plain `shrink_to_fit` may
+    /// keep the block (mimalloc, for one, keeps it when the new size is at least half).
+    pub fn shrink_to_fit(&mut self) {
+        if self.0.capacity() > self.0.len() {
+            let mut exact = Vec::with_capacity(self.0.len());
+            exact.append(&mut self.0);
+            self.0 = exact;
+        }
+    }
+
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &mut AttrValue) -> bool) {
         self.0.retain_mut(|(k, v)| keep(k.as_str(), v));
     }

@@ -1,0 +1,152 @@
+//! [`Interner`]: dense 32-bit numbers for keys (object ids, lookups) that an index refers to
+//! many times.
+//!
+//! The link set refers to every object id several times over — as a link end, as what a
+//! producer watches, as a producer — and a million-entry map keyed by 16-byte shared strings
+//! costs a string compare per hit and a cache miss per key. Numbered, the same references are
+//! four bytes, compared as integers, and indexes become vectors. A number is held by whatever
+//! refers to it and is freed (and later reused) when the last holder lets go, so a long-lived
+//! environment with churn does not accumulate numbers for objects long gone.
+
+use std::hash::Hash;
+
+use rustc_hash::FxHashMap;
+
+/// A key's number in one [`Interner`].
+pub type Ix = u32;
+
+/// Numbers for keys, each counting its holders.
+#[derive(Debug)]
+pub struct Interner<K> {
+    index: FxHashMap<K, Ix>,
+    keys: Vec<Option<K>>,
+    holders: Vec<u32>,
+    free: Vec<Ix>,
+}
+
+impl<K> Default for Interner<K> {
+    fn default() -> Self {
+        Interner {
+            index: FxHashMap::default(),
+            keys: Vec::new(),
+            holders: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> Interner<K> {
+    /// Room for `keys` keys without growing.
+    pub fn reserve(&mut self, keys: usize) {
+        self.index.reserve(keys);
+        self.keys.reserve(keys);
+        self.holders.reserve(keys);
+    }
+
+    /// The number of `key`, if something holds it.
+    pub fn get(&self, key: &K) -> Option<Ix> {
+        self.index.get(key).copied()
+    }
+
+    /// The key numbered `ix`. Numbers come only from this interner and stay valid while held,
+    /// so an unknown number is a bug in the holder's bookkeeping.
+    pub fn key(&self, ix: Ix) -> &K {
+        self.keys[ix as usize]
+            .as_ref()
+            .expect("an interned number is used only while it is held")
+    }
+
+    /// Numbers `key` (if it is new) and adds a holder.
+    pub fn hold(&mut self, key: &K) -> Ix {
+        let ix = match self.index.get(key) {
+            Some(&ix) => ix,
+            None => self.insert(key.clone()),
+        };
+        self.holders[ix as usize] += 1;
+        ix
+    }
+
+    /// Removes a holder; the last one frees the number.
+    pub fn release(&mut self, ix: Ix) {
+        let holders = &mut self.holders[ix as usize];
+        *holders -= 1;
+        if *holders == 0
+            && let Some(key) = self.keys[ix as usize].take()
+        {
+            self.index.remove(&key);
+            self.free.push(ix);
+        }
+    }
+
+    /// One past the highest number given out: the length per-number side tables need.
+    pub fn span(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// How many keys are held.
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.index.len()
+    }
+
+    fn insert(&mut self, key: K) -> Ix {
+        let ix = match self.free.pop() {
+            Some(ix) => {
+                self.keys[ix as usize] = Some(key.clone());
+                ix
+            }
+            None => {
+                let ix = Ix::try_from(self.keys.len())
+                    .expect("fewer than 2^32 keys are held in one environment");
+                self.keys.push(Some(key.clone()));
+                self.holders.push(0);
+                ix
+            }
+        };
+        self.index.insert(key, ix);
+        ix
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    proptest! {
+        /// Holding and releasing in any order: a held key keeps its number, a key nobody
+        /// holds is forgotten, and numbers are reused rather than grown without bound.
+        #[test]
+        fn numbers_live_as_long_as_their_holders(ops in proptest::collection::vec((any::<bool>(), 0u8..12), 0..300)) {
+            let mut interner: Interner<String> = Interner::default();
+            let mut model: BTreeMap<String, (Ix, u32)> = BTreeMap::new();
+            for (hold, n) in ops {
+                let key = format!("vnic:h:{n}");
+                if hold {
+                    let ix = interner.hold(&key);
+                    let entry = model.entry(key.clone()).or_insert((ix, 0));
+                    prop_assert_eq!(entry.0, ix);
+                    entry.1 += 1;
+                } else if let Some(entry) = model.get_mut(&key) {
+                    interner.release(entry.0);
+                    entry.1 -= 1;
+                    if entry.1 == 0 {
+                        model.remove(&key);
+                    }
+                }
+                for n in 0u8..12 {
+                    let key = format!("vnic:h:{n}");
+                    match model.get(&key) {
+                        Some((ix, _)) => {
+                            prop_assert_eq!(interner.get(&key), Some(*ix));
+                            prop_assert_eq!(interner.key(*ix), &key);
+                        }
+                        None => prop_assert_eq!(interner.get(&key), None),
+                    }
+                }
+                prop_assert!(interner.span() <= 12);
+            }
+        }
+    }
+}
