@@ -190,7 +190,12 @@ impl Graph {
         self.nodes.is_empty()
     }
 
-    pub fn get(&self, id: &ObjectId) -> Option<&Node> {
+    /// The node with this id (an [`ObjectId`], or its text).
+    pub fn get<Id>(&self, id: &Id) -> Option<&Node>
+    where
+        ObjectId: std::borrow::Borrow<Id>,
+        Id: std::hash::Hash + Eq + ?Sized,
+    {
         self.nodes.get(id).map(|node| &**node)
     }
 
@@ -242,7 +247,9 @@ impl Graph {
     }
 
     /// Inserts or replaces a node; returns the one it replaced.
-    pub fn upsert(&mut self, node: Node) -> Option<Node> {
+    pub fn upsert(&mut self, mut node: Node) -> Option<Node> {
+        // Kept until the object changes: room left by however it was built is given back.
+        node.object.attributes.extra.shrink_to_fit();
         let previous = self.remove(node.id());
         let id = node.id().clone();
         self.by_type

@@ -66,6 +66,12 @@ impl<K: Hash + Eq + Clone> Interner<K> {
         ix
     }
 
+    /// Adds a holder to a number already held (by the caller itself, so it cannot be freed).
+    pub fn hold_number(&mut self, ix: Ix) -> Ix {
+        self.holders[ix as usize] += 1;
+        ix
+    }
+
     /// Removes a holder; the last one frees the number.
     pub fn release(&mut self, ix: Ix) {
         let holders = &mut self.holders[ix as usize];

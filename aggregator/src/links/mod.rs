@@ -89,25 +89,30 @@ impl<'g> Reader<'g> {
         }
     }
 
-    /// The id to record a read of `id` under: the graph's own copy when the object exists, so
-    /// that the link set's index shares its string instead of keeping the one parsed from an
-    /// attribute.
-    fn recorded(id: &ObjectId, found: Option<&Node>) -> ObjectId {
-        found.map_or_else(|| id.clone(), |node| node.id().clone())
+    /// The object with this id (or its text), and the id to record the read under: the
+    /// graph's own copy when the object exists, so that the link set shares its string rather
+    /// than keeping one made from an attribute.
+    fn look_up<Id>(&self, id: &Id) -> (Option<&'g Node>, ObjectId)
+    where
+        Id: AsRef<str> + ?Sized,
+    {
+        let found = self.graph.get(id.as_ref());
+        let recorded = found.map_or_else(|| ObjectId::from_raw(id.as_ref()), |n| n.id().clone());
+        (found, recorded)
     }
 
     /// The object with this id, if it exists.
-    pub fn object(&mut self, id: &ObjectId) -> Option<&'g Node> {
-        let found = self.graph.get(id);
-        self.reads.push(Read::Object(Self::recorded(id, found)));
+    pub fn object<Id: AsRef<str> + ?Sized>(&mut self, id: &Id) -> Option<&'g Node> {
+        let (found, recorded) = self.look_up(id);
+        self.reads.push(Read::Object(recorded));
         found
     }
 
     /// The object with this id, for reading only its id, type, host, name and state (what a
     /// link to it needs); other attributes must be read with [`Reader::object`].
-    pub fn endpoint(&mut self, id: &ObjectId) -> Option<&'g Node> {
-        let found = self.graph.get(id);
-        self.reads.push(Read::Presence(Self::recorded(id, found)));
+    pub fn endpoint<Id: AsRef<str> + ?Sized>(&mut self, id: &Id) -> Option<&'g Node> {
+        let (found, recorded) = self.look_up(id);
+        self.reads.push(Read::Presence(recorded));
         found
     }
 
@@ -118,8 +123,7 @@ impl<'g> Reader<'g> {
         key: &str,
         object_type: ObjectType,
     ) -> Option<&'g Node> {
-        let id = node.reference(key)?;
-        self.endpoint(&id)
+        self.endpoint(node.text(key)?)
             .filter(|n| n.object_type() == object_type)
     }
 
@@ -139,8 +143,8 @@ impl<'g> Reader<'g> {
         key: &str,
         object_type: ObjectType,
     ) -> Option<&'g Node> {
-        let id = node.reference(key)?;
-        self.object(&id).filter(|n| n.object_type() == object_type)
+        self.object(node.text(key)?)
+            .filter(|n| n.object_type() == object_type)
     }
 
     /// The objects found by a lookup, each watched for its changes.
@@ -750,13 +754,35 @@ impl LinkSet {
 
     /// Numbers a producer's derivation: the producer (held for its production), what it
     /// watches, and its links' ends (held for each link).
-    fn number(&mut self, producer: &ObjectId, derived: Derived) -> Numbered {
-        let producer = self.ids.hold(producer);
-        let watches = derived.reads.into_iter().map(|r| self.watch(r)).collect();
+    fn number(&mut self, producer_id: &ObjectId, derived: Derived) -> Numbered {
+        let producer = self.ids.hold(producer_id);
+        // A link's ends are the producer and objects it read, all copies of the graph's ids:
+        // they are matched to the numbers just found by identity, before any hashing.
+        let mut known: SmallVec<[(ObjectId, Ix); 8]> = SmallVec::new();
+        known.push((producer_id.clone(), producer));
+        let watches = derived
+            .reads
+            .into_iter()
+            .map(|read| {
+                let watch = self.watch(&read);
+                if let (
+                    Read::Object(id) | Read::Presence(id),
+                    Watch::Object(ix) | Watch::Presence(ix),
+                ) = (read, watch)
+                {
+                    known.push((id, ix));
+                }
+                watch
+            })
+            .collect();
+        let mut hold = |id: &ObjectId| match known.iter().find(|(k, _)| k.is_same_copy(id)) {
+            Some(&(_, ix)) => self.ids.hold_number(ix),
+            None => self.ids.hold(id),
+        };
         let ends = derived
             .links
             .iter()
-            .map(|l| (self.ids.hold(&l.source), self.ids.hold(&l.target)))
+            .map(|l| (hold(&l.source), hold(&l.target)))
             .collect();
         Numbered {
             producer,
@@ -767,11 +793,11 @@ impl LinkSet {
     }
 
     /// Numbers what a read names, holding it for the watch.
-    fn watch(&mut self, read: Read) -> Watch {
+    fn watch(&mut self, read: &Read) -> Watch {
         match read {
-            Read::Object(id) => Watch::Object(self.ids.hold(&id)),
-            Read::Presence(id) => Watch::Presence(self.ids.hold(&id)),
-            Read::Lookup(lookup) => Watch::Lookup(self.lookups.hold(&lookup)),
+            Read::Object(id) => Watch::Object(self.ids.hold(id)),
+            Read::Presence(id) => Watch::Presence(self.ids.hold(id)),
+            Read::Lookup(lookup) => Watch::Lookup(self.lookups.hold(lookup)),
         }
     }
 

@@ -48,8 +48,8 @@ impl LinkFinder for OtepCarrier {
     fn find(&self, otep: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
         let mut carriers = Vec::new();
         for key in ["master", "underlay"] {
-            if let Some(id) = otep.reference(key) {
-                carriers.extend(reader.endpoint(&id));
+            if let Some(id) = otep.text(key) {
+                carriers.extend(reader.endpoint(id));
             }
         }
         if let Some(ip) = local_ip(otep) {

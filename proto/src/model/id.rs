@@ -29,9 +29,24 @@ use super::ObjectType;
 ///
 /// Shared, not copied: the aggregator indexes every id several times (by type, host, links,
 /// cliques), and a clone is a reference count, not a new string.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ObjectId(Arc<str>);
+
+/// As its text, so that maps keyed by ids can be searched with a `&str` ([`std::borrow::Borrow`]).
+impl std::hash::Hash for ObjectId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+/// Equal when they share their text (the common case in the aggregator's indexes, which
+/// hold copies of one id) or have the same text.
+impl PartialEq for ObjectId {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
 
 impl ObjectId {
     /// Wraps an id read from the wire, the store or a request. No format is imposed: ids of
@@ -69,6 +84,11 @@ impl ObjectId {
         &self.0
     }
 
+    /// Whether both are copies of one id (not only equal text): a test that reads no text.
+    pub fn is_same_copy(&self, other: &ObjectId) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// The type named by the id's first part, if it names one.
     pub fn object_type(&self) -> Option<ObjectType> {
         self.0.split(':').next()?.parse().ok()
@@ -94,6 +114,14 @@ impl ObjectId {
 impl fmt::Display for ObjectId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(&self.0)
+    }
+}
+
+/// An id hashes, compares and orders as its text, so maps keyed by ids are searched with a
+/// `&str` read from an attribute without making an id of it first.
+impl std::borrow::Borrow<str> for ObjectId {
+    fn borrow(&self) -> &str {
+        &self.0
     }
 }
 
