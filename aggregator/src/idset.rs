@@ -6,10 +6,8 @@
 //! up to two ids inline, a sorted vector up to [`FEW`], and a `BTreeSet` beyond.
 
 use std::collections::BTreeSet;
-use std::hash::Hash;
 
 use calipso_proto::ObjectId;
-use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
 /// The most ids kept in a sorted vector; a larger set is a `BTreeSet` (inserting into a sorted
@@ -107,22 +105,6 @@ impl<'a> Iterator for Iter<'a> {
             Iter::Many(ids) => ids.next(),
         }
     }
-}
-
-/// The reverse of per-owner key lists: every key with the owners that list it.
-pub fn index_by_key<'a, K: Hash + Eq + Clone + 'a>(
-    owners: impl IntoIterator<Item = &'a ObjectId>,
-    lists: impl IntoIterator<Item = &'a Vec<K>>,
-    keys: usize,
-) -> FxHashMap<K, IdSet> {
-    let mut index: FxHashMap<K, IdSet> = FxHashMap::default();
-    index.reserve(keys);
-    for (owner, list) in owners.into_iter().zip(lists) {
-        for key in list {
-            index.entry(key.clone()).or_default().insert(owner.clone());
-        }
-    }
-    index
 }
 
 impl<'a> IntoIterator for &'a IdSet {

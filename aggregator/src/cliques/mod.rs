@@ -23,9 +23,10 @@ pub use types::{
 };
 
 use crate::graph::{Graph, Node};
-use crate::idset::{IdSet, index_by_key};
+use crate::interner::{Interner, Ix};
 use crate::links::{LinkChanges, LinkKey, LinkSet};
 use crate::parallel::{alongside, map_on_all_cores};
+use smallvec::SmallVec;
 
 /// The sub-graph of one focal point.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -249,27 +250,36 @@ fn reachable(
     out
 }
 
+/// An expansion with its node numbered in the clique set.
+type Numbered = (Ix, Option<LinkType>);
+
+/// The walks that expanded one node: the link type expanded and the focal point's number.
+/// Most nodes are expanded by one or two walks.
+type ExpandedBy = SmallVec<[(Option<LinkType>, Ix); 2]>;
+
 /// The cliques of one environment.
+///
+/// What each walk expanded is kept by number ([`Interner`]): a walk's record holds its focal
+/// point and every node it expanded, so the index from a node to the walks that expanded it is
+/// a vector by number.
 #[derive(Debug, Default)]
 pub struct CliqueSet {
     plan: Plan,
     cliques: FxHashMap<ObjectId, Clique>,
-    /// Expansion → the focal points whose walk made it.
-    expanded_by: FxHashMap<Expansion, IdSet>,
-    /// Focal point → the expansions its walk made.
-    expansions: FxHashMap<ObjectId, Vec<Expansion>>,
+    ids: Interner<ObjectId>,
+    /// Per node number: the walks (link type expanded, focal point number) that expanded it.
+    expanded_by: Vec<ExpandedBy>,
+    /// Per focal point number: the expansions of its walk (`None`: it has no walk on record).
+    expansions: Vec<Option<Box<[Numbered]>>>,
 }
 
 impl CliqueSet {
     /// Every clique of the graph, from scratch. The walks run on every core (they only read
-    /// the graph and the links) and are recorded in one pass.
+    /// the graph and the links); their expansions are numbered on this thread, then the
+    /// cliques and the expansion index are recorded by two threads at once.
     pub fn build(plan: Plan, graph: &Graph, links: &LinkSet) -> Self {
-        let mut set = CliqueSet {
-            plan,
-            ..Self::default()
-        };
-        let focal: Vec<(&Node, &(CliqueType, Vec<String>))> = set
-            .plan
+        let mut set = CliqueSet::default();
+        let focal: Vec<(&Node, &(CliqueType, Vec<String>))> = plan
             .entries
             .iter()
             .flat_map(|entry| {
@@ -281,26 +291,35 @@ impl CliqueSet {
         let walks = map_on_all_cores(&focal, |(node, (clique_type, keys))| {
             walk(node, clique_type, keys, links)
         });
-        let ids: Vec<ObjectId> = focal.iter().map(|(node, _)| node.id().clone()).collect();
-        // Recorded by two threads at once, as the link set is: the index of expansions on
-        // one, the cliques on the other.
-        let (cliques, expansions): (Vec<Option<Clique>>, Vec<Vec<Expansion>>) =
-            walks.into_iter().map(|w| (w.clique, w.expanded)).unzip();
-        let expanded_total = expansions.iter().map(Vec::len).sum();
-        set.cliques.reserve(ids.len());
-        set.expansions.reserve(ids.len());
-        let ((), expanded_by) = alongside(
-            || {
-                let found = ids.iter().zip(cliques);
-                set.cliques
-                    .extend(found.filter_map(|(id, clique)| Some((id.clone(), clique?))));
-            },
-            || index_by_key(&ids, &expansions, expanded_total),
-        );
-        for (id, expanded) in ids.into_iter().zip(expansions) {
-            set.expansions.insert(id, expanded);
+        set.ids.reserve(focal.len() * 2);
+        let mut cliques = Vec::with_capacity(walks.len());
+        let mut records = Vec::with_capacity(walks.len());
+        for ((node, _), walk) in focal.iter().zip(walks) {
+            records.push(set.number(node.id(), walk.expanded));
+            cliques.extend(walk.clique.map(|c| (node.id().clone(), c)));
         }
-        set.expanded_by = expanded_by;
+        set.fit_tables();
+        set.cliques.reserve(cliques.len());
+        let CliqueSet {
+            cliques: by_focal,
+            expanded_by,
+            expansions,
+            ..
+        } = &mut set;
+        alongside(
+            || by_focal.extend(cliques),
+            || {
+                for (focal, expanded) in &records {
+                    for &(node, link_type) in expanded.iter() {
+                        expanded_by[node as usize].push((link_type, *focal));
+                    }
+                }
+            },
+        );
+        for (focal, expanded) in records {
+            expansions[focal as usize] = Some(expanded);
+        }
+        set.plan = plan;
         set
     }
 
@@ -345,15 +364,22 @@ impl CliqueSet {
             );
         for (link_type, ends) in changed {
             for end in ends {
-                for expansion in [(end.clone(), Some(link_type)), (end.clone(), None)] {
-                    let focals = self.expanded_by.get(&expansion).into_iter().flatten();
-                    dirty.extend(focals.cloned());
+                let Some(node) = self.ids.get(end) else {
+                    continue;
+                };
+                for &(expanded, focal) in &self.expanded_by[node as usize] {
+                    if expanded.is_none_or(|t| t == link_type) {
+                        dirty.insert(self.ids.key(focal).clone());
+                    }
                 }
             }
         }
         for id in touched {
             let is_focal = self.cliques.contains_key(id)
-                || self.expansions.contains_key(id)
+                || self
+                    .ids
+                    .get(id)
+                    .is_some_and(|n| self.expansions[n as usize].is_some())
                 || graph
                     .get(id)
                     .is_some_and(|n| self.plan.for_focal_type(n.object_type()).is_some());
@@ -395,15 +421,17 @@ impl CliqueSet {
     }
 
     fn rewalk(&mut self, focal: &ObjectId, graph: &Graph, links: &LinkSet) {
-        if let Some(old) = self.expansions.remove(focal) {
-            for expansion in old {
-                if let Some(set) = self.expanded_by.get_mut(&expansion) {
-                    set.remove(focal);
-                    if set.is_empty() {
-                        self.expanded_by.remove(&expansion);
-                    }
+        if let Some(number) = self.ids.get(focal)
+            && let Some(old) = self.expansions[number as usize].take()
+        {
+            for &(node, link_type) in old.iter() {
+                let walks = &mut self.expanded_by[node as usize];
+                if let Some(at) = walks.iter().position(|&w| w == (link_type, number)) {
+                    walks.swap_remove(at);
                 }
+                self.ids.release(node);
             }
+            self.ids.release(number);
         }
         self.cliques.remove(focal);
         let Some(node) = graph.get(focal) else {
@@ -413,20 +441,45 @@ impl CliqueSet {
             return;
         };
         let walk = walk(node, clique_type, keys, links);
-        self.record(focal, walk);
+        let (number, expanded) = self.number(node.id(), walk.expanded);
+        self.fit_tables();
+        for &(node, link_type) in expanded.iter() {
+            self.expanded_by[node as usize].push((link_type, number));
+        }
+        self.expansions[number as usize] = Some(expanded);
+        if let Some(clique) = walk.clique {
+            self.cliques.insert(node.id().clone(), clique);
+        }
     }
 
-    fn record(&mut self, focal: &ObjectId, walk: Walk) {
-        for expanded in &walk.expanded {
-            self.expanded_by
-                .entry(expanded.clone())
-                .or_default()
-                .insert(focal.clone());
+    /// Numbers a walk's record: its focal point and every node it expanded, each held.
+    fn number(&mut self, focal: &ObjectId, expanded: Vec<Expansion>) -> (Ix, Box<[Numbered]>) {
+        let focal = self.ids.hold(focal);
+        let expanded = expanded
+            .into_iter()
+            .map(|(id, link_type)| (self.ids.hold(&id), link_type))
+            .collect();
+        (focal, expanded)
+    }
+
+    /// Extends the per-number tables to every number given out.
+    fn fit_tables(&mut self) {
+        let span = self.ids.span();
+        if self.expanded_by.len() < span {
+            self.expanded_by.resize_with(span, ExpandedBy::new);
+            self.expansions.resize_with(span, || None);
         }
-        self.expansions.insert(focal.clone(), walk.expanded);
-        if let Some(clique) = walk.clique {
-            self.cliques.insert(focal.clone(), clique);
-        }
+    }
+
+    /// What the set's bookkeeping holds: numbered ids, index entries, walks on record. An
+    /// incremental set must hold exactly what a full build of the same graph holds.
+    #[cfg(test)]
+    fn bookkeeping(&self) -> [usize; 3] {
+        [
+            self.ids.held(),
+            self.expanded_by.iter().map(|w| w.len()).sum(),
+            self.expansions.iter().flatten().count(),
+        ]
     }
 }
 

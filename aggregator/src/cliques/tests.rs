@@ -150,6 +150,8 @@ proptest! {
             let applied = env.apply(changes);
             let full = CliqueSet::build(env.cliques.plan().clone(), &env.graph, &env.links);
             prop_assert_eq!(sorted(&env.cliques), sorted(&full), "after {:?}", edit);
+            // Nothing is left numbered or indexed that a fresh build would not hold.
+            prop_assert_eq!(env.cliques.bookkeeping(), full.bookkeeping(), "after {:?}", edit);
             let mut replayed: BTreeMap<ObjectId, Clique> =
                 before.into_iter().map(|c| (c.focal_point.clone(), c)).collect();
             for focal in &applied.cliques.removed {
