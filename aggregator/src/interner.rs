@@ -66,7 +66,28 @@ impl<K: Hash + Eq + Clone> Interner<K> {
         ix
     }
 
-    /// Adds a holder to a number already held (by the caller itself, so it cannot be freed).
+    /// Numbers `key` (if it is new) without holding it: for numbering everything a build may
+    /// refer to before its parallel part, which can then only look numbers up. What nothing
+    /// came to hold is freed by [`Interner::forget_unheld`].
+    pub fn seed(&mut self, key: &K) {
+        if !self.index.contains_key(key) {
+            self.insert(key.clone());
+        }
+    }
+
+    /// Frees every number nothing holds (the seeds nothing came to hold).
+    pub fn forget_unheld(&mut self) {
+        for (ix, holders) in self.holders.iter().enumerate() {
+            if *holders == 0
+                && let Some(key) = self.keys[ix].take()
+            {
+                self.index.remove(&key);
+                self.free.push(ix as Ix);
+            }
+        }
+    }
+
+    /// Adds a holder to a number that is held, or seeded and not yet forgotten.
     pub fn hold_number(&mut self, ix: Ix) -> Ix {
         self.holders[ix as usize] += 1;
         ix
@@ -119,6 +140,24 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn seeds_nothing_came_to_hold_are_forgotten() {
+        let mut interner: Interner<&str> = Interner::default();
+        interner.seed(&"vnic:h:a");
+        interner.seed(&"vnic:h:b");
+        interner.seed(&"vnic:h:a");
+        let a = interner.get(&"vnic:h:a").expect("seeded");
+        interner.hold_number(a);
+        interner.forget_unheld();
+        assert_eq!(interner.get(&"vnic:h:a"), Some(a));
+        assert_eq!(interner.get(&"vnic:h:b"), None);
+        // The forgotten number is given out again rather than a new one.
+        let c = interner.hold(&"vnic:h:c");
+        assert_eq!((interner.span(), interner.key(c)), (2, &"vnic:h:c"));
+        interner.release(a);
+        assert_eq!(interner.get(&"vnic:h:a"), None);
+    }
 
     proptest! {
         /// Holding and releasing in any order: a held key keeps its number, a key nobody

@@ -270,7 +270,27 @@ fn dedup<T, K: std::hash::Hash + Eq>(items: &mut Vec<T>, key: impl Fn(&T) -> K) 
     }
 }
 
-/// A [`Derived`] with everything it names numbered.
+/// A number found, or the id to number.
+enum End {
+    Known(Ix),
+    New(ObjectId),
+}
+
+/// A watch whose object or lookup was found numbered, or the read to number.
+enum Target {
+    Known(Watch),
+    New(Read),
+}
+
+/// A [`Derived`] with the numbers of what it names found where they exist; nothing is held.
+struct Resolved {
+    producer: End,
+    links: Vec<Link>,
+    ends: Vec<(End, End)>,
+    watches: Vec<Target>,
+}
+
+/// A [`Derived`] with everything it names numbered and held.
 struct Numbered {
     producer: Ix,
     links: Vec<Link>,
@@ -398,9 +418,6 @@ impl LinkTable {
 
     /// Adds one producer's derivation of `link` (its ends numbered `source` and `target`).
     fn hold(&mut self, link: Link, source: Ix, target: Ix, before: Option<&mut Before>) -> Ix {
-        // Kept for as long as the link exists; a finder's inserts left room for more.
-        let mut link = link;
-        link.attributes.shrink_to_fit();
         let both_ends = self.both_ends.contains(&link.link_type);
         let key = (source, target, link.link_type);
         if let Some(&number) = self.by_key.get(&key)
@@ -422,6 +439,7 @@ impl LinkTable {
         if let Some(before) = before {
             before.entry(LinkKey::of(&link)).or_insert(None);
         }
+        let mut link = link;
         if both_ends {
             confirm(&mut link, 1);
         }
@@ -563,24 +581,30 @@ impl LinkSet {
     pub fn build(graph: &Graph) -> Self {
         let mut set = LinkSet::default();
         let nodes: Vec<&Node> = graph.nodes().collect();
-        let finders = &set.finders;
-        let derived = map_on_all_cores(&nodes, |node| finders.run(node, graph));
-        let (links, reads) = derived
-            .iter()
-            .fold((0, 0), |(l, r), d| (l + d.links.len(), r + d.reads.len()));
-        set.ids.reserve(nodes.len() + reads / 4);
+        // Every object is numbered first, so that the finders' threads can number most of
+        // what they read by looking it up; only holding (counting) is left to this thread.
+        set.ids.reserve(nodes.len());
+        for node in &nodes {
+            set.ids.seed(node.id());
+        }
+        let derived = {
+            let set = &set;
+            map_on_all_cores(&nodes, |node| {
+                let derived = set.finders.run(node, graph);
+                (!derived.is_empty()).then(|| set.resolve(node.id(), derived))
+            })
+        };
+        let links = derived.iter().flatten().map(|d| d.links.len()).sum();
         let mut producers = Vec::new();
         let mut link_lists = Vec::new();
         let mut watch_lists = Vec::new();
-        for (node, derived) in nodes.iter().zip(derived) {
-            if derived.is_empty() {
-                continue;
-            }
-            let numbered = set.number(node.id(), derived);
+        for resolved in derived.into_iter().flatten() {
+            let numbered = set.number(resolved);
             producers.push(numbered.producer);
             link_lists.push((numbered.links, numbered.ends));
             watch_lists.push(numbered.watches);
         }
+        set.ids.forget_unheld();
         set.fit_tables();
         // Sized once: growing these tables link by link cost a fifth of a build in rehashing.
         set.table.entries.reserve(links);
@@ -735,7 +759,8 @@ impl LinkSet {
         if derived.is_empty() {
             return;
         }
-        let numbered = self.number(node.id(), derived);
+        let resolved = self.resolve(node.id(), derived);
+        let numbered = self.number(resolved);
         self.fit_tables();
         for &watch in numbered.watches.iter() {
             self.watchers.add(watch, numbered.producer);
@@ -752,43 +777,98 @@ impl LinkSet {
         };
     }
 
-    /// Numbers a producer's derivation: the producer (held for its production), what it
-    /// watches, and its links' ends (held for each link).
-    fn number(&mut self, producer_id: &ObjectId, derived: Derived) -> Numbered {
-        let producer = self.ids.hold(producer_id);
+    /// Finds the numbers of what a derivation names, where they exist. It only reads the set,
+    /// so a full build resolves on every core.
+    fn resolve(&self, producer: &ObjectId, derived: Derived) -> Resolved {
+        let end = |id: &ObjectId| {
+            self.ids
+                .get(id)
+                .map_or_else(|| End::New(id.clone()), End::Known)
+        };
         // A link's ends are the producer and objects it read, all copies of the graph's ids:
         // they are matched to the numbers just found by identity, before any hashing.
-        let mut known: SmallVec<[(ObjectId, Ix); 8]> = SmallVec::new();
-        known.push((producer_id.clone(), producer));
-        let watches = derived
+        let producer_end = end(producer);
+        let found: Vec<Option<Watch>> = derived
             .reads
-            .into_iter()
-            .map(|read| {
-                let watch = self.watch(&read);
-                if let (
-                    Read::Object(id) | Read::Presence(id),
-                    Watch::Object(ix) | Watch::Presence(ix),
-                ) = (read, watch)
-                {
-                    known.push((id, ix));
-                }
-                watch
+            .iter()
+            .map(|read| match read {
+                Read::Object(id) => self.ids.get(id).map(Watch::Object),
+                Read::Presence(id) => self.ids.get(id).map(Watch::Presence),
+                Read::Lookup(lookup) => self.lookups.get(lookup).map(Watch::Lookup),
             })
             .collect();
-        let mut hold = |id: &ObjectId| match known.iter().find(|(k, _)| k.is_same_copy(id)) {
-            Some(&(_, ix)) => self.ids.hold_number(ix),
-            None => self.ids.hold(id),
+        let mut known: SmallVec<[(&ObjectId, Ix); 8]> = SmallVec::new();
+        if let End::Known(ix) = producer_end {
+            known.push((producer, ix));
+        }
+        for (read, watch) in derived.reads.iter().zip(&found) {
+            if let (
+                Read::Object(id) | Read::Presence(id),
+                Some(Watch::Object(ix) | Watch::Presence(ix)),
+            ) = (read, watch)
+            {
+                known.push((id, *ix));
+            }
+        }
+        let link_end = |id: &ObjectId| match known.iter().find(|(k, _)| k.is_same_copy(id)) {
+            Some(&(_, ix)) => End::Known(ix),
+            None => end(id),
         };
         let ends = derived
             .links
             .iter()
-            .map(|l| (hold(&l.source), hold(&l.target)))
+            .map(|l| (link_end(&l.source), link_end(&l.target)))
             .collect();
-        Numbered {
-            producer,
+        drop(known);
+        let watches = derived
+            .reads
+            .into_iter()
+            .zip(found)
+            .map(|(read, watch)| watch.map_or(Target::New(read), Target::Known))
+            .collect();
+        Resolved {
+            producer: producer_end,
             links: derived.links,
             ends,
             watches,
+        }
+    }
+
+    /// Holds what a resolved derivation names: its producer (for its production), what it
+    /// watches, and its links' ends (for each link), numbering what was not numbered yet.
+    fn number(&mut self, resolved: Resolved) -> Numbered {
+        let producer = self.hold_end(resolved.producer);
+        let watches = resolved
+            .watches
+            .into_iter()
+            .map(|target| match target {
+                Target::Known(watch) => {
+                    match watch {
+                        Watch::Object(ix) | Watch::Presence(ix) => self.ids.hold_number(ix),
+                        Watch::Lookup(ix) => self.lookups.hold_number(ix),
+                    };
+                    watch
+                }
+                Target::New(read) => self.watch(&read),
+            })
+            .collect();
+        let ends = resolved
+            .ends
+            .into_iter()
+            .map(|(source, target)| (self.hold_end(source), self.hold_end(target)))
+            .collect();
+        Numbered {
+            producer,
+            links: resolved.links,
+            ends,
+            watches,
+        }
+    }
+
+    fn hold_end(&mut self, end: End) -> Ix {
+        match end {
+            End::Known(ix) => self.ids.hold_number(ix),
+            End::New(id) => self.ids.hold(&id),
         }
     }
 
@@ -863,7 +943,10 @@ fn link_between(source: &Node, target: &Node) -> Link {
         state: source.state().and(target.state()),
         host,
         implicit: false,
-        attributes: AttrMap::new(),
+        // Room for what nearly every link carries, its name and network (or, for a tunnel,
+        // whether both ends agree): a link is kept as long as it exists, so its map is sized
+        // to it rather than grown by doubling.
+        attributes: AttrMap::with_capacity(2),
     }
 }
 

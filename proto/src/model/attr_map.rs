@@ -21,6 +21,11 @@ impl AttrMap {
         AttrMap(Vec::new())
     }
 
+    /// An empty map with room for `entries` entries.
+    pub fn with_capacity(entries: usize) -> Self {
+        AttrMap(Vec::with_capacity(entries))
+    }
+
     fn position(&self, key: &str) -> Result<usize, usize> {
         self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
     }
