@@ -190,12 +190,13 @@ impl Graph {
         self.nodes.is_empty()
     }
 
-    /// The node with this id (an [`ObjectId`], or its text).
-    pub fn get<Id>(&self, id: &Id) -> Option<&Node>
-    where
-        ObjectId: std::borrow::Borrow<Id>,
-        Id: std::hash::Hash + Eq + ?Sized,
-    {
+    pub fn get(&self, id: &ObjectId) -> Option<&Node> {
+        self.nodes.get(id).map(|node| &**node)
+    }
+
+    /// The node whose id is `id`: for an id read from an attribute, without making an
+    /// [`ObjectId`] of it first.
+    pub fn get_by_text(&self, id: &str) -> Option<&Node> {
         self.nodes.get(id).map(|node| &**node)
     }
 

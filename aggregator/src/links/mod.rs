@@ -96,7 +96,7 @@ impl<'g> Reader<'g> {
     where
         Id: AsRef<str> + ?Sized,
     {
-        let found = self.graph.get(id.as_ref());
+        let found = self.graph.get_by_text(id.as_ref());
         let recorded = found.map_or_else(|| ObjectId::from_raw(id.as_ref()), |n| n.id().clone());
         (found, recorded)
     }
