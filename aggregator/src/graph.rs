@@ -191,7 +191,7 @@ impl Graph {
     }
 
     pub fn get(&self, id: &ObjectId) -> Option<&Node> {
-        self.nodes.get(id).map(|node| &**node)
+        self.get_by_text(id.as_str())
     }
 
     /// The node whose id is `id`: for an id read from an attribute, without making an

@@ -176,8 +176,6 @@ pub trait LinkFinder: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct Finders {
     by_origin: FxHashMap<ObjectType, Vec<Box<dyn LinkFinder>>>,
-    /// The link types that carry traffic only when both ends derive them.
-    both_ends: Vec<LinkType>,
 }
 
 impl Default for Finders {
@@ -190,17 +188,10 @@ impl Default for Finders {
             .chain(fabric::finders())
             .collect();
         let mut by_origin: FxHashMap<ObjectType, Vec<Box<dyn LinkFinder>>> = FxHashMap::default();
-        let mut both_ends = Vec::new();
         for finder in all {
-            if finder.needs_both_ends() {
-                both_ends.extend(finder.produces());
-            }
             by_origin.entry(finder.origin()).or_default().push(finder);
         }
-        Finders {
-            by_origin,
-            both_ends,
-        }
+        Finders { by_origin }
     }
 }
 
@@ -216,6 +207,16 @@ impl Finders {
         types.sort();
         types.dedup();
         types
+    }
+
+    /// The link types that carry traffic only when both ends derive them.
+    fn needing_both_ends(&self) -> Vec<LinkType> {
+        self.by_origin
+            .values()
+            .flatten()
+            .filter(|f| f.needs_both_ends())
+            .flat_map(|f| f.produces())
+            .collect()
     }
 
     /// The links `node` originates (each once) and what was read to find them.
@@ -385,8 +386,8 @@ struct LinkTable {
     /// Per object number, its links with their type, ordered by type: what a clique walk
     /// asks for. Most objects have one or two links.
     ends: Vec<SmallVec<[(LinkType, Ix); 2]>>,
+    /// The link types that carry traffic only when both ends derive them.
     both_ends: Vec<LinkType>,
-    len: usize,
 }
 
 impl LinkTable {
@@ -466,7 +467,6 @@ impl LinkTable {
         if target != source {
             self.add_end(target, link_type, number);
         }
-        self.len += 1;
         number
     }
 
@@ -493,7 +493,6 @@ impl LinkTable {
             if ends.1 != ends.0 {
                 self.remove_end(ends.1, number);
             }
-            self.len -= 1;
         }
         Some(ends)
     }
@@ -557,7 +556,7 @@ impl Default for LinkSet {
     fn default() -> Self {
         let finders = Finders::default();
         let table = LinkTable {
-            both_ends: finders.both_ends.clone(),
+            both_ends: finders.needing_both_ends(),
             ..LinkTable::default()
         };
         LinkSet {
@@ -641,11 +640,11 @@ impl LinkSet {
     }
 
     pub fn len(&self) -> usize {
-        self.table.len
+        self.table.by_key.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.len == 0
+        self.table.by_key.is_empty()
     }
 
     pub fn get(&self, key: &LinkKey) -> Option<&Link> {
@@ -785,8 +784,6 @@ impl LinkSet {
                 .get(id)
                 .map_or_else(|| End::New(id.clone()), End::Known)
         };
-        // A link's ends are the producer and objects it read, all copies of the graph's ids:
-        // they are matched to the numbers just found by identity, before any hashing.
         let producer_end = end(producer);
         let found: Vec<Option<Watch>> = derived
             .reads
@@ -797,29 +794,32 @@ impl LinkSet {
                 Read::Lookup(lookup) => self.lookups.get(lookup).map(Watch::Lookup),
             })
             .collect();
-        let mut known: SmallVec<[(&ObjectId, Ix); 8]> = SmallVec::new();
-        if let End::Known(ix) = producer_end {
-            known.push((producer, ix));
-        }
-        for (read, watch) in derived.reads.iter().zip(&found) {
-            if let (
-                Read::Object(id) | Read::Presence(id),
-                Some(Watch::Object(ix) | Watch::Presence(ix)),
-            ) = (read, watch)
-            {
-                known.push((id, *ix));
+        // A link's ends are the producer and objects it read, all copies of the graph's ids:
+        // they are matched to the numbers just found by identity, before any hashing.
+        let ends = {
+            let mut known: SmallVec<[(&ObjectId, Ix); 8]> = SmallVec::new();
+            if let End::Known(ix) = producer_end {
+                known.push((producer, ix));
             }
-        }
-        let link_end = |id: &ObjectId| match known.iter().find(|(k, _)| k.is_same_copy(id)) {
-            Some(&(_, ix)) => End::Known(ix),
-            None => end(id),
+            for (read, watch) in derived.reads.iter().zip(&found) {
+                if let (
+                    Read::Object(id) | Read::Presence(id),
+                    Some(Watch::Object(ix) | Watch::Presence(ix)),
+                ) = (read, watch)
+                {
+                    known.push((id, *ix));
+                }
+            }
+            let link_end = |id: &ObjectId| match known.iter().find(|(k, _)| k.is_same_copy(id)) {
+                Some(&(_, ix)) => End::Known(ix),
+                None => end(id),
+            };
+            derived
+                .links
+                .iter()
+                .map(|l| (link_end(&l.source), link_end(&l.target)))
+                .collect()
         };
-        let ends = derived
-            .links
-            .iter()
-            .map(|l| (link_end(&l.source), link_end(&l.target)))
-            .collect();
-        drop(known);
         let watches = derived
             .reads
             .into_iter()
