@@ -4,13 +4,30 @@
 /// `f` applied to each item, in the items' order, the work split evenly across the cores. A
 /// panic in `f` is re-raised here.
 pub fn map_on_all_cores<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    map_on_all_cores_with(items, || (), |(), item| f(item))
+}
+
+/// Like [`map_on_all_cores`], with a state each thread makes once (`init`) and passes to every
+/// call: scratch buffers that would otherwise be allocated per item.
+pub fn map_on_all_cores_with<T: Sync, S, R: Send>(
+    items: &[T],
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, &T) -> R + Sync,
+) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let chunk = items.len().div_ceil(threads).max(1);
-    let f = &f;
+    let (init, f) = (&init, &f);
     std::thread::scope(|scope| {
         let workers: Vec<_> = items
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut state = init();
+                    part.iter()
+                        .map(|item| f(&mut state, item))
+                        .collect::<Vec<R>>()
+                })
+            })
             .collect();
         workers
             .into_iter()
@@ -47,6 +64,22 @@ mod tests {
         let doubled = super::map_on_all_cores(&items, |i| i * 2);
         assert_eq!(doubled, items.iter().map(|i| i * 2).collect::<Vec<_>>());
         assert!(super::map_on_all_cores(&[] as &[u32], |i| *i).is_empty());
+    }
+
+    #[test]
+    fn each_thread_keeps_its_state() {
+        let items: Vec<u32> = (0..1001).collect();
+        // A running count per thread: within a thread's part, calls see the state grow.
+        let seen = super::map_on_all_cores_with(&items, || 0u32, |calls, &i| {
+            *calls += 1;
+            (i, *calls)
+        });
+        assert_eq!(seen.iter().map(|&(i, _)| i).collect::<Vec<_>>(), items);
+        assert!(seen.windows(2).all(|w| w[1].1 == w[0].1 + 1 || w[1].1 == 1));
+        assert_eq!(seen.iter().filter(|&&(_, calls)| calls == 1).count(), {
+            let threads = std::thread::available_parallelism().map_or(1, usize::from);
+            items.chunks(items.len().div_ceil(threads)).count()
+        });
     }
 
     #[test]

@@ -401,6 +401,10 @@ async fn main() -> anyhow::Result<()> {
         println!("RSS with the environment built: {:.0} MiB", rss_mib());
         COUNTING.store(false, std::sync::atomic::Ordering::Relaxed);
         incremental(&mut env);
+        println!(
+            "RSS after the deltas (the allocator has returned the build's temporaries): {:.0} MiB",
+            rss_mib()
+        );
         drop(env);
         for round in 1..3 {
             let (env, time) = build();

@@ -2,7 +2,7 @@
 
 use calipso_proto::{AttrValue, Link, LinkType, ObjectId, ObjectType};
 
-use super::{LinkFinder, Reader, link_between, named, on_network};
+use super::{Description, LinkFinder, Reader, described, link_between};
 use crate::graph::{Lookup, Node};
 
 pub(super) fn finders() -> Vec<Box<dyn LinkFinder>> {
@@ -79,16 +79,10 @@ impl LinkFinder for HostPnicNetwork {
                 Some(AttrValue::Str(id)) => id.clone(),
                 _ => "None".into(),
             };
-            let mut link = named(
-                link_between(pnic, network),
-                format!("Segment-{segment}"),
-                None,
-            );
-            link.attributes.insert(
-                "source_label",
-                AttrValue::Str(format!("port-{}", pnic.object.name)),
-            );
-            out.push(on_network(link, Some(id.to_string())));
+            let description = Description::named(format!("Segment-{segment}"))
+                .with_fact("source_label", format!("port-{}", pnic.object.name))
+                .on_network(Some(id.to_string()));
+            out.push(described(link_between(pnic, network), description));
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use calipso_proto::{Link, LinkType, ObjectType};
 
-use super::{LinkFinder, Reader, link_between, named, symmetric_link};
+use super::{Description, LinkFinder, Reader, described, link_between, symmetric_link};
 use crate::graph::{Lookup, Node};
 
 pub(super) fn finders() -> Vec<Box<dyn LinkFinder>> {
@@ -38,10 +38,9 @@ impl LinkFinder for HostPnicSwitchPnic {
         for pnic in reader.find_endpoints(Lookup::Mac(mac)) {
             if pnic.object_type() == ObjectType::HostPnic {
                 let host = pnic.object.host.clone().unwrap_or_default();
-                out.push(named(
+                out.push(described(
                     link_between(pnic, port),
-                    format!("{host}-{switch}"),
-                    None,
+                    Description::named(format!("{host}-{switch}")),
                 ));
             }
         }
@@ -70,7 +69,10 @@ impl LinkFinder for SwitchSwitchPnic {
             .filter(|n| n.object_type() == ObjectType::Switch)
         {
             let name = format!("{}={}", switch.object.name, port.object.name);
-            out.push(named(link_between(switch, port), name, None));
+            out.push(described(
+                link_between(switch, port),
+                Description::named(name),
+            ));
         }
     }
 }
@@ -98,7 +100,7 @@ impl LinkFinder for SwitchPnicSwitchPnic {
         {
             let link = symmetric_link(port, peer);
             let name = link.target.to_string();
-            out.push(named(link, name, None));
+            out.push(described(link, Description::named(name)));
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use calipso_proto::{AttrValue, Link, LinkType, ObjectId, ObjectType};
 
-use super::{LinkFinder, Reader, link_between, named, on_network, symmetric_link};
+use super::{Description, LinkFinder, Reader, described, link_between, symmetric_link};
 use crate::graph::{Lookup, Node};
 
 pub(super) fn finders() -> Vec<Box<dyn LinkFinder>> {
@@ -74,8 +74,10 @@ impl LinkFinder for InstanceVnic {
         let name = network
             .clone()
             .unwrap_or_else(|| format!("{}-{}", instance.object.name, vnic.object.name));
-        let link = named(link_between(instance, vnic), name, None);
-        out.push(on_network(link, network));
+        out.push(described(
+            link_between(instance, vnic),
+            Description::named(name).on_network(network),
+        ));
     }
 }
 
@@ -116,9 +118,9 @@ impl LinkFinder for VnicVconnector {
             .mac_address
             .map_or_else(|| vnic.object.name.clone(), |mac| mac.to_string());
         let network = vnic_network(vnic, reader);
-        out.push(on_network(
-            named(link_between(vnic, bridge), name, None),
-            network,
+        out.push(described(
+            link_between(vnic, bridge),
+            Description::named(name).on_network(network),
         ));
     }
 }
@@ -142,7 +144,7 @@ impl LinkFinder for VnicVnic {
         };
         let link = symmetric_link(vnic, peer);
         let name = format!("{}-{}", link.source, link.target);
-        out.push(named(link, name, None));
+        out.push(described(link, Description::named(name)));
     }
 }
 
@@ -173,9 +175,9 @@ impl LinkFinder for VserviceVnic {
         let name = network
             .clone()
             .unwrap_or_else(|| format!("{}-{}", service.object.name, vnic.object.name));
-        out.push(on_network(
-            named(link_between(service, vnic), name, None),
-            network,
+        out.push(described(
+            link_between(service, vnic),
+            Description::named(name).on_network(network),
         ));
     }
 }
@@ -196,7 +198,10 @@ impl LinkFinder for VconnectorHostPnic {
     fn find(&self, pnic: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
         if let Some(bridge) = reader.referenced_endpoint(pnic, "master", ObjectType::Vconnector) {
             let name = pnic.object.name.clone();
-            out.push(named(link_between(bridge, pnic), name, None));
+            out.push(described(
+                link_between(bridge, pnic),
+                Description::named(name),
+            ));
         }
     }
 }

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::graph::{Graph, Lookup, Node, lookups_of};
 use crate::interner::{Interner, Ix};
-use crate::parallel::{alongside, map_on_all_cores};
+use crate::parallel::{alongside, map_on_all_cores_with};
 use smallvec::SmallVec;
 
 /// What identifies a link: its type and its ends. Links of a type that is its own reverse
@@ -82,13 +82,6 @@ pub struct Reader<'g> {
 }
 
 impl<'g> Reader<'g> {
-    fn new(graph: &'g Graph) -> Self {
-        Reader {
-            graph,
-            reads: Vec::new(),
-        }
-    }
-
     /// The object with this id (or its text), and the id to record the read under: the
     /// graph's own copy when the object exists, so that the link set shares its string rather
     /// than keeping one made from an attribute.
@@ -220,33 +213,50 @@ impl Finders {
     }
 
     /// The links `node` originates (each once) and what was read to find them.
-    fn run(&self, node: &Node, graph: &Graph) -> Derived {
+    fn run<'s>(&self, node: &Node, graph: &Graph, scratch: &'s mut Scratch) -> Derived<'s> {
+        scratch.reads.clear();
         let Some(finders) = self.by_origin.get(&node.object_type()) else {
             return Derived::default();
         };
-        let mut reader = Reader::new(graph);
-        let mut links: Vec<Link> = Vec::new();
+        let mut reader = Reader {
+            graph,
+            reads: std::mem::take(&mut scratch.reads),
+        };
         for finder in finders {
-            finder.find(node, &mut reader, &mut links);
+            finder.find(node, &mut reader, &mut scratch.links);
         }
-        dedup(&mut links, |l| {
+        scratch.reads = reader.reads;
+        dedup(&mut scratch.links, |l| {
             (l.link_type, l.source.clone(), l.target.clone())
         });
-        let mut reads = reader.reads;
-        reads.retain(|r| !matches!(r, Read::Object(id) if id == node.id()));
-        dedup(&mut reads, Read::clone);
-        Derived { links, reads }
+        scratch
+            .reads
+            .retain(|r| !matches!(r, Read::Object(id) if id == node.id()));
+        dedup(&mut scratch.reads, Read::clone);
+        Derived {
+            links: scratch.links.drain(..).collect(),
+            reads: &scratch.reads,
+        }
     }
 }
 
-/// What one producer derived, as its finders returned it.
+/// The buffers finders fill, kept from one producer to the next: a full build would otherwise
+/// allocate (and fault in fresh pages for) two growing vectors per object. Links are copied out
+/// at their exact size; reads are only looked at, and kept only as the watches they become.
 #[derive(Debug, Default)]
-struct Derived {
+struct Scratch {
     links: Vec<Link>,
     reads: Vec<Read>,
 }
 
-impl Derived {
+/// What one producer derived, as its finders returned it.
+#[derive(Debug, Default)]
+struct Derived<'s> {
+    links: Vec<Link>,
+    reads: &'s [Read],
+}
+
+impl Derived<'_> {
     fn is_empty(&self) -> bool {
         self.links.is_empty() && self.reads.is_empty()
     }
@@ -277,18 +287,15 @@ enum End {
     New(ObjectId),
 }
 
-/// A watch whose object or lookup was found numbered, or the read to number.
-enum Target {
-    Known(Watch),
-    New(Read),
-}
-
 /// A [`Derived`] with the numbers of what it names found where they exist; nothing is held.
 struct Resolved {
     producer: End,
     links: Vec<Link>,
     ends: Vec<(End, End)>,
-    watches: Vec<Target>,
+    /// The reads whose object or lookup was found numbered, as watches.
+    watches: Vec<Watch>,
+    /// The reads to number (in a full build, the lookups: only objects are numbered ahead).
+    unnumbered: Vec<Read>,
 }
 
 /// A [`Derived`] with everything it names numbered and held.
@@ -550,6 +557,7 @@ pub struct LinkSet {
     watchers: WatchTable,
     /// Per object number, what it produced.
     productions: Vec<Production>,
+    scratch: Scratch,
 }
 
 impl Default for LinkSet {
@@ -566,6 +574,7 @@ impl Default for LinkSet {
             table,
             watchers: WatchTable::default(),
             productions: Vec::new(),
+            scratch: Scratch::default(),
         }
     }
 }
@@ -588,8 +597,8 @@ impl LinkSet {
         }
         let derived = {
             let set = &set;
-            map_on_all_cores(&nodes, |node| {
-                let derived = set.finders.run(node, graph);
+            map_on_all_cores_with(&nodes, Scratch::default, |scratch, node| {
+                let derived = set.finders.run(node, graph, scratch);
                 (!derived.is_empty()).then(|| set.resolve(node.id(), derived))
             })
         };
@@ -754,11 +763,14 @@ impl LinkSet {
         let Some(node) = graph.get(producer) else {
             return;
         };
-        let derived = self.finders.run(node, graph);
-        if derived.is_empty() {
+        // Lent out: the derivation borrows it while the set is read to resolve it.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let derived = self.finders.run(node, graph, &mut scratch);
+        let resolved = (!derived.is_empty()).then(|| self.resolve(node.id(), derived));
+        self.scratch = scratch;
+        let Some(resolved) = resolved else {
             return;
-        }
-        let resolved = self.resolve(node.id(), derived);
+        };
         let numbered = self.number(resolved);
         self.fit_tables();
         for &watch in numbered.watches.iter() {
@@ -778,7 +790,7 @@ impl LinkSet {
 
     /// Finds the numbers of what a derivation names, where they exist. It only reads the set,
     /// so a full build resolves on every core.
-    fn resolve(&self, producer: &ObjectId, derived: Derived) -> Resolved {
+    fn resolve(&self, producer: &ObjectId, derived: Derived<'_>) -> Resolved {
         let end = |id: &ObjectId| {
             self.ids
                 .get(id)
@@ -820,17 +832,20 @@ impl LinkSet {
                 .map(|l| (link_end(&l.source), link_end(&l.target)))
                 .collect()
         };
-        let watches = derived
-            .reads
-            .into_iter()
-            .zip(found)
-            .map(|(read, watch)| watch.map_or(Target::New(read), Target::Known))
-            .collect();
+        let mut watches = Vec::with_capacity(found.iter().flatten().count());
+        let mut unnumbered = Vec::new();
+        for (read, watch) in derived.reads.iter().zip(found) {
+            match watch {
+                Some(watch) => watches.push(watch),
+                None => unnumbered.push(read.clone()),
+            }
+        }
         Resolved {
             producer: producer_end,
             links: derived.links,
             ends,
             watches,
+            unnumbered,
         }
     }
 
@@ -838,20 +853,17 @@ impl LinkSet {
     /// watches, and its links' ends (for each link), numbering what was not numbered yet.
     fn number(&mut self, resolved: Resolved) -> Numbered {
         let producer = self.hold_end(resolved.producer);
-        let watches = resolved
-            .watches
-            .into_iter()
-            .map(|target| match target {
-                Target::Known(watch) => {
-                    match watch {
-                        Watch::Object(ix) | Watch::Presence(ix) => self.ids.hold_number(ix),
-                        Watch::Lookup(ix) => self.lookups.hold_number(ix),
-                    };
-                    watch
-                }
-                Target::New(read) => self.watch(&read),
-            })
-            .collect();
+        let mut watches = resolved.watches;
+        for &watch in &watches {
+            match watch {
+                Watch::Object(ix) | Watch::Presence(ix) => self.ids.hold_number(ix),
+                Watch::Lookup(ix) => self.lookups.hold_number(ix),
+            };
+        }
+        watches.reserve_exact(resolved.unnumbered.len());
+        for read in &resolved.unnumbered {
+            watches.push(self.watch(read));
+        }
         let ends = resolved
             .ends
             .into_iter()
@@ -861,7 +873,7 @@ impl LinkSet {
             producer,
             links: resolved.links,
             ends,
-            watches,
+            watches: watches.into_boxed_slice(),
         }
     }
 
@@ -943,10 +955,7 @@ fn link_between(source: &Node, target: &Node) -> Link {
         state: source.state().and(target.state()),
         host,
         implicit: false,
-        // Room for what nearly every link carries, its name and network (or, for a tunnel,
-        // whether both ends agree): a link is kept as long as it exists, so its map is sized
-        // to it rather than grown by doubling.
-        attributes: AttrMap::with_capacity(2),
+        attributes: AttrMap::new(),
     }
 }
 
@@ -960,23 +969,71 @@ fn symmetric_link(a: &Node, b: &Node) -> Link {
     }
 }
 
-/// Sets the link's display name and end labels, as the original's links carry them.
-fn named(mut link: Link, name: String, labels: Option<(String, String)>) -> Link {
-    link.attributes.insert("link_name", AttrValue::Str(name));
-    if let Some((source, target)) = labels {
-        link.attributes
-            .insert("source_label", AttrValue::Str(source));
-        link.attributes
-            .insert("target_label", AttrValue::Str(target));
-    }
-    link
+/// What a link carries besides its ends, as the original's links do: a display name, labels
+/// for its ends, the network it carries (the constraint key of `network` cliques) and a fact of
+/// its own type.
+#[derive(Debug, Default)]
+struct Description {
+    name: String,
+    labels: Option<(String, String)>,
+    network: Option<String>,
+    fact: Option<(&'static str, String)>,
 }
 
-/// Marks a link with the network it carries: the constraint key of `network` cliques.
-fn on_network(mut link: Link, network: Option<String>) -> Link {
-    if let Some(network) = network {
-        link.attributes.insert("network", AttrValue::Str(network));
+impl Description {
+    fn named(name: String) -> Self {
+        Description {
+            name,
+            ..Description::default()
+        }
     }
+
+    fn labelled(self, source: String, target: String) -> Self {
+        Description {
+            labels: Some((source, target)),
+            ..self
+        }
+    }
+
+    fn on_network(self, network: Option<String>) -> Self {
+        Description { network, ..self }
+    }
+
+    fn with_fact(self, key: &'static str, value: String) -> Self {
+        Description {
+            fact: Some((key, value)),
+            ..self
+        }
+    }
+}
+
+/// `link` with its description as attributes, in a map of exactly their number: a link is kept
+/// as long as it exists, and most carry one or two attributes (a map grown by pushing would
+/// keep room for four).
+fn described(mut link: Link, description: Description) -> Link {
+    let Description {
+        name,
+        labels,
+        network,
+        fact,
+    } = description;
+    let count = 1
+        + 2 * usize::from(labels.is_some())
+        + usize::from(fact.is_some())
+        + usize::from(network.is_some());
+    let mut attributes = AttrMap::with_capacity(count);
+    attributes.insert("link_name", AttrValue::Str(name));
+    if let Some((source, target)) = labels {
+        attributes.insert("source_label", AttrValue::Str(source));
+        attributes.insert("target_label", AttrValue::Str(target));
+    }
+    if let Some((key, value)) = fact {
+        attributes.insert(key, AttrValue::Str(value));
+    }
+    if let Some(network) = network {
+        attributes.insert("network", AttrValue::Str(network));
+    }
+    link.attributes = attributes;
     link
 }
 

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use calipso_proto::{AttrValue, Link, LinkType, ObjectType};
 
-use super::{LinkFinder, Reader, link_between, named, symmetric_link};
+use super::{Description, LinkFinder, Reader, described, link_between, symmetric_link};
 use crate::graph::{Lookup, Node};
 
 pub(super) fn finders() -> Vec<Box<dyn LinkFinder>> {
@@ -29,7 +29,10 @@ impl OtepCarrier {
             ObjectType::HostPnic => format!("{host}pnic{}", carrier.object.name),
             _ => return None,
         };
-        Some(named(link_between(otep, carrier), name, None))
+        Some(described(
+            link_between(otep, carrier),
+            Description::named(name),
+        ))
     }
 }
 
@@ -119,7 +122,7 @@ impl LinkFinder for OtepOtep {
                 let hosts =
                     |id: &calipso_proto::ObjectId| id.owning_host().unwrap_or_default().to_owned();
                 let name = format!("{}-{}", hosts(&link.source), hosts(&link.target));
-                out.push(named(link, name, None));
+                out.push(described(link, Description::named(name)));
             }
         }
     }

@@ -4,7 +4,7 @@
 use calipso_proto::{AttrValue, Link, LinkType, ObjectType};
 
 use super::interfaces::vnic_network;
-use super::{LinkFinder, Reader, link_between, named, on_network};
+use super::{Description, LinkFinder, Reader, described, link_between};
 use crate::graph::{Lookup, Node};
 
 pub(super) fn finders() -> Vec<Box<dyn LinkFinder>> {
@@ -60,12 +60,10 @@ impl LinkFinder for VnicVedge {
             .map_or_else(String::new, |mac| mac.to_string());
         let target_label = int_text(vnic, "ofport").unwrap_or_default();
         let network = vnic_network(vnic, reader);
-        let link = named(
-            link_between(vnic, vedge),
-            name,
-            Some((source_label, target_label)),
-        );
-        out.push(on_network(link, network));
+        let description = Description::named(name)
+            .labelled(source_label, target_label)
+            .on_network(network);
+        out.push(described(link_between(vnic, vedge), description));
     }
 }
 
@@ -96,19 +94,18 @@ impl LinkFinder for VconnectorVedge {
         };
         let port = int_text(switch_end, "ofport").unwrap_or_else(|| "unknown".into());
         let name = format!("port-{port}{}", tag_suffix(switch_end));
-        let labels = (
+        let mut description = Description::named(name).labelled(
             bridge_end.object.name.clone(),
             switch_end.object.name.clone(),
         );
-        let mut link = named(link_between(bridge, vedge), name, Some(labels));
+        if let Some(mac) = bridge_end.object.attributes.mac_address {
+            description = description.with_fact("mac_address", mac.to_string());
+        }
+        let description = description.on_network(vnic_network(switch_end, reader));
+        let mut link = described(link_between(bridge, vedge), description);
         // The state of the path runs through both veth ends.
         link.state = link.state.and(bridge_end.state()).and(switch_end.state());
-        if let Some(mac) = bridge_end.object.attributes.mac_address {
-            link.attributes
-                .insert("mac_address", AttrValue::Str(mac.to_string()));
-        }
-        let network = vnic_network(switch_end, reader);
-        out.push(on_network(link, network));
+        out.push(link);
     }
 }
 
@@ -137,7 +134,10 @@ impl LinkFinder for VedgeHostPnic {
             for pnic in reader.find_endpoints(lookup) {
                 if pnic.object_type() == ObjectType::HostPnic {
                     let name = format!("Port-{uplink}");
-                    out.push(named(link_between(vedge, pnic), name, None));
+                    out.push(described(
+                        link_between(vedge, pnic),
+                        Description::named(name),
+                    ));
                 }
             }
         }
@@ -160,7 +160,10 @@ impl LinkFinder for VedgeOtep {
     fn find(&self, otep: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
         if let Some(vedge) = reader.referenced_endpoint(otep, "vedge", ObjectType::Vedge) {
             let name = format!("{}-otep", vedge.object.name);
-            out.push(named(link_between(vedge, otep), name, None));
+            out.push(described(
+                link_between(vedge, otep),
+                Description::named(name),
+            ));
         }
     }
 }
