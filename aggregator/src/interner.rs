@@ -57,7 +57,9 @@ impl<K: Hash + Eq + Clone> Interner<K> {
     /// The number of `key`, if something holds it.
     pub fn get(&self, key: &K) -> Option<Ix> {
         self.index
-            .find(hash_of(key), |&ix| self.keys[ix as usize].as_ref() == Some(key))
+            .find(hash_of(key), |&ix| {
+                self.keys[ix as usize].as_ref() == Some(key)
+            })
             .copied()
     }
 

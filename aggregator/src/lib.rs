@@ -33,6 +33,7 @@ pub mod openstack;
 mod parallel;
 pub mod quickstart;
 pub mod service;
+pub mod sorted_set;
 pub mod store;
 pub mod synthetic;
 pub mod tls;

@@ -70,10 +70,14 @@ mod tests {
     fn each_thread_keeps_its_state() {
         let items: Vec<u32> = (0..1001).collect();
         // A running count per thread: within a thread's part, calls see the state grow.
-        let seen = super::map_on_all_cores_with(&items, || 0u32, |calls, &i| {
-            *calls += 1;
-            (i, *calls)
-        });
+        let seen = super::map_on_all_cores_with(
+            &items,
+            || 0u32,
+            |calls, &i| {
+                *calls += 1;
+                (i, *calls)
+            },
+        );
         assert_eq!(seen.iter().map(|&(i, _)| i).collect::<Vec<_>>(), items);
         assert!(seen.windows(2).all(|w| w[1].1 == w[0].1 + 1 || w[1].1 == 1));
         assert_eq!(seen.iter().filter(|&&(_, calls)| calls == 1).count(), {

@@ -18,7 +18,8 @@ fn attr_value() -> impl Strategy<Value = AttrValue> {
     leaf.prop_recursive(4, 32, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(AttrValue::List),
-            prop::collection::btree_map("[a-z]{1,6}", inner, 0..4).prop_map(AttrValue::Map),
+            prop::collection::btree_map("[a-z]{1,6}", inner, 0..4)
+                .prop_map(|m| AttrValue::Map(m.into())),
         ]
     })
 }

@@ -229,7 +229,7 @@ impl Domain {
                     let vnic = ObjectId::host_local(ObjectType::Vnic, &scope.host, dev);
                     map.insert("vnic".into(), AttrValue::Str(vnic.as_str().to_owned()));
                 }
-                AttrValue::Map(map)
+                AttrValue::Map(map.into())
             })
             .collect::<Vec<_>>();
         object.with_extra("interfaces", AttrValue::List(interfaces))

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use calipso_proto::{AttrValue, LinkState, MacAddress, Object, ObjectId, ObjectType};
+use calipso_proto::{AttrMap, AttrValue, LinkState, MacAddress, Object, ObjectId, ObjectType};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
@@ -212,7 +212,7 @@ impl Attachment<'_> {
         if !options.is_empty() {
             facts.insert("options".to_owned(), string_map(options));
         }
-        AttrValue::Map(facts)
+        AttrValue::Map(facts.into())
     }
 }
 
@@ -299,7 +299,7 @@ fn vedge(scope: &Scope, root: &Row, tables: &Tables, attached: &[Attachment<'_>]
             if let Some(peer_bridge) = peer_bridge {
                 relation.insert("peer_bridge".to_owned(), AttrValue::Str(peer_bridge));
             }
-            patches.push(AttrValue::Map(relation));
+            patches.push(AttrValue::Map(relation.into()));
         }
         if kind == "system" || kind == "dpdk" {
             uplinks.insert(name.clone());
@@ -321,7 +321,7 @@ fn vedge(scope: &Scope, root: &Row, tables: &Tables, attached: &[Attachment<'_>]
             if !external.is_empty() {
                 facts.insert("external_ids".to_owned(), string_map(external));
             }
-            (name, AttrValue::Map(facts))
+            (name, AttrValue::Map(facts.into()))
         })
         .collect();
     bridges.sort_by(|a, b| a.0.cmp(&b.0));
@@ -338,7 +338,7 @@ fn vedge(scope: &Scope, root: &Row, tables: &Tables, attached: &[Attachment<'_>]
         "bridges",
         AttrValue::List(bridges.into_iter().map(|(_, b)| b).collect()),
     )
-    .with_extra("ports", AttrValue::Map(infrastructure))
+    .with_extra("ports", AttrValue::Map(infrastructure.into()))
     .with_extra("patch_ports", AttrValue::List(patches))
     .with_extra("uplinks", uplinks.into_iter().collect::<Vec<_>>());
     for (key, column) in [("ovs_version", "ovs_version"), ("db_version", "db_version")] {
@@ -627,9 +627,9 @@ fn otep(scope: &Scope, vedge_id: &ObjectId, local: &str, ports: &[&Attachment<'_
         types.insert(kind);
         let mut facts = match port.port_facts() {
             AttrValue::Map(facts) => facts,
-            _ => BTreeMap::new(),
+            _ => AttrMap::new(),
         };
-        facts.insert("name".to_owned(), AttrValue::Str(port.name()));
+        facts.insert("name", AttrValue::Str(port.name()));
         listed.push(AttrValue::Map(facts));
     }
     let mut object = Object::new(

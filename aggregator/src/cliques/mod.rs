@@ -26,6 +26,7 @@ use crate::graph::{Graph, Node};
 use crate::interner::{Interner, Ix};
 use crate::links::{LinkChanges, LinkKey, LinkSet};
 use crate::parallel::{alongside, map_on_all_cores};
+use crate::sorted_set::SortedSet;
 use smallvec::SmallVec;
 
 /// The sub-graph of one focal point.
@@ -36,8 +37,8 @@ pub struct Clique {
     pub clique_type: String,
     /// The focal point's values of the constraint attributes the links were checked against.
     pub constraints: BTreeMap<String, Vec<String>>,
-    pub nodes: BTreeSet<ObjectId>,
-    pub links: BTreeSet<LinkKey>,
+    pub nodes: SortedSet<ObjectId>,
+    pub links: SortedSet<LinkKey>,
     /// Transitive links, for clique types that walk them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub implicit_links: Vec<Link>,
@@ -120,7 +121,8 @@ fn walk(
         .or_default()
         .insert(focal.id().clone());
     let mut expanded: FxHashSet<Expansion> = FxHashSet::default();
-    let mut found: BTreeSet<LinkKey> = BTreeSet::new();
+    // Sorted and merged once, into the clique's set.
+    let mut found: Vec<LinkKey> = Vec::new();
     let mut implicit_links: Vec<Link> = Vec::new();
     for &step in &clique_type.link_types {
         let from: Vec<ObjectId> = collected
@@ -141,7 +143,7 @@ fn walk(
                         continue;
                     };
                     if passes(link, &constraints) {
-                        found.insert(LinkKey::of(link));
+                        found.push(LinkKey::of(link));
                         reached.push(far.clone());
                     }
                 }
@@ -177,7 +179,7 @@ fn walk(
             clique_type: clique_type.name.clone(),
             constraints,
             nodes: collected.into_values().flatten().collect(),
-            links: found,
+            links: found.into_iter().collect(),
             implicit_links,
         }),
         expanded,

@@ -112,13 +112,25 @@ impl IntoIterator for AttrMap {
 }
 
 impl FromIterator<(String, AttrValue)> for AttrMap {
-    /// Later entries replace earlier ones of the same name.
+    /// Later entries replace earlier ones of the same name. Sorted once, not inserted one by
+    /// one: a peer's map of many entries must not cost a quadratic number of moves.
     fn from_iter<I: IntoIterator<Item = (String, AttrValue)>>(entries: I) -> Self {
-        let mut map = AttrMap::new();
-        for (key, value) in entries {
-            map.insert(&key, value);
-        }
-        map
+        let mut entries: Vec<Entry> = entries
+            .into_iter()
+            .map(|(key, value)| (CompactString::from(key), value))
+            .collect();
+        // Stable, so that of equal names the later entry comes last; merging then keeps its
+        // value in the first one's place.
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(&mut later.1, &mut kept.1);
+            }
+            same
+        });
+        entries.shrink_to_fit();
+        AttrMap(entries)
     }
 }
 

@@ -1,10 +1,11 @@
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::AttrMap;
 
 /// A free-form attribute value: the JSON data model, made decodable from a binary format.
 ///
@@ -20,7 +21,7 @@ pub enum AttrValue {
     Float(f64),
     Str(String),
     List(Vec<AttrValue>),
-    Map(BTreeMap<String, AttrValue>),
+    Map(AttrMap),
 }
 
 impl AttrValue {
@@ -93,7 +94,7 @@ enum TaggedRef<'a> {
     Float(f64),
     Str(&'a str),
     List(&'a [AttrValue]),
-    Map(&'a BTreeMap<String, AttrValue>),
+    Map(&'a AttrMap),
 }
 
 /// The wire shape of a decoded value; variant order must match [`TaggedRef`].
@@ -105,7 +106,7 @@ enum TaggedOwned {
     Float(f64),
     Str(String),
     List(Vec<AttrValue>),
-    Map(BTreeMap<String, AttrValue>),
+    Map(AttrMap),
 }
 
 impl Serialize for AttrValue {
@@ -250,11 +251,11 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AttrValue, A::Error> {
-        let mut entries = BTreeMap::new();
-        while let Some((k, v)) = map.next_entry::<String, AttrValue>()? {
-            entries.insert(k, v);
+        let mut entries = Vec::new();
+        while let Some(entry) = map.next_entry::<String, AttrValue>()? {
+            entries.push(entry);
         }
-        Ok(AttrValue::Map(entries))
+        Ok(AttrValue::Map(entries.into_iter().collect()))
     }
 }
 

@@ -17,7 +17,7 @@ pub fn parse(text: &str) -> BTreeMap<String, AttrValue> {
     let flush_section = |section: &mut Option<(String, BTreeMap<String, AttrValue>)>,
                          target: &mut BTreeMap<String, AttrValue>| {
         if let Some((name, values)) = section.take() {
-            target.insert(name, AttrValue::Map(values));
+            target.insert(name, AttrValue::Map(values.into()));
         }
     };
 
@@ -34,7 +34,7 @@ pub fn parse(text: &str) -> BTreeMap<String, AttrValue> {
             let target = current_member.as_mut().map_or(&mut top, |(_, m)| m);
             flush_section(&mut section, target);
             if let Some((name, values)) = current_member.take() {
-                members.insert(name, AttrValue::Map(values));
+                members.insert(name, AttrValue::Map(values.into()));
             }
             current_member = Some((value, BTreeMap::new()));
             continue;
@@ -54,10 +54,10 @@ pub fn parse(text: &str) -> BTreeMap<String, AttrValue> {
     let target = current_member.as_mut().map_or(&mut top, |(_, m)| m);
     flush_section(&mut section, target);
     if let Some((name, values)) = current_member.take() {
-        members.insert(name, AttrValue::Map(values));
+        members.insert(name, AttrValue::Map(values.into()));
     }
     if !members.is_empty() {
-        top.insert("members".into(), AttrValue::Map(members));
+        top.insert("members".into(), AttrValue::Map(members.into()));
     }
     top
 }
@@ -65,6 +65,7 @@ pub fn parse(text: &str) -> BTreeMap<String, AttrValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use calipso_proto::AttrMap;
 
     /// The shape the bonding driver writes for an 802.3ad bond with two ports.
     const SAMPLE: &str = "Ethernet Channel Bonding Driver: v6.1.0
@@ -104,9 +105,9 @@ Permanent HW addr: 3c:fd:fe:00:00:02
 Slave queue ID: 0
 ";
 
-    fn get<'a>(map: &'a BTreeMap<String, AttrValue>, path: &[&str]) -> Option<&'a AttrValue> {
+    fn get<'a>(map: &'a AttrMap, path: &[&str]) -> Option<&'a AttrValue> {
         let (first, rest) = path.split_first()?;
-        let value = map.get(*first)?;
+        let value = map.get(first)?;
         if rest.is_empty() {
             return Some(value);
         }
@@ -120,7 +121,7 @@ Slave queue ID: 0
     fn parses_modes_sections_and_members() {
         let parsed = parse(SAMPLE);
         let text = |path: &[&str]| {
-            get(&parsed, path)
+            get(&AttrMap::from(parsed.clone()), path)
                 .and_then(AttrValue::as_str)
                 .map(str::to_owned)
         };

@@ -338,7 +338,7 @@ impl<'a> Builder<'a> {
                 .get(&facts.name)
                 .filter(|_| ns.is_none())
             {
-                set("bonding", AttrValue::Map(report.clone()));
+                set("bonding", AttrValue::Map(report.clone().into()));
             }
         }
         if let Some(port) = &facts.bond_port {
