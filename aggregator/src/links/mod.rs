@@ -431,11 +431,7 @@ impl LinkTable {
         if let Some(&number) = self.by_key.get(&key)
             && let Some(entry) = self.entries[number as usize].as_mut()
         {
-            if let Some(before) = before {
-                before
-                    .entry(LinkKey::of(&entry.link))
-                    .or_insert_with(|| Some(entry.link.clone()));
-            }
+            remember(before, &entry.link);
             entry.producers += 1;
             // The latest derivation wins; both producers read both ends, so they agree.
             entry.link = link;
@@ -481,11 +477,7 @@ impl LinkTable {
     /// which that derivation held.
     fn release(&mut self, number: Ix, before: Option<&mut Before>) -> Option<(Ix, Ix)> {
         let entry = self.entries.get_mut(number as usize)?.as_mut()?;
-        if let Some(before) = before {
-            before
-                .entry(LinkKey::of(&entry.link))
-                .or_insert_with(|| Some(entry.link.clone()));
-        }
+        remember(before, &entry.link);
         entry.producers -= 1;
         if self.both_ends.contains(&entry.link.link_type) {
             confirm(&mut entry.link, entry.producers);
@@ -502,6 +494,15 @@ impl LinkTable {
             }
         }
         Some(ends)
+    }
+}
+
+/// Records `link` as it was before the update, unless an earlier step of it already did.
+fn remember(before: Option<&mut Before>, link: &Link) {
+    if let Some(before) = before {
+        before
+            .entry(LinkKey::of(link))
+            .or_insert_with(|| Some(link.clone()));
     }
 }
 

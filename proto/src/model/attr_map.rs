@@ -129,8 +129,9 @@ impl FromIterator<(String, AttrValue)> for AttrMap {
             }
             same
         });
-        entries.shrink_to_fit();
-        AttrMap(entries)
+        let mut map = AttrMap(entries);
+        map.shrink_to_fit();
+        map
     }
 }
 

@@ -250,12 +250,8 @@ impl<'de> Visitor<'de> for JsonVisitor {
         Ok(AttrValue::List(items))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AttrValue, A::Error> {
-        let mut entries = Vec::new();
-        while let Some(entry) = map.next_entry::<String, AttrValue>()? {
-            entries.push(entry);
-        }
-        Ok(AttrValue::Map(entries.into_iter().collect()))
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AttrValue, A::Error> {
+        AttrMap::deserialize(de::value::MapAccessDeserializer::new(map)).map(AttrValue::Map)
     }
 }
 

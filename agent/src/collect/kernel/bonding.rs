@@ -119,9 +119,9 @@ Slave queue ID: 0
 
     #[test]
     fn parses_modes_sections_and_members() {
-        let parsed = parse(SAMPLE);
+        let parsed = AttrMap::from(parse(SAMPLE));
         let text = |path: &[&str]| {
-            get(&AttrMap::from(parsed.clone()), path)
+            get(&parsed, path)
                 .and_then(AttrValue::as_str)
                 .map(str::to_owned)
         };
