@@ -8,7 +8,8 @@ use std::net::IpAddr;
 
 use crate::idset::IdSet;
 use calipso_proto::{
-    AttrValue, LinkState, MacAddress, Object, ObjectId, ObjectType, StatusLevel, Timestamp,
+    AttrValue, CompactString, LinkState, MacAddress, Object, ObjectId, ObjectType, StatusLevel,
+    Timestamp,
 };
 
 /// An object as the aggregator holds it: what its source reported, plus what the aggregator
@@ -94,7 +95,10 @@ impl Node {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Lookup {
     /// A host-local object by host and name.
-    Name { host: String, name: String },
+    Name {
+        host: CompactString,
+        name: CompactString,
+    },
     /// Objects holding an address.
     Address(IpAddr),
     /// A physical NIC by MAC address.
@@ -102,9 +106,12 @@ pub enum Lookup {
     /// Objects whose attribute `key` names this object.
     ReferenceTo { key: &'static str, target: ObjectId },
     /// Vswitches that use the interface `name` of `host` as an uplink.
-    Uplink { host: String, name: String },
+    Uplink {
+        host: CompactString,
+        name: CompactString,
+    },
     /// Neutron ports bound to a host (`binding:host_id`).
-    BoundTo(String),
+    BoundTo(CompactString),
     /// A Neutron port by its MAC address.
     PortMac(MacAddress),
 }
@@ -131,7 +138,7 @@ pub fn lookups_of(node: &Node) -> Vec<Lookup> {
         for uplink in node.texts("uplinks") {
             found.push(Lookup::Uplink {
                 host: host.clone(),
-                name: uplink.to_owned(),
+                name: uplink.into(),
             });
         }
     }
@@ -158,7 +165,7 @@ pub fn lookups_of(node: &Node) -> Vec<Lookup> {
     }
     if object.object_type == ObjectType::Port {
         if let Some(host) = node.text("binding:host_id").filter(|h| !h.is_empty()) {
-            found.push(Lookup::BoundTo(host.to_owned()));
+            found.push(Lookup::BoundTo(host.into()));
         }
         found.extend(object.attributes.mac_address.map(Lookup::PortMac));
     }
@@ -173,7 +180,7 @@ pub struct Graph {
     /// Boxed: a node is 256 bytes, and a hash table keeps room for up to twice its entries.
     nodes: FxHashMap<ObjectId, Box<Node>>,
     by_type: FxHashMap<ObjectType, BTreeSet<ObjectId>>,
-    by_host: FxHashMap<String, IdSet>,
+    by_host: FxHashMap<CompactString, IdSet>,
     lookups: FxHashMap<Lookup, IdSet>,
 }
 

@@ -169,7 +169,7 @@ pub fn host_objects(env: &str, index: usize, layout: &Layout) -> Vec<Object> {
     .with_extra("vnic_type", "vservice_vnic")
     .with_extra("vedge", vedge_id.as_str())
     .with_extra("tag", 1u32);
-    dhcp_port.name = tap;
+    dhcp_port.name = tap.into();
     dhcp_port.attributes.addresses = "10.0.0.2/24".parse::<IpPrefix>().into_iter().collect();
     objects.push(dhcp_port);
     for vm in 0..layout.vms_per_host {
@@ -214,11 +214,11 @@ pub fn vm_objects(env: &str, host_index: usize, vm: usize) -> Vec<Object> {
             [
                 (
                     "target_dev".to_owned(),
-                    calipso_proto::AttrValue::Str(name("tap")),
+                    calipso_proto::AttrValue::from(name("tap")),
                 ),
                 (
                     "vnic".to_owned(),
-                    calipso_proto::AttrValue::Str(id("tap").to_string()),
+                    calipso_proto::AttrValue::from(id("tap").as_str()),
                 ),
             ]
             .into_iter()

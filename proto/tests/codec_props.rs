@@ -13,7 +13,8 @@ fn attr_value() -> impl Strategy<Value = AttrValue> {
         any::<bool>().prop_map(AttrValue::Bool),
         any::<i64>().prop_map(AttrValue::Int),
         (-1e9f64..1e9).prop_map(AttrValue::Float),
-        "[a-z0-9 ]{0,12}".prop_map(AttrValue::Str),
+        // Both sides of the 24 bytes a string keeps inline.
+        "[a-z0-9 ]{0,40}".prop_map(AttrValue::from),
     ];
     leaf.prop_recursive(4, 32, 4, |inner| {
         prop_oneof![
@@ -27,7 +28,7 @@ fn attr_value() -> impl Strategy<Value = AttrValue> {
 fn object() -> impl Strategy<Value = Object> {
     (
         prop::sample::select(ObjectType::ALL.to_vec()),
-        "[a-z0-9-]{1,12}",
+        "[a-z0-9-]{1,40}",
         prop::option::of(any::<[u8; 6]>()),
         prop::collection::vec((any::<[u8; 4]>(), 0u8..=32), 0..3),
         prop::collection::btree_map("[a-z_]{1,8}", attr_value(), 0..4),

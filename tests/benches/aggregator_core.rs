@@ -200,7 +200,7 @@ fn random_delta(
                 let before = remotes.len();
                 remotes.retain(|r| r.as_str() != Some(neighbour.as_str()));
                 if remotes.len() == before {
-                    remotes.push(AttrValue::Str(neighbour));
+                    remotes.push(AttrValue::from(neighbour));
                 }
             }
             (

@@ -75,7 +75,7 @@ fn agent(seq: u64, state: AgentState, seen: Timestamp) -> AgentRecord {
 fn names(nodes: &[Node]) -> Vec<(String, Option<u32>)> {
     nodes
         .iter()
-        .map(|n| (n.object.name.clone(), n.object.attributes.mtu))
+        .map(|n| (n.object.name.to_string(), n.object.attributes.mtu))
         .collect()
 }
 
@@ -222,7 +222,7 @@ async fn conformance<S: Store>(store: S) -> anyhow::Result<()> {
         .iter()
         .map(|v| {
             (
-                v.node.object.name.clone(),
+                v.node.object.name.to_string(),
                 v.valid_from.unix_micros() - at(0).unix_micros(),
                 v.valid_to.map(|t| t.unix_micros() - at(0).unix_micros()),
             )

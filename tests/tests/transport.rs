@@ -506,7 +506,7 @@ async fn a_delta_touching_another_host_is_rejected_and_the_session_goes_on() -> 
         .sink
         .objects("compute-1")
         .into_iter()
-        .map(|o| o.name)
+        .map(|o| o.name.to_string())
         .collect();
     assert_eq!(
         names,

@@ -169,7 +169,7 @@ fn string_map(entries: BTreeMap<String, String>) -> AttrValue {
     AttrValue::Map(
         entries
             .into_iter()
-            .map(|(k, v)| (k, AttrValue::Str(v)))
+            .map(|(k, v)| (k, AttrValue::from(v)))
             .collect(),
     )
 }
@@ -197,10 +197,10 @@ impl Attachment<'_> {
     /// What the vedge lists about an infrastructure port.
     fn port_facts(&self) -> AttrValue {
         let mut facts = BTreeMap::new();
-        facts.insert("bridge".to_owned(), AttrValue::Str(self.bridge_name()));
-        facts.insert("type".to_owned(), AttrValue::Str(self.kind()));
+        facts.insert("bridge".to_owned(), AttrValue::from(self.bridge_name()));
+        facts.insert("type".to_owned(), AttrValue::from(self.kind()));
         if let Some(port) = text(self.port, "name").filter(|p| *p != self.name()) {
-            facts.insert("port".to_owned(), AttrValue::Str(port));
+            facts.insert("port".to_owned(), AttrValue::from(port));
         }
         if let Some(ofport) = int(self.interface, "ofport") {
             facts.insert("id".to_owned(), AttrValue::Int(ofport));
@@ -292,12 +292,12 @@ fn vedge(scope: &Scope, root: &Row, tables: &Tables, attached: &[Attachment<'_>]
             let mut relation = BTreeMap::new();
             relation.insert(
                 "bridge".to_owned(),
-                AttrValue::Str(attachment.bridge_name()),
+                AttrValue::from(attachment.bridge_name()),
             );
-            relation.insert("port".to_owned(), AttrValue::Str(name.clone()));
-            relation.insert("peer".to_owned(), AttrValue::Str(peer));
+            relation.insert("port".to_owned(), AttrValue::from(name.clone()));
+            relation.insert("peer".to_owned(), AttrValue::from(peer));
             if let Some(peer_bridge) = peer_bridge {
-                relation.insert("peer_bridge".to_owned(), AttrValue::Str(peer_bridge));
+                relation.insert("peer_bridge".to_owned(), AttrValue::from(peer_bridge));
             }
             patches.push(AttrValue::Map(relation.into()));
         }
@@ -311,11 +311,11 @@ fn vedge(scope: &Scope, root: &Row, tables: &Tables, attached: &[Attachment<'_>]
         .map(|(_, bridge)| {
             let name = text(bridge, "name").unwrap_or_default();
             let mut facts = BTreeMap::new();
-            facts.insert("name".to_owned(), AttrValue::Str(name.clone()));
+            facts.insert("name".to_owned(), AttrValue::from(name.clone()));
             let datapath = text(bridge, "datapath_type").unwrap_or_else(|| "system".into());
-            facts.insert("datapath_type".to_owned(), AttrValue::Str(datapath));
+            facts.insert("datapath_type".to_owned(), AttrValue::from(datapath));
             if let Some(fail_mode) = text(bridge, "fail_mode") {
-                facts.insert("fail_mode".to_owned(), AttrValue::Str(fail_mode));
+                facts.insert("fail_mode".to_owned(), AttrValue::from(fail_mode));
             }
             let external = map(bridge, "external_ids");
             if !external.is_empty() {
@@ -629,7 +629,7 @@ fn otep(scope: &Scope, vedge_id: &ObjectId, local: &str, ports: &[&Attachment<'_
             AttrValue::Map(facts) => facts,
             _ => AttrMap::new(),
         };
-        facts.insert("name", AttrValue::Str(port.name()));
+        facts.insert("name", AttrValue::from(port.name()));
         listed.push(AttrValue::Map(facts));
     }
     let mut object = Object::new(

@@ -61,7 +61,7 @@ impl CliqueChanges {
 /// its own `network`.
 fn constraint_values(focal: &Node, key: &str) -> Option<Vec<String>> {
     match focal.object.attributes.extra.get(key) {
-        Some(AttrValue::Str(value)) => Some(vec![value.clone()]),
+        Some(AttrValue::Str(value)) => Some(vec![value.to_string()]),
         Some(AttrValue::List(values)) => Some(
             values
                 .iter()

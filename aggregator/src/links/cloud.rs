@@ -1,6 +1,8 @@
 //! Physical NICs to the Neutron networks whose traffic they carry.
 
-use calipso_proto::{AttrValue, Link, LinkType, ObjectId, ObjectType};
+use calipso_proto::{
+    AttrValue, Link, LinkType, ObjectId, ObjectType, ToCompactString, format_compact,
+};
 
 use super::{Description, LinkFinder, Reader, described, link_between};
 use crate::graph::{Lookup, Node};
@@ -75,13 +77,13 @@ impl LinkFinder for HostPnicNetwork {
                 .extra
                 .get("provider:segmentation_id")
             {
-                Some(AttrValue::Int(id)) => id.to_string(),
+                Some(AttrValue::Int(id)) => id.to_compact_string(),
                 Some(AttrValue::Str(id)) => id.clone(),
                 _ => "None".into(),
             };
-            let description = Description::named(format!("Segment-{segment}"))
-                .with_fact("source_label", format!("port-{}", pnic.object.name))
-                .on_network(Some(id.to_string()));
+            let description = Description::named(format_compact!("Segment-{segment}"))
+                .with_fact("source_label", format_compact!("port-{}", pnic.object.name))
+                .on_network(Some(id.to_compact_string()));
             out.push(described(link_between(pnic, network), description));
         }
     }

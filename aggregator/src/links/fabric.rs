@@ -1,6 +1,6 @@
 //! Physical switches: their ports, the host NICs cabled to them, and switch-to-switch cabling.
 
-use calipso_proto::{Link, LinkType, ObjectType};
+use calipso_proto::{CompactString, Link, LinkType, ObjectType, ToCompactString, format_compact};
 
 use super::{Description, LinkFinder, Reader, described, link_between, symmetric_link};
 use crate::graph::{Lookup, Node};
@@ -34,13 +34,13 @@ impl LinkFinder for HostPnicSwitchPnic {
             .object
             .parent
             .as_ref()
-            .map_or_else(String::new, |p| p.id.to_string());
+            .map_or_else(CompactString::default, |p| p.id.to_compact_string());
         for pnic in reader.find_endpoints(Lookup::Mac(mac)) {
             if pnic.object_type() == ObjectType::HostPnic {
                 let host = pnic.object.host.clone().unwrap_or_default();
                 out.push(described(
                     link_between(pnic, port),
-                    Description::named(format!("{host}-{switch}")),
+                    Description::named(format_compact!("{host}-{switch}")),
                 ));
             }
         }
@@ -68,7 +68,7 @@ impl LinkFinder for SwitchSwitchPnic {
             .endpoint(&parent.id)
             .filter(|n| n.object_type() == ObjectType::Switch)
         {
-            let name = format!("{}={}", switch.object.name, port.object.name);
+            let name = format_compact!("{}={}", switch.object.name, port.object.name);
             out.push(described(
                 link_between(switch, port),
                 Description::named(name),
@@ -99,7 +99,7 @@ impl LinkFinder for SwitchPnicSwitchPnic {
             && peer.id() != port.id()
         {
             let link = symmetric_link(port, peer);
-            let name = link.target.to_string();
+            let name = link.target.to_compact_string();
             out.push(described(link, Description::named(name)));
         }
     }

@@ -1,7 +1,9 @@
 //! What a kernel interface is plugged into: its VM, its bridge, its veth peer, its namespace,
 //! and a physical NIC's bridge.
 
-use calipso_proto::{AttrValue, Link, LinkType, ObjectId, ObjectType};
+use calipso_proto::{
+    AttrValue, CompactString, Link, LinkType, ObjectId, ObjectType, ToCompactString, format_compact,
+};
 
 use super::{Description, LinkFinder, Reader, described, link_between, symmetric_link};
 use crate::graph::{Lookup, Node};
@@ -19,7 +21,7 @@ pub(super) fn finders() -> Vec<Box<dyn LinkFinder>> {
 /// The Neutron network a vNIC is on: its port's network — the port it names (Open vSwitch's
 /// `iface-id`) or else the port with its MAC (a Linux bridge tap, a router's `qr-` interface)
 /// — or its DHCP namespace's network.
-pub(super) fn vnic_network(vnic: &Node, reader: &mut Reader<'_>) -> Option<String> {
+pub(super) fn vnic_network(vnic: &Node, reader: &mut Reader<'_>) -> Option<CompactString> {
     let named = reader.referenced(vnic, "port", ObjectType::Port);
     let port = match (named, vnic.object.attributes.mac_address) {
         (Some(port), _) => Some(port),
@@ -27,7 +29,7 @@ pub(super) fn vnic_network(vnic: &Node, reader: &mut Reader<'_>) -> Option<Strin
         (None, None) => None,
     };
     if let Some(network) = port.and_then(|p| p.text("network_id")) {
-        return Some(ObjectId::global(ObjectType::Network, network).to_string());
+        return Some(ObjectId::global(ObjectType::Network, network).to_compact_string());
     }
     let parent = vnic.object.parent.as_ref()?;
     if parent.object_type != ObjectType::Vservice {
@@ -35,7 +37,7 @@ pub(super) fn vnic_network(vnic: &Node, reader: &mut Reader<'_>) -> Option<Strin
     }
     let service = reader.object(&parent.id)?;
     let network = service.text("network_id")?;
-    Some(ObjectId::global(ObjectType::Network, network).to_string())
+    Some(ObjectId::global(ObjectType::Network, network).to_compact_string())
 }
 
 /// A VM's interface: named by the VM (Open vSwitch `vm-uuid`) or listed in the VM's libvirt
@@ -73,7 +75,7 @@ impl LinkFinder for InstanceVnic {
         let network = vnic_network(vnic, reader);
         let name = network
             .clone()
-            .unwrap_or_else(|| format!("{}-{}", instance.object.name, vnic.object.name));
+            .unwrap_or_else(|| format_compact!("{}-{}", instance.object.name, vnic.object.name));
         out.push(described(
             link_between(instance, vnic),
             Description::named(name).on_network(network),
@@ -116,7 +118,7 @@ impl LinkFinder for VnicVconnector {
             .object
             .attributes
             .mac_address
-            .map_or_else(|| vnic.object.name.clone(), |mac| mac.to_string());
+            .map_or_else(|| vnic.object.name.clone(), |mac| mac.to_compact_string());
         let network = vnic_network(vnic, reader);
         out.push(described(
             link_between(vnic, bridge),
@@ -143,7 +145,7 @@ impl LinkFinder for VnicVnic {
             return;
         };
         let link = symmetric_link(vnic, peer);
-        let name = format!("{}-{}", link.source, link.target);
+        let name = format_compact!("{}-{}", link.source, link.target);
         out.push(described(link, Description::named(name)));
     }
 }
@@ -174,7 +176,7 @@ impl LinkFinder for VserviceVnic {
         let network = vnic_network(vnic, reader);
         let name = network
             .clone()
-            .unwrap_or_else(|| format!("{}-{}", service.object.name, vnic.object.name));
+            .unwrap_or_else(|| format_compact!("{}-{}", service.object.name, vnic.object.name));
         out.push(described(
             link_between(service, vnic),
             Description::named(name).on_network(network),

@@ -21,7 +21,7 @@ mod vswitch;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use calipso_proto::{AttrMap, AttrValue, Link, LinkType, ObjectId, ObjectType};
+use calipso_proto::{AttrMap, AttrValue, CompactString, Link, LinkType, ObjectId, ObjectType};
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{Graph, Lookup, Node, lookups_of};
@@ -67,7 +67,7 @@ enum Read {
 }
 
 /// What a [`Read::Presence`] watches.
-pub type Presence = (calipso_proto::LinkState, String);
+pub type Presence = (calipso_proto::LinkState, CompactString);
 
 /// The presence of a node: its state and name.
 pub fn presence_of(node: &Node) -> Presence {
@@ -975,34 +975,34 @@ fn symmetric_link(a: &Node, b: &Node) -> Link {
 /// its own type.
 #[derive(Debug, Default)]
 struct Description {
-    name: String,
-    labels: Option<(String, String)>,
-    network: Option<String>,
-    fact: Option<(&'static str, String)>,
+    name: CompactString,
+    labels: Option<(CompactString, CompactString)>,
+    network: Option<CompactString>,
+    fact: Option<(&'static str, CompactString)>,
 }
 
 impl Description {
-    fn named(name: String) -> Self {
+    fn named(name: impl Into<CompactString>) -> Self {
         Description {
-            name,
+            name: name.into(),
             ..Description::default()
         }
     }
 
-    fn labelled(self, source: String, target: String) -> Self {
+    fn labelled(self, source: impl Into<CompactString>, target: impl Into<CompactString>) -> Self {
         Description {
-            labels: Some((source, target)),
+            labels: Some((source.into(), target.into())),
             ..self
         }
     }
 
-    fn on_network(self, network: Option<String>) -> Self {
+    fn on_network(self, network: Option<CompactString>) -> Self {
         Description { network, ..self }
     }
 
-    fn with_fact(self, key: &'static str, value: String) -> Self {
+    fn with_fact(self, key: &'static str, value: impl Into<CompactString>) -> Self {
         Description {
-            fact: Some((key, value)),
+            fact: Some((key, value.into())),
             ..self
         }
     }

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use calipso_proto::{AttrValue, Link, LinkType, ObjectType};
+use calipso_proto::{AttrValue, Link, LinkType, ObjectType, format_compact};
 
 use super::{Description, LinkFinder, Reader, described, link_between, symmetric_link};
 use crate::graph::{Lookup, Node};
@@ -25,8 +25,10 @@ impl OtepCarrier {
     fn link(otep: &Node, carrier: &Node) -> Option<Link> {
         let host = otep.object.host.as_deref().unwrap_or_default();
         let name = match carrier.object_type() {
-            ObjectType::Vconnector => format!("{}-{}", otep.object.name, carrier.object.name),
-            ObjectType::HostPnic => format!("{host}pnic{}", carrier.object.name),
+            ObjectType::Vconnector => {
+                format_compact!("{}-{}", otep.object.name, carrier.object.name)
+            }
+            ObjectType::HostPnic => format_compact!("{host}pnic{}", carrier.object.name),
             _ => return None,
         };
         Some(described(
@@ -121,7 +123,7 @@ impl LinkFinder for OtepOtep {
                 let link = symmetric_link(otep, partner);
                 let hosts =
                     |id: &calipso_proto::ObjectId| id.owning_host().unwrap_or_default().to_owned();
-                let name = format!("{}-{}", hosts(&link.source), hosts(&link.target));
+                let name = format_compact!("{}-{}", hosts(&link.source), hosts(&link.target));
                 out.push(described(link, Description::named(name)));
             }
         }

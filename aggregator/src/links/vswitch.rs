@@ -1,7 +1,9 @@
 //! Open vSwitch: ports plugged into it, Linux bridges joined to it by a veth pair (hybrid
 //! plugging), its uplinks and its tunnel endpoints.
 
-use calipso_proto::{AttrValue, Link, LinkType, ObjectType};
+use calipso_proto::{
+    AttrValue, CompactString, Link, LinkType, ObjectType, ToCompactString, format_compact,
+};
 
 use super::interfaces::vnic_network;
 use super::{Description, LinkFinder, Reader, described, link_between};
@@ -16,18 +18,18 @@ pub(super) fn finders() -> Vec<Box<dyn LinkFinder>> {
     ]
 }
 
-fn int_text(node: &Node, key: &str) -> Option<String> {
+fn int_text(node: &Node, key: &str) -> Option<CompactString> {
     node.object
         .attributes
         .extra
         .get(key)
         .and_then(AttrValue::as_i64)
-        .map(|v| v.to_string())
+        .map(|v| v.to_compact_string())
 }
 
 /// `-<tag>` for a port with a local VLAN tag, as the original suffixed link names.
-fn tag_suffix(port: &Node) -> String {
-    int_text(port, "tag").map_or_else(String::new, |tag| format!("-{tag}"))
+fn tag_suffix(port: &Node) -> CompactString {
+    int_text(port, "tag").map_or_else(CompactString::default, |tag| format_compact!("-{tag}"))
 }
 
 /// An interface that is a port of the vswitch (a tap, a `qvo…` end, a `qr-…` port).
@@ -47,7 +49,7 @@ impl LinkFinder for VnicVedge {
         let Some(vedge) = reader.referenced_endpoint(vnic, "vedge", ObjectType::Vedge) else {
             return;
         };
-        let name = format!(
+        let name = format_compact!(
             "{}-{}{}",
             vnic.object.name,
             vedge.object.name,
@@ -57,7 +59,7 @@ impl LinkFinder for VnicVedge {
             .object
             .attributes
             .mac_address
-            .map_or_else(String::new, |mac| mac.to_string());
+            .map_or_else(CompactString::default, |mac| mac.to_compact_string());
         let target_label = int_text(vnic, "ofport").unwrap_or_default();
         let network = vnic_network(vnic, reader);
         let description = Description::named(name)
@@ -93,13 +95,13 @@ impl LinkFinder for VconnectorVedge {
             return;
         };
         let port = int_text(switch_end, "ofport").unwrap_or_else(|| "unknown".into());
-        let name = format!("port-{port}{}", tag_suffix(switch_end));
+        let name = format_compact!("port-{port}{}", tag_suffix(switch_end));
         let mut description = Description::named(name).labelled(
             bridge_end.object.name.clone(),
             switch_end.object.name.clone(),
         );
         if let Some(mac) = bridge_end.object.attributes.mac_address {
-            description = description.with_fact("mac_address", mac.to_string());
+            description = description.with_fact("mac_address", mac.to_compact_string());
         }
         let description = description.on_network(vnic_network(switch_end, reader));
         let mut link = described(link_between(bridge, vedge), description);
@@ -129,11 +131,11 @@ impl LinkFinder for VedgeHostPnic {
         for uplink in vedge.texts("uplinks") {
             let lookup = Lookup::Name {
                 host: host.clone(),
-                name: uplink.to_owned(),
+                name: uplink.into(),
             };
             for pnic in reader.find_endpoints(lookup) {
                 if pnic.object_type() == ObjectType::HostPnic {
-                    let name = format!("Port-{uplink}");
+                    let name = format_compact!("Port-{uplink}");
                     out.push(described(
                         link_between(vedge, pnic),
                         Description::named(name),
@@ -159,7 +161,7 @@ impl LinkFinder for VedgeOtep {
 
     fn find(&self, otep: &Node, reader: &mut Reader<'_>, out: &mut Vec<Link>) {
         if let Some(vedge) = reader.referenced_endpoint(otep, "vedge", ObjectType::Vedge) {
-            let name = format!("{}-otep", vedge.object.name);
+            let name = format_compact!("{}-otep", vedge.object.name);
             out.push(described(
                 link_between(vedge, otep),
                 Description::named(name),

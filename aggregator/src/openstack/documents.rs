@@ -288,7 +288,7 @@ impl CloudState {
                 subnets
                     .iter()
                     .filter_map(|s| f(s))
-                    .map(AttrValue::Str)
+                    .map(AttrValue::from)
                     .collect(),
             )
         };
@@ -297,7 +297,7 @@ impl CloudState {
         extra.insert("cidrs", list(&|s| s.text("cidr").map(str::to_owned)));
         extra.insert("subnet_names", list(&|s| Some(s.display_name())));
         if let Some(project) = network.project() {
-            extra.insert("project_id", AttrValue::Str(project.to_owned()));
+            extra.insert("project_id", AttrValue::from(project));
         }
         set_state(&mut object, network);
         object
@@ -311,7 +311,7 @@ impl CloudState {
             object
                 .attributes
                 .extra
-                .insert("project_id", AttrValue::Str(project.to_owned()));
+                .insert("project_id", AttrValue::from(project));
         }
         set_state(&mut object, port);
         object

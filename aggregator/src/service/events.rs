@@ -228,7 +228,7 @@ fn push_events(events: &mut Vec<Event>, environment: &str, at: Timestamp, applie
             diff.id.to_string(),
             node.map(|n| n.object_type().to_string())
                 .unwrap_or_default(),
-            node.and_then(|n| n.object.host.clone()),
+            node.and_then(|n| n.object.host.as_deref().map(str::to_owned)),
             diff.after
                 .as_ref()
                 .and_then(|n| serde_json::to_value(&n.object).ok()),
@@ -249,7 +249,11 @@ fn push_events(events: &mut Vec<Event>, environment: &str, at: Timestamp, applie
     };
     for link in &applied.links.upserted {
         let data = serde_json::to_value(link_view(link)).ok();
-        events.push(link_event(&LinkKey::of(link), data, link.host.clone()));
+        events.push(link_event(
+            &LinkKey::of(link),
+            data,
+            link.host.as_deref().map(str::to_owned),
+        ));
     }
     for key in &applied.links.removed {
         events.push(link_event(key, None, None));

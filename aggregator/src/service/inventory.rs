@@ -200,9 +200,9 @@ pub fn object_view(graph: &Graph, node: &Node) -> ObjectView {
     ObjectView {
         id: object.id.to_string(),
         object_type: object.object_type.to_string(),
-        name: object.name.clone(),
-        environment: object.environment.clone(),
-        host: object.host.clone(),
+        name: object.name.to_string(),
+        environment: object.environment.to_string(),
+        host: object.host.as_deref().map(str::to_owned),
         parent_id: object.parent.as_ref().map(|p| p.id.to_string()),
         parent_type: object.parent.as_ref().map(|p| p.object_type.to_string()),
         id_path,
@@ -223,7 +223,7 @@ pub fn link_view(link: &Link) -> LinkView {
         source: link.source.to_string(),
         target: link.target.to_string(),
         state: link.state.as_str().to_owned(),
-        host: link.host.clone(),
+        host: link.host.as_deref().map(str::to_owned),
         implicit: link.implicit,
         attributes: serde_json::to_value(&link.attributes).unwrap_or_default(),
     }

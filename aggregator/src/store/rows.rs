@@ -434,7 +434,9 @@ pub(super) fn prepare(batch: &super::Batch) -> Result<Prepared, StoreError> {
             columns
                 .object_type
                 .push(node.object.object_type.to_string());
-            columns.host.push(node.object.host.clone());
+            columns
+                .host
+                .push(node.object.host.as_deref().map(str::to_owned));
             columns.stale.push(node.stale);
             columns.first_seen.push(node.first_seen.unix_micros());
             columns.last_seen.push(node.last_seen.unix_micros());

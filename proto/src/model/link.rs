@@ -3,7 +3,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{AttrMap, ObjectId, ObjectType, UnknownObjectType};
+use super::{AttrMap, CompactString, ObjectId, ObjectType, UnknownObjectType};
 
 /// A link type, `<source type>-<target type>` as the original names it (`vnic-vconnector`).
 ///
@@ -149,8 +149,8 @@ pub struct Link {
     pub target: ObjectId,
     pub link_type: LinkType,
     pub state: LinkState,
-    /// The host both ends live on, for host-local links.
-    pub host: Option<String>,
+    /// The host both ends live on, for host-local links (inline, as an object's host is).
+    pub host: Option<CompactString>,
     /// Whether the link is the transitive closure of two others rather than observed.
     pub implicit: bool,
     pub attributes: AttrMap,

@@ -10,6 +10,8 @@ mod timestamp;
 mod value;
 
 pub use attr_map::AttrMap;
+/// The string type of names, hosts and attribute text: inline up to 24 bytes.
+pub use compact_str::{CompactString, ToCompactString, format_compact};
 pub use id::ObjectId;
 pub use link::{Link, LinkState, LinkType, ParseLinkTypeError};
 pub use net::{IpPrefix, MacAddress, ParseNetError};

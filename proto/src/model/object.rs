@@ -1,3 +1,4 @@
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use super::{AttrMap, AttrValue, IpPrefix, LinkState, MacAddress, ObjectId, ObjectType, Timestamp};
@@ -8,10 +9,12 @@ pub struct Object {
     pub id: ObjectId,
     #[serde(rename = "type")]
     pub object_type: ObjectType,
-    pub name: String,
-    pub environment: String,
+    /// Names, environments and hosts are short: kept inline, not as one allocation each of
+    /// the hundreds of thousands of objects an aggregator holds.
+    pub name: CompactString,
+    pub environment: CompactString,
     /// The owning host, for host-local objects.
-    pub host: Option<String>,
+    pub host: Option<CompactString>,
     /// The object's place in the inventory tree (a vnic's instance or vservice, a vservice's host).
     pub parent: Option<ParentRef>,
     pub attributes: Attributes,
@@ -66,8 +69,8 @@ impl Object {
     pub fn new(
         id: ObjectId,
         object_type: ObjectType,
-        name: impl Into<String>,
-        environment: impl Into<String>,
+        name: impl Into<CompactString>,
+        environment: impl Into<CompactString>,
     ) -> Self {
         Object {
             id,
@@ -81,7 +84,7 @@ impl Object {
         }
     }
 
-    pub fn with_host(mut self, host: impl Into<String>) -> Self {
+    pub fn with_host(mut self, host: impl Into<CompactString>) -> Self {
         self.host = Some(host.into());
         self
     }

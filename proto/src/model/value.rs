@@ -5,6 +5,8 @@ use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use compact_str::CompactString;
+
 use super::AttrMap;
 
 /// A free-form attribute value: the JSON data model, made decodable from a binary format.
@@ -19,7 +21,8 @@ pub enum AttrValue {
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(String),
+    /// Inline up to 24 bytes: most attribute text (kinds, MACs, short names) is.
+    Str(CompactString),
     List(Vec<AttrValue>),
     Map(AttrMap),
 }
@@ -51,12 +54,18 @@ impl AttrValue {
 
 impl From<&str> for AttrValue {
     fn from(s: &str) -> Self {
-        AttrValue::Str(s.to_owned())
+        AttrValue::Str(CompactString::from(s))
     }
 }
 
 impl From<String> for AttrValue {
     fn from(s: String) -> Self {
+        AttrValue::Str(CompactString::from(s))
+    }
+}
+
+impl From<CompactString> for AttrValue {
+    fn from(s: CompactString) -> Self {
         AttrValue::Str(s)
     }
 }
@@ -104,7 +113,7 @@ enum TaggedOwned {
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(String),
+    Str(CompactString),
     List(Vec<AttrValue>),
     Map(AttrMap),
 }
@@ -235,11 +244,11 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 
     fn visit_str<E>(self, s: &str) -> Result<AttrValue, E> {
-        Ok(AttrValue::Str(s.to_owned()))
+        Ok(AttrValue::Str(CompactString::from(s)))
     }
 
     fn visit_string<E>(self, s: String) -> Result<AttrValue, E> {
-        Ok(AttrValue::Str(s))
+        Ok(AttrValue::Str(CompactString::from(s)))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AttrValue, A::Error> {

@@ -40,7 +40,7 @@ pub fn parse(text: &str) -> BTreeMap<String, AttrValue> {
             continue;
         }
         if indented && let Some((_, values)) = section.as_mut() {
-            values.insert(key, AttrValue::Str(value));
+            values.insert(key, AttrValue::from(value));
             continue;
         }
         let target = current_member.as_mut().map_or(&mut top, |(_, m)| m);
@@ -48,7 +48,7 @@ pub fn parse(text: &str) -> BTreeMap<String, AttrValue> {
         if value.is_empty() {
             section = Some((key, BTreeMap::new()));
         } else {
-            target.insert(key, AttrValue::Str(value));
+            target.insert(key, AttrValue::from(value));
         }
     }
     let target = current_member.as_mut().map_or(&mut top, |(_, m)| m);

@@ -670,7 +670,7 @@ impl Kernel {
                         o.object_type == calipso_proto::ObjectType::Vnic
                             && o.attributes.extra.contains_key("netns")
                     })
-                    .map(|o| (o.name.clone(), o.id.clone()));
+                    .map(|o| (o.name.to_string(), o.id.clone()));
                 directory.update(namespaced, &changes.removals);
             }
             outbox.publish(NAME, changes).map_err(failed)?;
