@@ -281,7 +281,7 @@ impl CliqueSet {
     /// cliques and the expansion index are recorded by two threads at once.
     pub fn build(plan: Plan, graph: &Graph, links: &LinkSet) -> Self {
         let mut set = CliqueSet::default();
-        let focal: Vec<(&Node, &(CliqueType, Vec<String>))> = plan
+        let mut focal: Vec<(&Node, &(CliqueType, Vec<String>))> = plan
             .entries
             .iter()
             .flat_map(|entry| {
@@ -290,6 +290,8 @@ impl CliqueSet {
                     .map(move |n| (n, entry))
             })
             .collect();
+        // In memory order, as the link build walks: see `LinkSet::build`.
+        focal.sort_by_key(|(node, _)| std::ptr::from_ref(*node) as usize);
         let walks = map_on_all_cores(&focal, |(node, (clique_type, keys))| {
             walk(node, clique_type, keys, links)
         });

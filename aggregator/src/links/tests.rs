@@ -523,3 +523,20 @@ fn switches_their_ports_host_nics_and_bridge_uplinks_are_linked() {
         .expect("cabling");
     assert_eq!(cabled.state, LinkState::Up);
 }
+
+proptest! {
+    /// Both ways of dropping repeats (in place for a few items, through a table for many)
+    /// keep the first of each, in order.
+    #[test]
+    fn dedup_keeps_first_occurrences_in_order(items in prop::collection::vec(0u8..24, 0..64)) {
+        let mut kept = items.clone();
+        dedup(&mut kept, |a, b| a == b, |item| FxBuildHasher.hash_one(item));
+        let mut expected = Vec::new();
+        for item in items {
+            if !expected.contains(&item) {
+                expected.push(item);
+            }
+        }
+        prop_assert_eq!(kept, expected);
+    }
+}
