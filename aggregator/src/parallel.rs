@@ -4,16 +4,23 @@
 /// `f` applied to each item, in the items' order, the work split evenly across the cores. A
 /// panic in `f` is re-raised here.
 pub fn map_on_all_cores<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    map_on_all_cores_with(items, || (), |(), item| f(item))
+    let parts = map_on_all_cores_keeping(items, || (), |(), item| f(item));
+    let mut results = Vec::with_capacity(items.len());
+    for ((), part) in parts {
+        results.extend(part);
+    }
+    results
 }
 
 /// Like [`map_on_all_cores`], with a state each thread makes once (`init`) and passes to every
-/// call: scratch buffers that would otherwise be allocated per item.
-pub fn map_on_all_cores_with<T: Sync, S, R: Send>(
+/// call — buffers that would otherwise be allocated per item, or that gather what the calls
+/// add — and gives back each thread's part: its final state and its results, parts in the
+/// items' order.
+pub fn map_on_all_cores_keeping<T: Sync, S: Send, R: Send>(
     items: &[T],
     init: impl Fn() -> S + Sync,
     f: impl Fn(&mut S, &T) -> R + Sync,
-) -> Vec<R> {
+) -> Vec<(S, Vec<R>)> {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let chunk = items.len().div_ceil(threads).max(1);
     let (init, f) = (&init, &f);
@@ -23,15 +30,17 @@ pub fn map_on_all_cores_with<T: Sync, S, R: Send>(
             .map(|part| {
                 scope.spawn(move || {
                     let mut state = init();
-                    part.iter()
+                    let results = part
+                        .iter()
                         .map(|item| f(&mut state, item))
-                        .collect::<Vec<R>>()
+                        .collect::<Vec<R>>();
+                    (state, results)
                 })
             })
             .collect();
         workers
             .into_iter()
-            .flat_map(|worker| {
+            .map(|worker| {
                 worker
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -67,10 +76,11 @@ mod tests {
     }
 
     #[test]
-    fn each_thread_keeps_its_state() {
+    fn each_thread_keeps_its_state_and_gives_it_back() {
         let items: Vec<u32> = (0..1001).collect();
-        // A running count per thread: within a thread's part, calls see the state grow.
-        let seen = super::map_on_all_cores_with(
+        // A running count per thread: within a thread's part, calls see the state grow, and
+        // the state given back is the part's length.
+        let parts = super::map_on_all_cores_keeping(
             &items,
             || 0u32,
             |calls, &i| {
@@ -78,12 +88,24 @@ mod tests {
                 (i, *calls)
             },
         );
-        assert_eq!(seen.iter().map(|&(i, _)| i).collect::<Vec<_>>(), items);
-        assert!(seen.windows(2).all(|w| w[1].1 == w[0].1 + 1 || w[1].1 == 1));
-        assert_eq!(seen.iter().filter(|&&(_, calls)| calls == 1).count(), {
-            let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(
+            parts.len(),
             items.chunks(items.len().div_ceil(threads)).count()
-        });
+        );
+        for (calls, part) in &parts {
+            assert_eq!(*calls as usize, part.len());
+            assert!(
+                part.iter()
+                    .enumerate()
+                    .all(|(n, &(_, c))| c as usize == n + 1)
+            );
+        }
+        let seen: Vec<u32> = parts
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|&(i, _)| i))
+            .collect();
+        assert_eq!(seen, items);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::graph::{Graph, Lookup, Node, lookups_of};
 use crate::interner::{Interner, Ix};
-use crate::parallel::{alongside, map_on_all_cores_with};
+use crate::parallel::{alongside, map_on_all_cores_keeping};
 use smallvec::SmallVec;
 
 /// What identifies a link: its type and its ends. Links of a type that is its own reverse
@@ -218,9 +218,13 @@ impl Finders {
     /// The links `node` originates (each once) and what was read to find them.
     fn run<'s>(&self, node: &Node, graph: &Graph, scratch: &'s mut Scratch) -> Derived<'s> {
         scratch.reads.clear();
+        scratch.links.clear();
         let finders = &self.by_origin[node.object_type() as usize];
         if finders.is_empty() {
-            return Derived::default();
+            return Derived {
+                links: &mut scratch.links,
+                reads: &scratch.reads,
+            };
         }
         let mut reader = Reader {
             graph,
@@ -240,25 +244,25 @@ impl Finders {
             .retain(|r| !matches!(r, Read::Object(id) if id == node.id()));
         dedup(&mut scratch.reads, Read::eq, |r| FxBuildHasher.hash_one(r));
         Derived {
-            links: scratch.links.drain(..).collect(),
+            links: &mut scratch.links,
             reads: &scratch.reads,
         }
     }
 }
 
 /// The buffers finders fill, kept from one producer to the next: a full build would otherwise
-/// allocate (and fault in fresh pages for) two growing vectors per object. Links are copied out
-/// at their exact size; reads are only looked at, and kept only as the watches they become.
+/// allocate (and fault in fresh pages for) two growing vectors per object. Links are moved on
+/// into [`Resolutions`]; reads are only looked at, and kept only as the watches they become.
 #[derive(Debug, Default)]
 struct Scratch {
     links: Vec<Link>,
     reads: Vec<Read>,
 }
 
-/// What one producer derived, as its finders returned it.
-#[derive(Debug, Default)]
+/// What one producer derived, as its finders returned it, in the scratch buffers.
+#[derive(Debug)]
 struct Derived<'s> {
-    links: Vec<Link>,
+    links: &'s mut Vec<Link>,
     reads: &'s [Read],
 }
 
@@ -305,28 +309,59 @@ fn dedup<T>(items: &mut Vec<T>, same: impl Fn(&T, &T) -> bool, hash: impl Fn(&T)
 }
 
 /// A number found, or the id to number.
+#[derive(Debug)]
 enum End {
     Known(Ix),
     New(ObjectId),
 }
 
-/// A [`Derived`] with the numbers of what it names found where they exist; nothing is held.
-struct Resolved {
-    producer: End,
+/// What producers derived, with the numbers of what it names found where they exist (nothing
+/// is held yet), in producer order: the links, their ends, the reads found numbered (as
+/// watches) and the reads left to number (in a full build, the lookups: only objects are
+/// numbered ahead), each in one vector for all producers of a thread. Per producer, a build
+/// would allocate four small vectors on the finder threads, and leave their freed blocks
+/// among the links' attributes, which live on.
+#[derive(Debug, Default)]
+struct Resolutions {
     links: Vec<Link>,
     ends: Vec<(End, End)>,
-    /// The reads whose object or lookup was found numbered, as watches.
     watches: Vec<Watch>,
-    /// The reads to number (in a full build, the lookups: only objects are numbered ahead).
     unnumbered: Vec<Read>,
 }
 
-/// A [`Derived`] with everything it names numbered and held.
-struct Numbered {
-    producer: Ix,
+/// One producer's share of its [`Resolutions`]: how many of each it added.
+#[derive(Debug)]
+struct Resolved {
+    producer: End,
+    links: usize,
+    watches: usize,
+    unnumbered: usize,
+}
+
+/// [`Resolutions`] taken back in producer order, one [`Resolved`] share at a time.
+struct Taking {
+    links: std::vec::IntoIter<Link>,
+    ends: std::vec::IntoIter<(End, End)>,
+    watches: std::vec::IntoIter<Watch>,
+    unnumbered: std::vec::IntoIter<Read>,
+}
+
+impl From<Resolutions> for Taking {
+    fn from(resolutions: Resolutions) -> Self {
+        Taking {
+            links: resolutions.links.into_iter(),
+            ends: resolutions.ends.into_iter(),
+            watches: resolutions.watches.into_iter(),
+            unnumbered: resolutions.unnumbered.into_iter(),
+        }
+    }
+}
+
+/// Numbered links to hold, in producer order, with their ends' numbers.
+#[derive(Debug, Default)]
+struct Holding {
     links: Vec<Link>,
     ends: Vec<(Ix, Ix)>,
-    watches: Box<[Watch]>,
 }
 
 /// A [`Read`] with its object or lookup numbered: what a producer watches.
@@ -630,22 +665,33 @@ impl LinkSet {
         for node in &nodes {
             set.ids.seed(node.id());
         }
-        let derived = {
+        let parts = {
             let set = &set;
-            map_on_all_cores_with(&nodes, Scratch::default, |scratch, node| {
-                let derived = set.finders.run(node, graph, scratch);
-                (!derived.is_empty()).then(|| set.resolve(node.id(), derived))
-            })
+            map_on_all_cores_keeping(
+                &nodes,
+                || (Scratch::default(), Resolutions::default()),
+                |(scratch, resolutions), node| {
+                    let derived = set.finders.run(node, graph, scratch);
+                    (!derived.is_empty()).then(|| set.resolve(node.id(), derived, resolutions))
+                },
+            )
         };
-        let links = derived.iter().flatten().map(|d| d.links.len()).sum();
+        let links = parts.iter().map(|((_, r), _)| r.links.len()).sum();
+        let mut holding = Holding {
+            links: Vec::with_capacity(links),
+            ends: Vec::with_capacity(links),
+        };
         let mut producers = Vec::new();
-        let mut link_lists = Vec::new();
+        let mut link_counts = Vec::new();
         let mut watch_lists = Vec::new();
-        for resolved in derived.into_iter().flatten() {
-            let numbered = set.number(resolved);
-            producers.push(numbered.producer);
-            link_lists.push((numbered.links, numbered.ends));
-            watch_lists.push(numbered.watches);
+        for ((_, resolutions), results) in parts {
+            let mut taking = Taking::from(resolutions);
+            for resolved in results.into_iter().flatten() {
+                link_counts.push(resolved.links);
+                let (producer, watches) = set.number(resolved, &mut taking, &mut holding);
+                producers.push(producer);
+                watch_lists.push(watches);
+            }
         }
         set.ids.forget_unheld();
         set.fit_tables();
@@ -657,12 +703,12 @@ impl LinkSet {
         } = &mut set;
         let (link_numbers, ()) = alongside(
             || {
-                link_lists
-                    .into_iter()
-                    .map(|(links, ends)| {
-                        links
-                            .into_iter()
-                            .zip(ends)
+                let mut held = holding.links.into_iter().zip(holding.ends);
+                link_counts
+                    .iter()
+                    .map(|&count| {
+                        held.by_ref()
+                            .take(count)
                             .map(|(link, (s, t))| table.hold(link, s, t, None))
                             .collect::<Box<[Ix]>>()
                     })
@@ -800,116 +846,119 @@ impl LinkSet {
         };
         // Lent out: the derivation borrows it while the set is read to resolve it.
         let mut scratch = std::mem::take(&mut self.scratch);
+        let mut resolutions = Resolutions::default();
         let derived = self.finders.run(node, graph, &mut scratch);
-        let resolved = (!derived.is_empty()).then(|| self.resolve(node.id(), derived));
+        let resolved =
+            (!derived.is_empty()).then(|| self.resolve(node.id(), derived, &mut resolutions));
         self.scratch = scratch;
         let Some(resolved) = resolved else {
             return;
         };
-        let numbered = self.number(resolved);
+        let mut holding = Holding::default();
+        let (producer, watches) =
+            self.number(resolved, &mut Taking::from(resolutions), &mut holding);
         self.fit_tables();
-        for &watch in numbered.watches.iter() {
-            self.watchers.add(watch, numbered.producer);
+        for &watch in watches.iter() {
+            self.watchers.add(watch, producer);
         }
-        let links = numbered
+        let links = holding
             .links
             .into_iter()
-            .zip(numbered.ends)
+            .zip(holding.ends)
             .map(|(link, (s, t))| self.table.hold(link, s, t, Some(before)))
             .collect();
-        self.productions[numbered.producer as usize] = Production {
-            links,
-            watches: numbered.watches,
-        };
+        self.productions[producer as usize] = Production { links, watches };
     }
 
-    /// Finds the numbers of what a derivation names, where they exist. It only reads the set,
-    /// so a full build resolves on every core.
-    fn resolve(&self, producer: &ObjectId, derived: Derived<'_>) -> Resolved {
+    /// Finds the numbers of what a derivation names, where they exist, adding it to
+    /// `resolutions`. It only reads the set, so a full build resolves on every core.
+    fn resolve(
+        &self,
+        producer: &ObjectId,
+        derived: Derived<'_>,
+        resolutions: &mut Resolutions,
+    ) -> Resolved {
         let end = |id: &ObjectId| {
             self.ids
                 .get(id)
                 .map_or_else(|| End::New(id.clone()), End::Known)
         };
         let producer_end = end(producer);
-        let found: Vec<Option<Watch>> = derived
-            .reads
-            .iter()
-            .map(|read| match read {
+        let (watches, unnumbered) = (resolutions.watches.len(), resolutions.unnumbered.len());
+        // A link's ends are the producer and objects it read, all copies of the graph's ids:
+        // they are matched to the numbers just found by identity, before any hashing.
+        let mut known: SmallVec<[(&ObjectId, Ix); 8]> = SmallVec::new();
+        if let End::Known(ix) = producer_end {
+            known.push((producer, ix));
+        }
+        for read in derived.reads {
+            let found = match read {
                 Read::Object(id) => self.ids.get(id).map(Watch::Object),
                 Read::Presence(id) => self.ids.get(id).map(Watch::Presence),
                 Read::Lookup(lookup) => self.lookups.get(lookup).map(Watch::Lookup),
-            })
-            .collect();
-        // A link's ends are the producer and objects it read, all copies of the graph's ids:
-        // they are matched to the numbers just found by identity, before any hashing.
-        let ends = {
-            let mut known: SmallVec<[(&ObjectId, Ix); 8]> = SmallVec::new();
-            if let End::Known(ix) = producer_end {
-                known.push((producer, ix));
-            }
-            for (read, watch) in derived.reads.iter().zip(&found) {
-                if let (
-                    Read::Object(id) | Read::Presence(id),
-                    Some(Watch::Object(ix) | Watch::Presence(ix)),
-                ) = (read, watch)
-                {
-                    known.push((id, *ix));
-                }
-            }
-            let link_end = |id: &ObjectId| match known.iter().find(|(k, _)| k.is_same_copy(id)) {
-                Some(&(_, ix)) => End::Known(ix),
-                None => end(id),
             };
+            match (read, found) {
+                (
+                    Read::Object(id) | Read::Presence(id),
+                    Some(watch @ (Watch::Object(ix) | Watch::Presence(ix))),
+                ) => {
+                    known.push((id, ix));
+                    resolutions.watches.push(watch);
+                }
+                (_, Some(watch)) => resolutions.watches.push(watch),
+                (_, None) => resolutions.unnumbered.push(read.clone()),
+            }
+        }
+        let link_end = |id: &ObjectId| match known.iter().find(|(k, _)| k.is_same_copy(id)) {
+            Some(&(_, ix)) => End::Known(ix),
+            None => end(id),
+        };
+        resolutions.ends.extend(
             derived
                 .links
                 .iter()
-                .map(|l| (link_end(&l.source), link_end(&l.target)))
-                .collect()
-        };
-        let mut watches = Vec::with_capacity(found.iter().flatten().count());
-        let mut unnumbered = Vec::new();
-        for (read, watch) in derived.reads.iter().zip(found) {
-            match watch {
-                Some(watch) => watches.push(watch),
-                None => unnumbered.push(read.clone()),
-            }
-        }
+                .map(|l| (link_end(&l.source), link_end(&l.target))),
+        );
+        let links = derived.links.len();
+        resolutions.links.append(derived.links);
         Resolved {
             producer: producer_end,
-            links: derived.links,
-            ends,
-            watches,
-            unnumbered,
+            links,
+            watches: resolutions.watches.len() - watches,
+            unnumbered: resolutions.unnumbered.len() - unnumbered,
         }
     }
 
-    /// Holds what a resolved derivation names: its producer (for its production), what it
-    /// watches, and its links' ends (for each link), numbering what was not numbered yet.
-    fn number(&mut self, resolved: Resolved) -> Numbered {
+    /// Holds what one resolved derivation names — its producer (for its production), what it
+    /// watches, its links' ends (for each link) — numbering what was not numbered yet; takes
+    /// its share from `taking` and adds its links to `holding`. Returns the producer's number
+    /// and its watches.
+    fn number(
+        &mut self,
+        resolved: Resolved,
+        taking: &mut Taking,
+        holding: &mut Holding,
+    ) -> (Ix, Box<[Watch]>) {
         let producer = self.hold_end(resolved.producer);
-        let mut watches = resolved.watches;
-        for &watch in &watches {
+        let mut watches = Vec::with_capacity(resolved.watches + resolved.unnumbered);
+        for watch in taking.watches.by_ref().take(resolved.watches) {
             match watch {
                 Watch::Object(ix) | Watch::Presence(ix) => self.ids.hold_number(ix),
                 Watch::Lookup(ix) => self.lookups.hold_number(ix),
             };
+            watches.push(watch);
         }
-        watches.reserve_exact(resolved.unnumbered.len());
-        for read in &resolved.unnumbered {
-            watches.push(self.watch(read));
+        for read in taking.unnumbered.by_ref().take(resolved.unnumbered) {
+            watches.push(self.watch(&read));
         }
-        let ends = resolved
-            .ends
-            .into_iter()
-            .map(|(source, target)| (self.hold_end(source), self.hold_end(target)))
-            .collect();
-        Numbered {
-            producer,
-            links: resolved.links,
-            ends,
-            watches: watches.into_boxed_slice(),
+        for (source, target) in taking.ends.by_ref().take(resolved.links) {
+            let ends = (self.hold_end(source), self.hold_end(target));
+            holding.ends.push(ends);
         }
+        holding
+            .links
+            .extend(taking.links.by_ref().take(resolved.links));
+        (producer, watches.into_boxed_slice())
     }
 
     fn hold_end(&mut self, end: End) -> Ix {
