@@ -1,3 +1,4 @@
+use serde::Serialize;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use super::records::record_methods;
@@ -50,23 +51,25 @@ impl Store for PostgresStore {
                 .execute(&mut *tx)
                 .await?;
             }
-            let o = &p.object_rows;
-            let mut rows = CopyRows::default();
-            for (r, &k) in p.objects.inserted.iter().enumerate() {
-                rows.text(&envs[k])
-                    .text(&ids[k])
-                    .int(p.at)
-                    .text(&o.object_type[r]);
-                rows.optional(o.host[r].as_deref()).boolean(o.stale[r]);
-                rows.int(o.first_seen[r])
-                    .int(o.last_seen[r])
-                    .text(&o.body[r])
-                    .end_row();
-            }
-            rows.copy(
+            let rows = p.objects.inserted.iter().zip(&p.object_rows);
+            copy_in(
                 &mut tx,
                 "COPY objects (environment, id, valid_from, object_type, host, stale, \
                  first_seen, last_seen, body) FROM STDIN",
+                rows,
+                |row, (&k, node)| {
+                    row.text(&envs[k])
+                        .text(&ids[k])
+                        .int(p.at)
+                        .text(node.object.object_type.as_str());
+                    row.optional(node.object.host.as_deref())
+                        .boolean(node.stale)
+                        .int(node.first_seen.unix_micros())
+                        .int(node.last_seen.unix_micros())
+                        .json("object", &node.object)?
+                        .end_row();
+                    Ok(())
+                },
             )
             .await?;
         }
@@ -85,21 +88,22 @@ impl Store for PostgresStore {
             .bind(targets)
             .execute(&mut *tx)
             .await?;
-            let mut rows = CopyRows::default();
-            for (r, &k) in p.links.inserted.iter().enumerate() {
-                rows.text(&envs[k])
-                    .text(&types[k])
-                    .text(&sources[k])
-                    .text(&targets[k]);
-                rows.int(p.at)
-                    .text(&p.link_rows.state[r])
-                    .text(&p.link_rows.body[r])
-                    .end_row();
-            }
-            rows.copy(
+            copy_in(
                 &mut tx,
                 "COPY links (environment, link_type, source_id, target_id, valid_from, state, \
                  body) FROM STDIN",
+                p.links.inserted.iter().enumerate(),
+                |row, (r, &k)| {
+                    row.text(&envs[k])
+                        .text(&types[k])
+                        .text(&sources[k])
+                        .text(&targets[k]);
+                    row.int(p.at)
+                        .text(&p.link_rows.state[r])
+                        .text(&p.link_rows.body[r])
+                        .end_row();
+                    Ok(())
+                },
             )
             .await?;
         }
@@ -115,17 +119,18 @@ impl Store for PostgresStore {
             .bind(focals)
             .execute(&mut *tx)
             .await?;
-            let mut rows = CopyRows::default();
-            for (r, &k) in p.cliques.inserted.iter().enumerate() {
-                rows.text(&envs[k])
-                    .text(&focals[k])
-                    .int(p.at)
-                    .text(&p.clique_bodies[r]);
-                rows.end_row();
-            }
-            rows.copy(
+            copy_in(
                 &mut tx,
                 "COPY cliques (environment, focal_point, valid_from, body) FROM STDIN",
+                p.cliques.inserted.iter().enumerate(),
+                |row, (r, &k)| {
+                    row.text(&envs[k])
+                        .text(&focals[k])
+                        .int(p.at)
+                        .text(&p.clique_bodies[r])
+                        .end_row();
+                    Ok(())
+                },
             )
             .await?;
         }
@@ -154,23 +159,20 @@ impl CopyRows {
 
     fn text(&mut self, value: &str) -> &mut Self {
         self.separate();
-        let bytes = value.as_bytes();
-        let mut copied = 0;
-        // Bodies are JSON, which has no raw tabs or newlines: most fields are copied whole.
-        for (at, &byte) in bytes.iter().enumerate() {
-            let escaped: &[u8] = match byte {
-                b'\\' => b"\\\\",
-                b'\t' => b"\\t",
-                b'\n' => b"\\n",
-                b'\r' => b"\\r",
-                _ => continue,
-            };
-            self.data.extend_from_slice(&bytes[copied..at]);
-            self.data.extend_from_slice(escaped);
-            copied = at + 1;
-        }
-        self.data.extend_from_slice(&bytes[copied..]);
+        escape_into(&mut self.data, value.as_bytes());
         self
+    }
+
+    /// A value as JSON, encoded straight into the row.
+    fn json(&mut self, what: &str, value: &impl Serialize) -> Result<&mut Self, StoreError> {
+        self.separate();
+        serde_json::to_writer(Escaping(&mut self.data), value).map_err(|source| {
+            StoreError::Encode {
+                what: what.to_owned(),
+                source,
+            }
+        })?;
+        Ok(self)
     }
 
     fn optional(&mut self, value: Option<&str>) -> &mut Self {
@@ -202,24 +204,79 @@ impl CopyRows {
         self.data.push(b'\n');
         self.in_row = false;
     }
+}
 
-    async fn copy(
-        self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-        statement: &str,
-    ) -> Result<(), StoreError> {
-        if self.data.is_empty() {
-            return Ok(());
-        }
-        let mut copy = tx.copy_in_raw(statement).await?;
-        if let Err(err) = copy.send(self.data).await {
+/// Appends `bytes` with what the COPY text format reserves (backslash, tab, newline, carriage
+/// return) escaped. JSON bodies have no raw tabs or newlines: most fields are copied whole.
+fn escape_into(data: &mut Vec<u8>, bytes: &[u8]) {
+    let mut copied = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match byte {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => continue,
+        };
+        data.extend_from_slice(&bytes[copied..at]);
+        data.extend_from_slice(escaped);
+        copied = at + 1;
+    }
+    data.extend_from_slice(&bytes[copied..]);
+}
+
+/// A writer into COPY text: what is written is escaped.
+struct Escaping<'a>(&'a mut Vec<u8>);
+
+impl std::io::Write for Escaping<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        escape_into(self.0, bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Rows per message of a COPY: the rows are encoded a message at a time while the server
+/// takes in the messages before, so the two processes work side by side rather than in turn.
+const ROWS_PER_MESSAGE: usize = 512;
+
+/// Runs `statement` (a `COPY … FROM STDIN`) with one row per item, written by `write_row`.
+async fn copy_in<T>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    statement: &str,
+    items: impl IntoIterator<Item = T>,
+    write_row: impl Fn(&mut CopyRows, T) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut items = items.into_iter().peekable();
+    if items.peek().is_none() {
+        return Ok(());
+    }
+    let mut copy = tx.copy_in_raw(statement).await?;
+    loop {
+        let mut rows = CopyRows::default();
+        let mut written = 0;
+        let encoded = items.by_ref().take(ROWS_PER_MESSAGE).try_for_each(|item| {
+            written += 1;
+            write_row(&mut rows, item)
+        });
+        if let Err(err) = encoded {
             // Leave the connection usable; the transaction rolls back.
+            let _ = copy.abort(err.to_string()).await;
+            return Err(err);
+        }
+        if written == 0 {
+            break;
+        }
+        if let Err(err) = copy.send(rows.data).await {
             let _ = copy.abort(err.to_string()).await;
             return Err(err.into());
         }
-        copy.finish().await?;
-        Ok(())
     }
+    copy.finish().await?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -238,6 +295,20 @@ mod tests {
         assert_eq!(
             String::from_utf8(rows.data).expect("utf-8"),
             "a\\\\b\\tc\\nd\\re\t\\N\t-5\tt\nx\n"
+        );
+    }
+
+    #[test]
+    fn json_is_encoded_into_the_row_escaped() {
+        let mut rows = CopyRows::default();
+        rows.text("k")
+            .json("value", &"tab\there \"quoted\"")
+            .expect("encodes")
+            .end_row();
+        // JSON escapes the tab and the quotes with backslashes; COPY doubles each backslash.
+        assert_eq!(
+            String::from_utf8(rows.data).expect("utf-8"),
+            "k\t\"tab\\\\there \\\\\"quoted\\\\\"\"\n"
         );
     }
 }

@@ -305,11 +305,14 @@ pub(super) use {shared_methods, write_small_tables};
 /// A batch laid out as columns, ready for either backend's writes. Within a table each key
 /// appears once (the last version wins), so no two versions share a start time.
 #[derive(Debug, Default)]
-pub(super) struct Prepared {
+pub(super) struct Prepared<'b> {
     pub at: i64,
     pub environments: Vec<(String, String)>,
     pub objects: Versioned<2>,
-    pub object_rows: ObjectColumns,
+    /// The new version of each inserted object, in `objects.inserted` order: each backend
+    /// encodes its columns as it writes them (PostgreSQL while the server takes the rows
+    /// before).
+    pub object_rows: Vec<&'b Node>,
     pub links: Versioned<4>,
     pub link_rows: LinkColumns,
     pub cliques: Versioned<2>,
@@ -375,16 +378,6 @@ impl<const N: usize> Versioned<N> {
 }
 
 #[derive(Debug, Default)]
-pub(super) struct ObjectColumns {
-    pub object_type: Vec<String>,
-    pub host: Vec<Option<String>>,
-    pub stale: Vec<bool>,
-    pub first_seen: Vec<i64>,
-    pub last_seen: Vec<i64>,
-    pub body: Vec<String>,
-}
-
-#[derive(Debug, Default)]
 pub(super) struct LinkColumns {
     pub state: Vec<String>,
     pub body: Vec<String>,
@@ -407,7 +400,7 @@ fn last_per_key<K: std::hash::Hash + Eq + Clone, V>(entries: &[(K, V)]) -> Vec<&
 /// An object write keyed for deduplication: (environment, id), (new version, replaces).
 type ObjectWrite<'a> = ((&'a str, &'a str), (&'a Option<Node>, bool));
 
-pub(super) fn prepare(batch: &super::Batch) -> Result<Prepared, StoreError> {
+pub(super) fn prepare(batch: &super::Batch) -> Result<Prepared<'_>, StoreError> {
     use super::{encode, to_db};
     let mut prepared = Prepared {
         at: batch.at.unix_micros(),
@@ -430,17 +423,7 @@ pub(super) fn prepare(batch: &super::Batch) -> Result<Prepared, StoreError> {
             *replaces,
         );
         if let Some(node) = node {
-            let columns = &mut prepared.object_rows;
-            columns
-                .object_type
-                .push(node.object.object_type.to_string());
-            columns
-                .host
-                .push(node.object.host.as_deref().map(str::to_owned));
-            columns.stale.push(node.stale);
-            columns.first_seen.push(node.first_seen.unix_micros());
-            columns.last_seen.push(node.last_seen.unix_micros());
-            columns.body.push(encode("object", &node.object)?);
+            prepared.object_rows.push(node);
         }
     }
     let links: Vec<((&str, &crate::links::LinkKey), &Option<calipso_proto::Link>)> = batch

@@ -9,7 +9,7 @@ use sqlx::sqlite::{
 
 use super::records::record_methods;
 use super::rows::{self, shared_methods};
-use super::{Batch, Store, StoreError};
+use super::{Batch, Store, StoreError, encode};
 
 /// Rows per statement: sqlx runs each SQLite statement on a worker thread, so a statement per
 /// row would cost more in hand-offs than in SQLite; 200 rows of 9 columns stay far below
@@ -104,20 +104,25 @@ impl Store for SqliteStore {
         let inserted: Vec<(usize, usize)> =
             p.objects.inserted.iter().copied().enumerate().collect();
         for chunk in inserted.chunks(CHUNK) {
+            let bodies = chunk
+                .iter()
+                .map(|&(r, _)| encode("object", &o[r].object))
+                .collect::<Result<Vec<_>, _>>()?;
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO objects (environment, id, valid_from, object_type, host, stale, \
                  first_seen, last_seen, body) ",
             );
-            insert.push_values(chunk, |mut row, &(r, k)| {
+            insert.push_values(chunk.iter().zip(bodies), |mut row, (&(r, k), body)| {
+                let node = o[r];
                 row.push_bind(&envs[k])
                     .push_bind(&ids[k])
                     .push_bind(p.at)
-                    .push_bind(&o.object_type[r])
-                    .push_bind(&o.host[r])
-                    .push_bind(o.stale[r])
-                    .push_bind(o.first_seen[r])
-                    .push_bind(o.last_seen[r])
-                    .push_bind(&o.body[r]);
+                    .push_bind(node.object.object_type.as_str())
+                    .push_bind(node.object.host.as_deref())
+                    .push_bind(node.stale)
+                    .push_bind(node.first_seen.unix_micros())
+                    .push_bind(node.last_seen.unix_micros())
+                    .push_bind(body);
             });
             insert.build().execute(&mut *tx).await?;
         }
