@@ -1,4 +1,5 @@
--- History rows are keyed by a version number instead of their text key and start time.
+-- History rows are keyed by a version number instead of their text key and start time, and
+-- the key columns compare bytes.
 --
 -- The primary keys on (environment, id, valid_from) — and on the four text columns of a link —
 -- were a second text B-tree written with every version, and no query reads by them: the
@@ -16,3 +17,20 @@ ALTER TABLE links ADD COLUMN version BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY
 
 ALTER TABLE cliques DROP CONSTRAINT cliques_pkey;
 ALTER TABLE cliques ADD COLUMN version BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY;
+
+-- Ids, types and environment names are machine identifiers: ordered and compared as bytes
+-- ("C"), as SQLite's BINARY collation does, rather than through the database's locale (which
+-- copies both strings and calls strcoll for every comparison in the current-row indexes).
+-- For UTF-8 text, byte order is code point order: ordered results do not change under C.UTF-8.
+-- Measured as above: 0.84–0.91 s instead of 0.93–0.97 s per 100 000 versions.
+ALTER TABLE objects
+    ALTER COLUMN environment TYPE TEXT COLLATE "C",
+    ALTER COLUMN id TYPE TEXT COLLATE "C";
+ALTER TABLE links
+    ALTER COLUMN environment TYPE TEXT COLLATE "C",
+    ALTER COLUMN link_type TYPE TEXT COLLATE "C",
+    ALTER COLUMN source_id TYPE TEXT COLLATE "C",
+    ALTER COLUMN target_id TYPE TEXT COLLATE "C";
+ALTER TABLE cliques
+    ALTER COLUMN environment TYPE TEXT COLLATE "C",
+    ALTER COLUMN focal_point TYPE TEXT COLLATE "C";

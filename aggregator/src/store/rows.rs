@@ -385,7 +385,8 @@ pub(super) struct LinkColumns {
 
 /// Keeps the last entry per key, in first-seen order.
 fn last_per_key<K: std::hash::Hash + Eq + Clone, V>(entries: &[(K, V)]) -> Vec<&(K, V)> {
-    let mut last: std::collections::HashMap<&K, usize> = std::collections::HashMap::new();
+    let mut last: rustc_hash::FxHashMap<&K, usize> = rustc_hash::FxHashMap::default();
+    last.reserve(entries.len());
     for (index, (key, _)) in entries.iter().enumerate() {
         last.insert(key, index);
     }
