@@ -216,6 +216,15 @@ impl Graph {
         self.nodes.values().map(|node| &**node)
     }
 
+    /// Sorts `items` by where their nodes are in memory, for full builds that visit every
+    /// node. Objects arrive host by host, so neighbours in memory are partners on one host (a
+    /// vNIC's bridge, its peer, its vswitch): visited in this order, and numbered in it, each
+    /// object's reads and table entries lie beside its partners'. In the map's hash order
+    /// nearly every read of the link build was a cache miss, and it took half as long again.
+    pub fn in_memory_order<T>(items: &mut [T], node: impl Fn(&T) -> &Node) {
+        items.sort_by_key(|item| std::ptr::from_ref(node(item)) as usize);
+    }
+
     /// The objects found by `lookup`, in id order.
     pub fn find(&self, lookup: &Lookup) -> impl Iterator<Item = &Node> {
         self.lookups

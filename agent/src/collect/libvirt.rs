@@ -222,12 +222,12 @@ impl Domain {
                 ];
                 for (key, value) in fields {
                     if let Some(value) = value {
-                        map.insert(key.to_owned(), AttrValue::from(value.clone()));
+                        map.insert(key.to_owned(), AttrValue::from(value.as_str()));
                     }
                 }
                 if let Some(dev) = &iface.target_dev {
                     let vnic = ObjectId::host_local(ObjectType::Vnic, &scope.host, dev);
-                    map.insert("vnic".into(), AttrValue::from(vnic.as_str().to_owned()));
+                    map.insert("vnic".into(), AttrValue::from(vnic.as_str()));
                 }
                 AttrValue::Map(map.into())
             })

@@ -294,7 +294,7 @@ fn vedge(scope: &Scope, root: &Row, tables: &Tables, attached: &[Attachment<'_>]
                 "bridge".to_owned(),
                 AttrValue::from(attachment.bridge_name()),
             );
-            relation.insert("port".to_owned(), AttrValue::from(name.clone()));
+            relation.insert("port".to_owned(), AttrValue::from(name.as_str()));
             relation.insert("peer".to_owned(), AttrValue::from(peer));
             if let Some(peer_bridge) = peer_bridge {
                 relation.insert("peer_bridge".to_owned(), AttrValue::from(peer_bridge));
@@ -311,7 +311,7 @@ fn vedge(scope: &Scope, root: &Row, tables: &Tables, attached: &[Attachment<'_>]
         .map(|(_, bridge)| {
             let name = text(bridge, "name").unwrap_or_default();
             let mut facts = BTreeMap::new();
-            facts.insert("name".to_owned(), AttrValue::from(name.clone()));
+            facts.insert("name".to_owned(), AttrValue::from(name.as_str()));
             let datapath = text(bridge, "datapath_type").unwrap_or_else(|| "system".into());
             facts.insert("datapath_type".to_owned(), AttrValue::from(datapath));
             if let Some(fail_mode) = text(bridge, "fail_mode") {

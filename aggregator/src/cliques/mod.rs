@@ -290,8 +290,7 @@ impl CliqueSet {
                     .map(move |n| (n, entry))
             })
             .collect();
-        // In memory order, as the link build walks: see `LinkSet::build`.
-        focal.sort_by_key(|(node, _)| std::ptr::from_ref(*node) as usize);
+        Graph::in_memory_order(&mut focal, |(node, _)| node);
         let walks = map_on_all_cores(&focal, |(node, (clique_type, keys))| {
             walk(node, clique_type, keys, links)
         });

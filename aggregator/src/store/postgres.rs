@@ -255,20 +255,16 @@ async fn copy_in<T>(
         return Ok(());
     }
     let mut copy = tx.copy_in_raw(statement).await?;
-    loop {
+    while items.peek().is_some() {
         let mut rows = CopyRows::default();
-        let mut written = 0;
-        let encoded = items.by_ref().take(ROWS_PER_MESSAGE).try_for_each(|item| {
-            written += 1;
-            write_row(&mut rows, item)
-        });
+        let encoded = items
+            .by_ref()
+            .take(ROWS_PER_MESSAGE)
+            .try_for_each(|item| write_row(&mut rows, item));
         if let Err(err) = encoded {
             // Leave the connection usable; the transaction rolls back.
             let _ = copy.abort(err.to_string()).await;
             return Err(err);
-        }
-        if written == 0 {
-            break;
         }
         if let Err(err) = copy.send(rows.data).await {
             let _ = copy.abort(err.to_string()).await;
