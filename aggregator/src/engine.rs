@@ -49,11 +49,7 @@ impl Applied {
 
     /// How many object, link and clique versions it makes.
     pub fn change_count(&self) -> usize {
-        self.objects.len()
-            + self.links.upserted.len()
-            + self.links.removed.len()
-            + self.cliques.upserted.len()
-            + self.cliques.removed.len()
+        self.objects.len() + self.links.len() + self.cliques.len()
     }
 }
 
@@ -133,8 +129,10 @@ impl Environment {
         std::mem::swap(&mut links, &mut self.links);
         let mut changes = LinkChanges::default();
         for link in self.links.links() {
-            if links.get(&crate::links::LinkKey::of(link)) != Some(link) {
-                changes.upserted.push(link.clone());
+            match links.get(&crate::links::LinkKey::of(link)) {
+                None => changes.created.push(link.clone()),
+                Some(old) if old != link => changes.changed.push(link.clone()),
+                Some(_) => {}
             }
         }
         for old in links.links() {
@@ -143,8 +141,7 @@ impl Environment {
                 changes.removed.push(key);
             }
         }
-        changes.upserted.sort_by_key(crate::links::LinkKey::of);
-        changes.removed.sort();
+        changes.sort();
         Applied {
             objects: Vec::new(),
             links: changes,

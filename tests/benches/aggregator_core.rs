@@ -228,8 +228,8 @@ fn incremental(env: &mut Environment) {
         let elapsed = start.elapsed();
         times.push(elapsed);
         by_kind.entry(kind).or_default().push(elapsed);
-        link_changes += applied.links.upserted.len() + applied.links.removed.len();
-        clique_changes += applied.cliques.upserted.len() + applied.cliques.removed.len();
+        link_changes += applied.links.len();
+        clique_changes += applied.cliques.len();
     }
     times.sort();
     println!(
@@ -329,7 +329,7 @@ async fn ingest(
 }
 
 async fn store_commit(name: &str, store: impl Store) -> anyhow::Result<()> {
-    use calipso_aggregator::store::Batch;
+    use calipso_aggregator::store::{Batch, Write};
     let layout = layout();
     // The batches are built before the clock starts: this measures the store, encoding
     // included, not the generator.
@@ -348,7 +348,7 @@ async fn store_commit(name: &str, store: impl Store) -> anyhow::Result<()> {
                     let id = object.id.clone();
                     batch
                         .objects
-                        .push((ENV.into(), id, Some(Node::new(object, at)), false));
+                        .push(Write::first(ENV, id, Node::new(object, at)));
                 }
             }
             batch
@@ -358,8 +358,8 @@ async fn store_commit(name: &str, store: impl Store) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut encoded = 0usize;
     for batch in &batches {
-        for (_, _, node, _) in &batch.objects {
-            encoded += node.as_ref().map_or(0, |n| {
+        for write in &batch.objects {
+            encoded += write.version.as_ref().map_or(0, |n| {
                 serde_json::to_string(&n.object).map_or(0, |j| j.len())
             });
         }

@@ -18,7 +18,7 @@ use calipso_aggregator::client::ApiClient;
 use calipso_aggregator::config::ApiSection;
 use calipso_aggregator::graph::Node;
 use calipso_aggregator::ingest::DurableSink;
-use calipso_aggregator::store::{Batch, SqliteStore, Store};
+use calipso_aggregator::store::{Batch, SqliteStore, Store, Write};
 use calipso_aggregator::synthetic::{Layout, host_objects};
 use calipso_proto::Timestamp;
 use tokio_util::sync::CancellationToken;
@@ -136,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
     for host in 0..HOSTS {
         for object in host_objects(ENV, host, &layout) {
             let id = object.id.clone();
-            objects.push((ENV.to_owned(), id, Some(Node::new(object, at)), false));
+            objects.push(Write::first(ENV, id, Node::new(object, at)));
         }
     }
     let count = objects.len();

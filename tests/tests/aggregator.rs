@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use calipso_agent::outbox::{ChangeSet, Outbox};
-use calipso_aggregator::ingest::{AgentSession, DurableSink, IngestSink, Outcome};
+use calipso_aggregator::ingest::{AgentSession, DurableSink, IngestSink, Outcome, Published};
 use calipso_aggregator::store::{MessageQuery, SqliteStore, Store};
 use calipso_aggregator::synthetic::{Layout, host_name, host_objects, vm_objects};
 use calipso_proto::codec;
@@ -271,6 +271,99 @@ async fn a_restarted_agents_snapshot_replaces_its_partition_and_closes_history()
     );
     restarted.stop().await;
     aggregator.stop().await;
+    Ok(())
+}
+
+/// A VM deleted and started again under the same ids, in deltas the sink takes in one group:
+/// the store closes the versions current before the group, whatever happened in between.
+#[tokio::test]
+async fn a_vm_removed_and_recreated_in_one_group_is_stored_as_the_engine_has_it()
+-> anyhow::Result<()> {
+    calipso_tests::init_test_logging();
+    let dir = tempfile::tempdir()?;
+    let sink = sqlite_sink(&dir).await?;
+    let mut stream = sink.subscribe();
+    let session = AgentSession {
+        host: host_name(0),
+        environment: ENV.into(),
+        agent_version: "test".into(),
+        epoch: 1,
+        last_acked_seq: 0,
+    };
+    sink.host_connected(&session).await?;
+    let snapshot = Snapshot {
+        epoch: 1,
+        seq: 1,
+        objects: host_objects(ENV, 0, &layout()),
+        observed_at: Timestamp::now(),
+    };
+    assert_eq!(
+        sink.apply_snapshot(&session, snapshot).await?,
+        Outcome::Applied
+    );
+    let before = Timestamp::now();
+    let vm = vm_objects(ENV, 0, 1);
+    let delta = |seq, upserts, removals| Delta {
+        epoch: 1,
+        seq,
+        upserts,
+        removals,
+        observed_at: Timestamp::now(),
+    };
+    let instance = vm
+        .iter()
+        .position(|o| o.object_type == ObjectType::Instance)
+        .expect("a VM has an instance");
+    let mut rebooted = vm.clone();
+    rebooted[instance].name = "vm-1-again".into();
+    let deltas = vec![
+        delta(2, Vec::new(), vm.iter().map(|o| o.id.clone()).collect()),
+        delta(3, rebooted, Vec::new()),
+    ];
+    let outcomes = sink.apply_deltas(&session, deltas).await?;
+    assert_eq!(outcomes, vec![Outcome::Applied, Outcome::Applied]);
+    // Nothing was rolled back: the stream saw the groups, never a reset.
+    while let Ok(published) = stream.try_recv() {
+        assert!(
+            !matches!(*published, Published::RolledBack),
+            "the group's commit failed"
+        );
+    }
+    let store = SqliteStore::open(&dir.path().join("calipso.db")).await?;
+    let loaded = store.load().await?;
+    let (objects, links, cliques) = {
+        let engine = sink.engine();
+        let env = engine.environment(ENV).expect("environment");
+        let mut objects: Vec<_> = env.graph.nodes().cloned().collect();
+        objects.sort_by(|a, b| a.object.id.cmp(&b.object.id));
+        let links = sorted(env.links.links().cloned().collect());
+        let mut cliques: Vec<_> = env.cliques.cliques().cloned().collect();
+        cliques.sort_by(|a, b| a.focal_point.cmp(&b.focal_point));
+        (objects, links, cliques)
+    };
+    let mut stored: Vec<_> = loaded.objects.into_iter().map(|(_, n)| n).collect();
+    stored.sort_by(|a, b| a.object.id.cmp(&b.object.id));
+    assert_eq!(
+        stored, objects,
+        "the store's current objects are the engine's"
+    );
+    let stored_links = sorted(loaded.links.into_iter().map(|(_, l)| l).collect());
+    assert_eq!(stored_links, links);
+    let mut stored_cliques: Vec<_> = loaded.cliques.into_iter().map(|(_, c)| c).collect();
+    stored_cliques.sort_by(|a, b| a.focal_point.cmp(&b.focal_point));
+    assert_eq!(stored_cliques, cliques);
+    // The instance's history: the first version closed, the rebooted one current.
+    let names: Vec<(String, bool)> = store
+        .object_changes(ENV, before, Timestamp::now())
+        .await?
+        .iter()
+        .filter(|v| v.node.object.id == vm[instance].id)
+        .map(|v| (v.node.object.name.to_string(), v.valid_to.is_some()))
+        .collect();
+    assert_eq!(
+        names,
+        vec![("vm-1".into(), true), ("vm-1-again".into(), false)]
+    );
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use calipso_aggregator::links::LinkKey;
 use calipso_aggregator::store::{
     AgentRecord, AgentState, AuthMethod, Batch, Grants, Message, MessageLevel, MessageQuery,
     PostgresStore, ScanKind, ScanRecord, ScanStatus, ScheduleRecord, SqliteStore, Store,
-    TokenRecord, UserRecord,
+    TokenRecord, UserRecord, Write,
 };
 use calipso_proto::{Link, LinkState, LinkType, Object, ObjectId, ObjectType, Timestamp};
 use calipso_tests::pg::TestDatabase;
@@ -113,20 +113,13 @@ async fn conformance<S: Store>(store: S) -> anyhow::Result<()> {
         environments: vec![EnvironmentConfig::named("lab")],
         objects: ["a", "b", "c"]
             .iter()
-            .map(|n| {
-                (
-                    "lab".into(),
-                    vnic(n, 1500, t1).object.id.clone(),
-                    Some(vnic(n, 1500, t1)),
-                    false,
-                )
-            })
+            .map(|n| Write::first("lab", vnic(n, 1500, t1).object.id, vnic(n, 1500, t1)))
             .collect(),
-        links: vec![("lab".into(), LinkKey::of(&ab), Some(ab.clone()))],
-        cliques: vec![(
-            "lab".into(),
+        links: vec![Write::first("lab", LinkKey::of(&ab), ab.clone())],
+        cliques: vec![Write::first(
+            "lab",
             ObjectId::host_local(ObjectType::Vnic, "h1", "a"),
-            Some(clique("a", &[&ab])),
+            clique("a", &[&ab]),
         )],
         agents: vec![agent(5, AgentState::Connected, t1)],
         messages: vec![Message {
@@ -149,28 +142,17 @@ async fn conformance<S: Store>(store: S) -> anyhow::Result<()> {
     let second = Batch {
         at: t2,
         objects: vec![
-            (
-                "lab".into(),
-                stale_a.object.id.clone(),
-                Some(vnic("a", 1400, t2)),
-                true,
-            ),
-            (
-                "lab".into(),
-                stale_a.object.id.clone(),
-                Some(stale_a.clone()),
-                true,
-            ),
-            (
-                "lab".into(),
+            Write::replacing("lab", stale_a.object.id.clone(), Some(vnic("a", 1400, t2))),
+            Write::replacing("lab", stale_a.object.id.clone(), Some(stale_a.clone())),
+            Write::replacing(
+                "lab",
                 ObjectId::host_local(ObjectType::Vnic, "h1", "b"),
                 None,
-                true,
             ),
         ],
-        links: vec![("lab".into(), LinkKey::of(&ab), None)],
-        cliques: vec![(
-            "lab".into(),
+        links: vec![Write::replacing("lab", LinkKey::of(&ab), None)],
+        cliques: vec![Write::replacing(
+            "lab",
             ObjectId::host_local(ObjectType::Vnic, "h1", "a"),
             None,
         )],
@@ -275,6 +257,59 @@ async fn conformance<S: Store>(store: S) -> anyhow::Result<()> {
         assert_eq!(store.query_messages(&query(edit)).await?.len(), 1);
     }
     assert_eq!(store.agents().await?[0].epoch, Some(u64::MAX - 7));
+
+    // T3, one batch touching keys twice: c ends and comes back (the engine sees no current c
+    // the second time, yet the stored one must close); the link comes back and changes; a
+    // clique begins and ends within the batch (nothing stored).
+    let t3 = at(3_000);
+    let c_id = vnic("c", 1600, t3).object.id;
+    let mut ab_down = ab.clone();
+    ab_down.state = LinkState::Down;
+    let a_focal = ObjectId::host_local(ObjectType::Vnic, "h1", "a");
+    store
+        .commit(&Batch {
+            at: t3,
+            objects: vec![
+                Write::replacing("lab", c_id.clone(), None),
+                Write::first("lab", c_id.clone(), vnic("c", 1600, t3)),
+            ],
+            links: vec![
+                Write::first("lab", LinkKey::of(&ab), ab.clone()),
+                Write::replacing("lab", LinkKey::of(&ab), Some(ab_down.clone())),
+            ],
+            cliques: vec![
+                Write::first("lab", a_focal.clone(), clique("a", &[&ab])),
+                Write::replacing("lab", a_focal, None),
+            ],
+            ..Batch::default()
+        })
+        .await?;
+    assert_eq!(
+        names(&store.objects_at("lab", t3).await?),
+        vec![("a".into(), Some(9000)), ("c".into(), Some(1600))]
+    );
+    let c_versions: Vec<(Option<u32>, i64, Option<i64>)> = store
+        .object_changes("lab", t2, t3)
+        .await?
+        .iter()
+        .map(|v| {
+            (
+                v.node.object.attributes.mtu,
+                v.valid_from.unix_micros() - at(0).unix_micros(),
+                v.valid_to.map(|t| t.unix_micros() - at(0).unix_micros()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        c_versions,
+        vec![(Some(1500), 1_000, Some(3_000)), (Some(1600), 3_000, None)]
+    );
+    assert_eq!(store.links_at("lab", t3).await?, vec![ab_down.clone()]);
+    assert!(store.cliques_at("lab", t3).await?.is_empty());
+    let loaded = store.load().await?;
+    assert_eq!(loaded.objects.len(), 2);
+    assert_eq!(loaded.links, vec![("lab".to_owned(), ab_down)]);
+    assert!(loaded.cliques.is_empty());
 
     records(&store).await?;
 

@@ -47,13 +47,26 @@ pub struct Clique {
 /// The cliques that changed in one update.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct CliqueChanges {
-    pub upserted: Vec<Clique>,
+    /// Cliques of focal points that had none.
+    pub created: Vec<Clique>,
+    /// Cliques whose nodes or links changed.
+    pub changed: Vec<Clique>,
     pub removed: Vec<ObjectId>,
 }
 
 impl CliqueChanges {
     pub fn is_empty(&self) -> bool {
-        self.upserted.is_empty() && self.removed.is_empty()
+        self.created.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+
+    /// How many clique versions the changes make.
+    pub fn len(&self) -> usize {
+        self.created.len() + self.changed.len() + self.removed.len()
+    }
+
+    /// The new versions: created and changed cliques.
+    pub fn upserted(&self) -> impl Iterator<Item = &Clique> {
+        self.created.iter().chain(&self.changed)
     }
 }
 
@@ -356,8 +369,7 @@ impl CliqueSet {
     ) -> CliqueChanges {
         let mut dirty: BTreeSet<ObjectId> = BTreeSet::new();
         let changed = link_changes
-            .upserted
-            .iter()
+            .upserted()
             .map(|l| (l.link_type, [&l.source, &l.target]))
             .chain(
                 link_changes
@@ -396,9 +408,8 @@ impl CliqueSet {
             self.rewalk(&focal, graph, links);
             match (before, self.cliques.get(&focal)) {
                 (Some(_), None) => changes.removed.push(focal),
-                (before, Some(now)) if before.as_ref() != Some(now) => {
-                    changes.upserted.push(now.clone());
-                }
+                (None, Some(now)) => changes.created.push(now.clone()),
+                (Some(before), Some(now)) if &before != now => changes.changed.push(now.clone()),
                 _ => {}
             }
         }
@@ -411,8 +422,10 @@ impl CliqueSet {
         *self = CliqueSet::build(plan, graph, links);
         let mut changes = CliqueChanges::default();
         for (focal, clique) in &self.cliques {
-            if before.get(focal) != Some(clique) {
-                changes.upserted.push(clique.clone());
+            match before.get(focal) {
+                None => changes.created.push(clique.clone()),
+                Some(old) if old != clique => changes.changed.push(clique.clone()),
+                Some(_) => {}
             }
         }
         changes.removed = before

@@ -157,8 +157,13 @@ proptest! {
             for focal in &applied.cliques.removed {
                 prop_assert!(replayed.remove(focal).is_some());
             }
-            for clique in &applied.cliques.upserted {
-                replayed.insert(clique.focal_point.clone(), clique.clone());
+            for clique in &applied.cliques.created {
+                let old = replayed.insert(clique.focal_point.clone(), clique.clone());
+                prop_assert!(old.is_none(), "created {} existed", clique.focal_point);
+            }
+            for clique in &applied.cliques.changed {
+                let old = replayed.insert(clique.focal_point.clone(), clique.clone());
+                prop_assert!(old.is_some_and(|old| &old != clique), "changed {} was absent or unchanged", clique.focal_point);
             }
             prop_assert_eq!(replayed.into_values().collect::<Vec<_>>(), sorted(&full));
         }

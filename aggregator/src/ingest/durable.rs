@@ -28,7 +28,7 @@ use crate::graph::Node;
 use crate::links::LinkKey;
 use crate::store::{
     AgentRecord, AgentState, AnyStore, Batch, Loaded, Message, MessageLevel, ScanKind, Store,
-    StoreError,
+    StoreError, Write,
 };
 
 /// The most queued requests one transaction takes.
@@ -339,24 +339,34 @@ fn reconcile(
             let key = LinkKey::of(link);
             match stored_links.remove(&(name.clone(), key.clone())) {
                 Some(stored) if &stored == link => {}
-                _ => batch.links.push((name.clone(), key, Some(link.clone()))),
+                Some(_) => batch
+                    .links
+                    .push(Write::replacing(name, key, Some(link.clone()))),
+                None => batch.links.push(Write::first(name, key, link.clone())),
             }
         }
         for clique in env.cliques.cliques() {
-            let key = (name.clone(), clique.focal_point.clone());
-            match stored_cliques.remove(&key) {
+            let focal = clique.focal_point.clone();
+            match stored_cliques.remove(&(name.clone(), focal.clone())) {
                 Some(stored) if &stored == clique => {}
-                _ => batch.cliques.push((key.0, key.1, Some(clique.clone()))),
+                Some(_) => batch
+                    .cliques
+                    .push(Write::replacing(name, focal, Some(clique.clone()))),
+                None => batch
+                    .cliques
+                    .push(Write::first(name, focal, clique.clone())),
             }
         }
     }
-    batch
-        .links
-        .extend(stored_links.into_keys().map(|(env, key)| (env, key, None)));
+    batch.links.extend(
+        stored_links
+            .into_keys()
+            .map(|(env, key)| Write::replacing(env, key, None)),
+    );
     batch.cliques.extend(
         stored_cliques
             .into_keys()
-            .map(|(env, focal)| (env, focal, None)),
+            .map(|(env, focal)| Write::replacing(env, focal, None)),
     );
 }
 
@@ -370,7 +380,7 @@ struct Committer {
     shared: Arc<Shared>,
     queue: mpsc::Receiver<Job>,
     published: broadcast::Sender<Arc<Published>>,
-    writes: mpsc::Sender<Write>,
+    writes: mpsc::Sender<ToWriter>,
     /// Woken by the writer when a commit failed.
     failed: Arc<Notify>,
     last_at: Timestamp,
@@ -380,7 +390,7 @@ struct Committer {
 }
 
 /// What the committer hands the writer.
-enum Write {
+enum ToWriter {
     Group(Box<GroupWrite>),
     /// Answered once every earlier write has been committed or refused.
     Barrier(oneshot::Sender<()>),
@@ -396,7 +406,7 @@ struct GroupWrite {
 struct Writer {
     store: Arc<AnyStore>,
     shared: Arc<Shared>,
-    pending: mpsc::Receiver<Write>,
+    pending: mpsc::Receiver<ToWriter>,
     failed: Arc<Notify>,
     /// Set by a failed commit until the committer's barrier: the groups behind a failure were
     /// applied on top of it and must not be stored.
@@ -407,11 +417,11 @@ impl Writer {
     async fn run(mut self) {
         while let Some(write) = self.pending.recv().await {
             match write {
-                Write::Barrier(done) => {
+                ToWriter::Barrier(done) => {
                     self.refusing = false;
                     let _ = done.send(());
                 }
-                Write::Group(group) => self.commit(*group).await,
+                ToWriter::Group(group) => self.commit(*group).await,
             }
         }
     }
@@ -542,12 +552,12 @@ impl Committer {
                 .published
                 .send(Arc::new(Published::Changes(GroupChanges { at, changes })));
         }
-        let write = Write::Group(Box::new(GroupWrite {
+        let write = ToWriter::Group(Box::new(GroupWrite {
             batch,
             replies,
             snapshot_hosts,
         }));
-        if let Err(mpsc::error::SendError(Write::Group(group))) = self.writes.send(write).await {
+        if let Err(mpsc::error::SendError(ToWriter::Group(group))) = self.writes.send(write).await {
             let reason = SinkError("the store writer has stopped".into());
             for (reply, _) in group.replies {
                 let _ = reply.send(Err(reason.clone()));
@@ -559,7 +569,7 @@ impl Committer {
     /// it, then reloads the engine from the store and tells the stream.
     async fn resync(&mut self) -> bool {
         let (done, finished) = oneshot::channel();
-        if self.writes.send(Write::Barrier(done)).await.is_err() || finished.await.is_err() {
+        if self.writes.send(ToWriter::Barrier(done)).await.is_err() || finished.await.is_err() {
             return false;
         }
         if !self.reload().await {
@@ -599,34 +609,46 @@ impl Committer {
 
 fn add_to_batch(batch: &mut Batch, env: &str, applied: &Applied) {
     for diff in &applied.objects {
-        batch.objects.push((
-            env.to_owned(),
-            diff.id.clone(),
-            diff.after.clone(),
-            diff.before.is_some(),
-        ));
+        batch.objects.push(Write {
+            environment: env.to_owned(),
+            key: diff.id.clone(),
+            version: diff.after.clone(),
+            replaces: diff.before.is_some(),
+        });
     }
-    for link in &applied.links.upserted {
+    let links = &applied.links;
+    for link in &links.created {
         batch
             .links
-            .push((env.to_owned(), LinkKey::of(link), Some(link.clone())));
+            .push(Write::first(env, LinkKey::of(link), link.clone()));
     }
-    for key in &applied.links.removed {
-        batch.links.push((env.to_owned(), key.clone(), None));
+    for link in &links.changed {
+        let version = Some(link.clone());
+        batch
+            .links
+            .push(Write::replacing(env, LinkKey::of(link), version));
+    }
+    for key in &links.removed {
+        batch.links.push(Write::replacing(env, key.clone(), None));
     }
     push_cliques(batch, env, &applied.cliques);
 }
 
 fn push_cliques(batch: &mut Batch, env: &str, cliques: &CliqueChanges) {
-    for clique in &cliques.upserted {
-        batch.cliques.push((
-            env.to_owned(),
-            clique.focal_point.clone(),
-            Some(clique.clone()),
-        ));
+    for clique in &cliques.created {
+        let focal = clique.focal_point.clone();
+        batch.cliques.push(Write::first(env, focal, clique.clone()));
+    }
+    for clique in &cliques.changed {
+        let focal = clique.focal_point.clone();
+        batch
+            .cliques
+            .push(Write::replacing(env, focal, Some(clique.clone())));
     }
     for focal in &cliques.removed {
-        batch.cliques.push((env.to_owned(), focal.clone(), None));
+        batch
+            .cliques
+            .push(Write::replacing(env, focal.clone(), None));
     }
 }
 

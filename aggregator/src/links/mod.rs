@@ -586,14 +586,33 @@ impl Touched {
 /// The links that changed in one update.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct LinkChanges {
-    /// New links and links whose state or attributes changed.
-    pub upserted: Vec<Link>,
+    /// Links that did not exist.
+    pub created: Vec<Link>,
+    /// Links whose state or attributes changed.
+    pub changed: Vec<Link>,
     pub removed: Vec<LinkKey>,
 }
 
 impl LinkChanges {
     pub fn is_empty(&self) -> bool {
-        self.upserted.is_empty() && self.removed.is_empty()
+        self.created.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+
+    /// How many link versions the changes make.
+    pub fn len(&self) -> usize {
+        self.created.len() + self.changed.len() + self.removed.len()
+    }
+
+    /// The new versions: created and changed links.
+    pub fn upserted(&self) -> impl Iterator<Item = &Link> {
+        self.created.iter().chain(&self.changed)
+    }
+
+    /// Sorts each list by key.
+    pub fn sort(&mut self) {
+        self.created.sort_by_key(LinkKey::of);
+        self.changed.sort_by_key(LinkKey::of);
+        self.removed.sort();
     }
 }
 
@@ -803,7 +822,8 @@ impl LinkSet {
             let old = before.get(&key).and_then(Option::as_ref);
             match (old, self.get(&key)) {
                 (Some(_), None) => changes.removed.push(key),
-                (old, Some(link)) if old != Some(link) => changes.upserted.push(link.clone()),
+                (None, Some(link)) => changes.created.push(link.clone()),
+                (Some(old), Some(link)) if old != link => changes.changed.push(link.clone()),
                 _ => {}
             }
         }

@@ -148,8 +148,9 @@ fn link_state_follows_the_endpoints() {
     down.object.attributes.link_state = Some(LinkState::Down);
     graph.upsert(down);
     let changes = set.update(&graph, &[touched]);
+    assert!(changes.created.is_empty(), "a state change creates no link");
     let mut changed: Vec<String> = changes
-        .upserted
+        .changed
         .iter()
         .map(|l| format!("{} {}", LinkKey::of(l), l.state.as_str()))
         .collect();
@@ -439,8 +440,13 @@ proptest! {
             for key in &applied.links.removed {
                 prop_assert!(replayed.remove(key).is_some(), "removed {} was absent", key);
             }
-            for link in &applied.links.upserted {
-                replayed.insert(LinkKey::of(link), link.clone());
+            for link in &applied.links.created {
+                let old = replayed.insert(LinkKey::of(link), link.clone());
+                prop_assert!(old.is_none(), "created {} existed", LinkKey::of(link));
+            }
+            for link in &applied.links.changed {
+                let old = replayed.insert(LinkKey::of(link), link.clone());
+                prop_assert!(old.is_some_and(|old| &old != link), "changed {} was absent or unchanged", LinkKey::of(link));
             }
             prop_assert_eq!(replayed.into_values().collect::<Vec<_>>(), sorted_links(&full));
         }

@@ -247,7 +247,7 @@ fn push_events(events: &mut Vec<Event>, environment: &str, at: Timestamp, applie
         e.ends = Some((key.source.clone(), key.target.clone()));
         e
     };
-    for link in &applied.links.upserted {
+    for link in applied.links.upserted() {
         let data = serde_json::to_value(link_view(link)).ok();
         events.push(link_event(
             &LinkKey::of(link),
@@ -258,7 +258,7 @@ fn push_events(events: &mut Vec<Event>, environment: &str, at: Timestamp, applie
     for key in &applied.links.removed {
         events.push(link_event(key, None, None));
     }
-    for clique in &applied.cliques.upserted {
+    for clique in applied.cliques.upserted() {
         events.push(event(
             environment,
             at,

@@ -139,17 +139,52 @@ pub struct ObjectVersion {
     pub valid_to: Option<Timestamp>,
 }
 
-/// Everything one transaction writes. A `None` closes the current version (a removal).
+/// One key's write to a versioned table: its new version, or `None` for its end (a removal).
+///
+/// Whether the key has a current version to close comes from the engine, which knows: a first
+/// version skips the close. Most of a snapshot's and of a VM boot's versions are first ones,
+/// and on PostgreSQL closing them anyway costs an index probe each, or a join over every
+/// current row when the planner misjudges the table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write<K, V> {
+    pub environment: String,
+    pub key: K,
+    pub version: Option<V>,
+    pub replaces: bool,
+}
+
+impl<K, V> Write<K, V> {
+    /// The first version of a key that has none.
+    pub fn first(environment: impl Into<String>, key: K, version: V) -> Self {
+        Write {
+            environment: environment.into(),
+            key,
+            version: Some(version),
+            replaces: false,
+        }
+    }
+
+    /// A new version of a key that has a current one, or (`None`) its end.
+    pub fn replacing(environment: impl Into<String>, key: K, version: Option<V>) -> Self {
+        Write {
+            environment: environment.into(),
+            key,
+            version,
+            replaces: true,
+        }
+    }
+}
+
+/// Everything one transaction writes. A key written more than once keeps its last version,
+/// and closes its current one if its first write in the batch found one.
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
     /// The commit time: the start of the new versions and the end of the replaced ones.
     pub at: Timestamp,
     pub environments: Vec<EnvironmentConfig>,
-    /// (environment, id, new version, whether a current version exists to close): a first
-    /// version skips the close, which is most of a snapshot's cost on PostgreSQL otherwise.
-    pub objects: Vec<(String, ObjectId, Option<Node>, bool)>,
-    pub links: Vec<(String, LinkKey, Option<Link>)>,
-    pub cliques: Vec<(String, ObjectId, Option<Clique>)>,
+    pub objects: Vec<Write<ObjectId, Node>>,
+    pub links: Vec<Write<LinkKey, Link>>,
+    pub cliques: Vec<Write<ObjectId, Clique>>,
     pub agents: Vec<AgentRecord>,
     pub messages: Vec<Message>,
     /// Replaces every clique type and constraint.

@@ -2,7 +2,7 @@ use serde::Serialize;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use super::records::record_methods;
-use super::rows::{self, shared_methods};
+use super::rows::{self, Versioned, shared_methods};
 use super::{Batch, Store, StoreError};
 
 /// The production store. A batch closes the versions it replaces with one array-bound
@@ -39,18 +39,7 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await?;
         if !p.objects.is_empty() {
             let [envs, ids] = &p.objects.keys;
-            if !p.objects.closed.is_empty() {
-                sqlx::query(
-                    "UPDATE objects AS o SET valid_to = $1 \
-                     FROM UNNEST($2::text[], $3::text[]) AS k(environment, id) \
-                     WHERE o.environment = k.environment AND o.id = k.id AND o.valid_to IS NULL",
-                )
-                .bind(p.at)
-                .bind(p.objects.closed_column(0))
-                .bind(p.objects.closed_column(1))
-                .execute(&mut *tx)
-                .await?;
-            }
+            close_current(&mut tx, "objects", ["environment", "id"], &p.objects, p.at).await?;
             let rows = p.objects.inserted.iter().zip(&p.object_rows);
             copy_in(
                 &mut tx,
@@ -75,19 +64,8 @@ impl Store for PostgresStore {
         }
         if !p.links.is_empty() {
             let [envs, types, sources, targets] = &p.links.keys;
-            sqlx::query(
-                "UPDATE links AS o SET valid_to = $1 \
-                 FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[]) AS k(e, t, s, d) \
-                 WHERE o.environment = k.e AND o.link_type = k.t AND o.source_id = k.s \
-                 AND o.target_id = k.d AND o.valid_to IS NULL",
-            )
-            .bind(p.at)
-            .bind(envs)
-            .bind(types)
-            .bind(sources)
-            .bind(targets)
-            .execute(&mut *tx)
-            .await?;
+            let key_columns = ["environment", "link_type", "source_id", "target_id"];
+            close_current(&mut tx, "links", key_columns, &p.links, p.at).await?;
             copy_in(
                 &mut tx,
                 "COPY links (environment, link_type, source_id, target_id, valid_from, state, \
@@ -109,16 +87,8 @@ impl Store for PostgresStore {
         }
         if !p.cliques.is_empty() {
             let [envs, focals] = &p.cliques.keys;
-            sqlx::query(
-                "UPDATE cliques AS o SET valid_to = $1 \
-                 FROM UNNEST($2::text[], $3::text[]) AS k(e, f) \
-                 WHERE o.environment = k.e AND o.focal_point = k.f AND o.valid_to IS NULL",
-            )
-            .bind(p.at)
-            .bind(envs)
-            .bind(focals)
-            .execute(&mut *tx)
-            .await?;
+            let key_columns = ["environment", "focal_point"];
+            close_current(&mut tx, "cliques", key_columns, &p.cliques, p.at).await?;
             copy_in(
                 &mut tx,
                 "COPY cliques (environment, focal_point, valid_from, body) FROM STDIN",
@@ -138,6 +108,38 @@ impl Store for PostgresStore {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Ends, at `at`, the current version of each key `versions` closes: one statement binding
+/// a text array per key column, joined to the table's current-row index.
+async fn close_current<const N: usize>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    table: &str,
+    key_columns: [&str; N],
+    versions: &Versioned<N>,
+    at: i64,
+) -> Result<(), StoreError> {
+    if versions.closed.is_empty() {
+        return Ok(());
+    }
+    let arrays: Vec<String> = (0..N).map(|i| format!("${}::text[]", i + 2)).collect();
+    let matches: Vec<String> = key_columns
+        .iter()
+        .map(|column| format!("o.{column} = k.{column}"))
+        .collect();
+    let sql = format!(
+        "UPDATE {table} AS o SET valid_to = $1 FROM UNNEST({}) AS k({}) \
+         WHERE {} AND o.valid_to IS NULL",
+        arrays.join(", "),
+        key_columns.join(", "),
+        matches.join(" AND "),
+    );
+    let mut close = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at);
+    for part in 0..N {
+        close = close.bind(versions.closed_column(part));
+    }
+    close.execute(&mut **tx).await?;
+    Ok(())
 }
 
 /// Rows in `COPY … FROM STDIN` text format: tab-separated fields, `\N` for NULL, backslash,

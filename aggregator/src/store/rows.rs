@@ -5,7 +5,8 @@
 use calipso_proto::{Object, Timestamp};
 
 use super::{
-    AgentRecord, AgentState, Message, MessageLevel, ObjectVersion, StoreError, decode, from_db,
+    AgentRecord, AgentState, Message, MessageLevel, ObjectVersion, StoreError, Write, decode,
+    from_db,
 };
 use crate::graph::Node;
 
@@ -383,23 +384,25 @@ pub(super) struct LinkColumns {
     pub body: Vec<String>,
 }
 
-/// Keeps the last entry per key, in first-seen order.
-fn last_per_key<K: std::hash::Hash + Eq + Clone, V>(entries: &[(K, V)]) -> Vec<&(K, V)> {
-    let mut last: rustc_hash::FxHashMap<&K, usize> = rustc_hash::FxHashMap::default();
-    last.reserve(entries.len());
-    for (index, (key, _)) in entries.iter().enumerate() {
-        last.insert(key, index);
+/// Each key's last write in `writes` (in the order of those last writes), with whether the
+/// key's first write found a current version to close: what a batch replaces is the version
+/// current before it, whatever it did to the key in between.
+fn per_key<K: std::hash::Hash + Eq, V>(
+    writes: &[Write<K, V>],
+) -> impl Iterator<Item = (&Write<K, V>, bool)> {
+    let mut seen: rustc_hash::FxHashMap<(&str, &K), (bool, usize)> =
+        rustc_hash::FxHashMap::default();
+    seen.reserve(writes.len());
+    for (index, write) in writes.iter().enumerate() {
+        seen.entry((write.environment.as_str(), &write.key))
+            .and_modify(|(_, last)| *last = index)
+            .or_insert((write.replaces, index));
     }
-    entries
-        .iter()
-        .enumerate()
-        .filter(|(index, (key, _))| last.get(key) == Some(index))
-        .map(|(_, entry)| entry)
-        .collect()
+    writes.iter().enumerate().filter_map(move |(index, write)| {
+        let &(closes, last) = seen.get(&(write.environment.as_str(), &write.key))?;
+        (last == index).then_some((write, closes))
+    })
 }
-
-/// An object write keyed for deduplication: (environment, id), (new version, replaces).
-type ObjectWrite<'a> = ((&'a str, &'a str), (&'a Option<Node>, bool));
 
 pub(super) fn prepare(batch: &super::Batch) -> Result<Prepared<'_>, StoreError> {
     use super::{encode, to_db};
@@ -412,38 +415,29 @@ pub(super) fn prepare(batch: &super::Batch) -> Result<Prepared<'_>, StoreError> 
             .environments
             .push((config.name.clone(), encode("environment", config)?));
     }
-    let objects: Vec<ObjectWrite<'_>> = batch
-        .objects
-        .iter()
-        .map(|(env, id, node, replaces)| ((env.as_str(), id.as_str()), (node, *replaces)))
-        .collect();
-    for ((env, id), (node, replaces)) in last_per_key(&objects) {
+    for (write, closes) in per_key(&batch.objects) {
         prepared.objects.push(
-            [(*env).to_owned(), (*id).to_owned()],
-            node.is_some(),
-            *replaces,
+            [write.environment.clone(), write.key.as_str().to_owned()],
+            write.version.is_some(),
+            closes,
         );
-        if let Some(node) = node {
+        if let Some(node) = &write.version {
             prepared.object_rows.push(node);
         }
     }
-    let links: Vec<((&str, &crate::links::LinkKey), &Option<calipso_proto::Link>)> = batch
-        .links
-        .iter()
-        .map(|(env, key, link)| ((env.as_str(), key), link))
-        .collect();
-    for ((env, key), link) in last_per_key(&links) {
+    for (write, closes) in per_key(&batch.links) {
+        let key = &write.key;
         prepared.links.push(
             [
-                (*env).to_owned(),
+                write.environment.clone(),
                 key.link_type.to_string(),
                 key.source.to_string(),
                 key.target.to_string(),
             ],
-            link.is_some(),
-            true,
+            write.version.is_some(),
+            closes,
         );
-        if let Some(link) = link {
+        if let Some(link) = &write.version {
             prepared
                 .link_rows
                 .state
@@ -451,18 +445,13 @@ pub(super) fn prepare(batch: &super::Batch) -> Result<Prepared<'_>, StoreError> 
             prepared.link_rows.body.push(encode("link", link)?);
         }
     }
-    let cliques: Vec<((&str, &str), &Option<crate::cliques::Clique>)> = batch
-        .cliques
-        .iter()
-        .map(|(env, focal, clique)| ((env.as_str(), focal.as_str()), clique))
-        .collect();
-    for ((env, focal), clique) in last_per_key(&cliques) {
+    for (write, closes) in per_key(&batch.cliques) {
         prepared.cliques.push(
-            [(*env).to_owned(), (*focal).to_owned()],
-            clique.is_some(),
-            true,
+            [write.environment.clone(), write.key.as_str().to_owned()],
+            write.version.is_some(),
+            closes,
         );
-        if let Some(clique) = clique {
+        if let Some(clique) = &write.version {
             prepared.clique_bodies.push(encode("clique", clique)?);
         }
     }

@@ -127,8 +127,7 @@ impl Store for SqliteStore {
             insert.build().execute(&mut *tx).await?;
         }
         let [envs, types, sources, targets] = &p.links.keys;
-        let keys: Vec<usize> = (0..p.links.len()).collect();
-        for chunk in keys.chunks(CHUNK) {
+        for chunk in p.links.closed.chunks(CHUNK) {
             let mut close = QueryBuilder::<Sqlite>::new("UPDATE links SET valid_to = ");
             close.push_bind(p.at);
             close.push(
@@ -160,8 +159,7 @@ impl Store for SqliteStore {
             insert.build().execute(&mut *tx).await?;
         }
         let [envs, focals] = &p.cliques.keys;
-        let keys: Vec<usize> = (0..p.cliques.len()).collect();
-        for chunk in keys.chunks(CHUNK) {
+        for chunk in p.cliques.closed.chunks(CHUNK) {
             let mut close = QueryBuilder::<Sqlite>::new("UPDATE cliques SET valid_to = ");
             close.push_bind(p.at);
             close.push(" WHERE valid_to IS NULL AND (environment, focal_point) IN ");
