@@ -6,7 +6,9 @@
 //! 3. incremental update: 20 000 deltas of the shapes agents send (VM boot, VM deletion,
 //!    interface down/up, tunnel reconfiguration), each timed from changes to updated links
 //!    and cliques: p50 / p99 / max;
-//! 4. durable ingest through the sink (validation, engine, group commit) on SQLite and on
+//! 4. durable ingest, the store alone: first versions of 99 600 objects committed in batches
+//!    of 20, 8 and 1 host(s), on SQLite and on PostgreSQL;
+//! 5. durable ingest through the sink (validation, engine, group commit) on SQLite and on
 //!    PostgreSQL (`DATABASE_URL`, or an ephemeral server): 64 hosts snapshotting concurrently,
 //!    then VM churn from all of them; object changes per second.
 //!
@@ -328,14 +330,21 @@ async fn ingest(
     Ok(())
 }
 
-async fn store_commit(name: &str, store: impl Store) -> anyhow::Result<()> {
+/// The store alone: 200 hosts' objects (99 600 first versions) committed in batches of
+/// `hosts_per_batch` hosts, one after another, as the sink's writer does.
+async fn store_commit(
+    name: &str,
+    store: &impl Store,
+    hosts_per_batch: usize,
+) -> anyhow::Result<()> {
     use calipso_aggregator::store::{Batch, Write};
     let layout = layout();
     // The batches are built before the clock starts: this measures the store, encoding
-    // included, not the generator.
+    // included, not the generator. Each run writes its own environment.
+    let env = format!("{ENV}-{hosts_per_batch}");
     let batches: Vec<Batch> = (0..200)
         .collect::<Vec<_>>()
-        .chunks(20)
+        .chunks(hosts_per_batch)
         .enumerate()
         .map(|(round, hosts)| {
             let at = Timestamp::from_unix_micros(1 + round as i64);
@@ -344,11 +353,11 @@ async fn store_commit(name: &str, store: impl Store) -> anyhow::Result<()> {
                 ..Batch::default()
             };
             for &host in hosts {
-                for object in host_objects(ENV, host, &layout) {
+                for object in host_objects(&env, host, &layout) {
                     let id = object.id.clone();
                     batch
                         .objects
-                        .push(Write::first(ENV, id, Node::new(object, at)));
+                        .push(Write::first(env.as_str(), id, Node::new(object, at)));
                 }
             }
             batch
@@ -356,28 +365,24 @@ async fn store_commit(name: &str, store: impl Store) -> anyhow::Result<()> {
         .collect();
     let total: usize = batches.iter().map(|b| b.objects.len()).sum();
     let start = Instant::now();
-    let mut encoded = 0usize;
-    for batch in &batches {
-        for write in &batch.objects {
-            encoded += write.version.as_ref().map_or(0, |n| {
-                serde_json::to_string(&n.object).map_or(0, |j| j.len())
-            });
-        }
-    }
-    println!(
-        "  encoding the bodies alone: {:?} ({encoded} bytes)",
-        start.elapsed()
-    );
-    let start = Instant::now();
     for batch in &batches {
         store.commit(batch).await?;
     }
     let elapsed = start.elapsed();
     println!(
-        "{name} store alone: {total} object versions in {} batches in {elapsed:?} = {:.0} object changes/s",
+        "{name} store alone: {total} object versions in {} batches of {} in {elapsed:?} = {:.0} object changes/s",
         batches.len(),
+        total / batches.len(),
         total as f64 / elapsed.as_secs_f64()
     );
+    Ok(())
+}
+
+/// The store alone at three batch sizes: a few VM boots, a few hosts' snapshots, 20 hosts'.
+async fn store_commits(name: &str, store: impl Store) -> anyhow::Result<()> {
+    for hosts_per_batch in [20, 8, 1] {
+        store_commit(name, &store, hosts_per_batch).await?;
+    }
     Ok(())
 }
 
@@ -417,13 +422,13 @@ async fn main() -> anyhow::Result<()> {
     }
     if run("ingest") {
         let dir = tempfile::tempdir()?;
-        store_commit(
+        store_commits(
             "sqlite",
             SqliteStore::open(&dir.path().join("commit.db")).await?,
         )
         .await?;
         let db = calipso_tests::pg::TestDatabase::create().await?;
-        store_commit("postgres", PostgresStore::connect(&db.url).await?).await?;
+        store_commits("postgres", PostgresStore::connect(&db.url).await?).await?;
         db.drop_database().await?;
 
         let sqlite = SqliteStore::open(&dir.path().join("ingest.db")).await?;
