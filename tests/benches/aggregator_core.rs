@@ -6,9 +6,11 @@
 //! 3. incremental update: 20 000 deltas of the shapes agents send (VM boot, VM deletion,
 //!    interface down/up, tunnel reconfiguration), each timed from changes to updated links
 //!    and cliques: p50 / p99 / max;
-//! 4. durable ingest, the store alone: first versions of 99 600 objects committed in batches
+//! 4. (`criterion`) criterion's statistics for three kinds of delta, each applied with its
+//!    inverse on the built environment;
+//! 5. durable ingest, the store alone: first versions of 99 600 objects committed in batches
 //!    of 20, 8 and 1 host(s), on SQLite and on PostgreSQL;
-//! 5. durable ingest through the sink (validation, engine, group commit) on SQLite and on
+//! 6. durable ingest through the sink (validation, engine, group commit) on SQLite and on
 //!    PostgreSQL (`DATABASE_URL`, or an ephemeral server): 64 hosts snapshotting concurrently,
 //!    then VM churn from all of them; object changes per second.
 //!
@@ -185,32 +187,97 @@ fn random_delta(
             ("interface down/up", vec![Change::Upsert(Box::new(node))])
         }
         _ => {
-            let otep = env
-                .graph
-                .ids_on_host(&host_name(host))
-                .find(|id| id.object_type() == Some(ObjectType::Otep))
-                .and_then(|id| env.graph.get(id))
-                .cloned();
-            let Some(mut otep) = otep else {
-                return ("tunnel reconfiguration", Vec::new());
-            };
-            // A neighbour leaves or comes back, as l2 population reconfigures tunnels.
-            let neighbour = tunnel_ip((host + 1) % HOSTS);
-            if let Some(AttrValue::List(remotes)) =
-                otep.object.attributes.extra.get_mut("remote_endpoints")
-            {
-                let before = remotes.len();
-                remotes.retain(|r| r.as_str() != Some(neighbour.as_str()));
-                if remotes.len() == before {
-                    remotes.push(AttrValue::from(neighbour));
-                }
-            }
-            (
-                "tunnel reconfiguration",
-                vec![Change::Upsert(Box::new(otep))],
-            )
+            let changes = tunnel_neighbour_toggled(env, host)
+                .map(|otep| Change::Upsert(Box::new(otep)))
+                .into_iter()
+                .collect();
+            ("tunnel reconfiguration", changes)
         }
     }
+}
+
+/// Host `host`'s VXLAN endpoint with its ring neighbour left (or back, if it had left), as l2
+/// population reconfigures tunnels.
+fn tunnel_neighbour_toggled(env: &Environment, host: usize) -> Option<Node> {
+    let mut otep = env
+        .graph
+        .ids_on_host(&host_name(host))
+        .find(|id| id.object_type() == Some(ObjectType::Otep))
+        .and_then(|id| env.graph.get(id))
+        .cloned()?;
+    let neighbour = tunnel_ip((host + 1) % HOSTS);
+    if let Some(AttrValue::List(remotes)) = otep.object.attributes.extra.get_mut("remote_endpoints")
+    {
+        let before = remotes.len();
+        remotes.retain(|r| r.as_str() != Some(neighbour.as_str()));
+        if remotes.len() == before {
+            remotes.push(AttrValue::from(neighbour));
+        }
+    }
+    Some(otep)
+}
+
+/// Criterion's statistics for the incremental update on the built environment. Each
+/// iteration applies a change and then its inverse, so every sample meets the same state.
+fn criterion_deltas(env: &mut Environment) {
+    use criterion::{BatchSize, Criterion};
+    let host = 17;
+    let at = Timestamp::now();
+    let vm = vm_objects(ENV, host, 2_000_000);
+    let boot: Vec<Change> = vm
+        .iter()
+        .map(|o| Change::Upsert(Box::new(Node::new(o.clone(), at))))
+        .collect();
+    let delete: Vec<Change> = vm.iter().map(|o| Change::Remove(o.id.clone())).collect();
+    let current = |id: &calipso_proto::ObjectId| -> Node {
+        env.graph
+            .get(id)
+            .cloned()
+            .expect("the synthetic host has it")
+    };
+    let tap = current(&vm_objects(ENV, host, 0)[1].id);
+    let mut tap_down = tap.clone();
+    tap_down.object.attributes.link_state = Some(LinkState::Down);
+    let otep_id = tunnel_neighbour_toggled(env, host)
+        .expect("an endpoint")
+        .object
+        .id;
+    let otep = current(&otep_id);
+    let otep_toggled = tunnel_neighbour_toggled(env, host).expect("an endpoint");
+    let upsert = |node: Node| vec![Change::Upsert(Box::new(node))];
+    let cases = [
+        ("VM boot, then its deletion", boot, delete),
+        ("interface down, then up", upsert(tap_down), upsert(tap)),
+        (
+            "tunnel neighbour leaves, then returns",
+            upsert(otep_toggled),
+            upsert(otep),
+        ),
+    ];
+    for (name, change, inverse) in &cases {
+        let forward = env.apply(change.clone());
+        let back = env.apply(inverse.clone());
+        assert!(
+            !forward.links.is_empty() && !back.links.is_empty(),
+            "{name}: each way changes links"
+        );
+    }
+    let mut criterion = Criterion::default()
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let mut group = criterion.benchmark_group("incremental update");
+    for (name, change, inverse) in &cases {
+        group.bench_function(*name, |bencher| {
+            bencher.iter_batched(
+                || (change.clone(), inverse.clone()),
+                |(change, inverse)| (env.apply(change), env.apply(inverse)),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+    criterion.final_summary();
 }
 
 fn incremental(env: &mut Environment) {
@@ -419,6 +486,10 @@ async fn main() -> anyhow::Result<()> {
                 env.cliques.len()
             );
         }
+    }
+    if run("criterion") {
+        let (mut env, _) = build();
+        criterion_deltas(&mut env);
     }
     if run("ingest") {
         let dir = tempfile::tempdir()?;
