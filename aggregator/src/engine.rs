@@ -129,11 +129,7 @@ impl Environment {
         std::mem::swap(&mut links, &mut self.links);
         let mut changes = LinkChanges::default();
         for link in self.links.links() {
-            match links.get(&crate::links::LinkKey::of(link)) {
-                None => changes.created.push(link.clone()),
-                Some(old) if old != link => changes.changed.push(link.clone()),
-                Some(_) => {}
-            }
+            changes.record(links.get(&crate::links::LinkKey::of(link)), link);
         }
         for old in links.links() {
             let key = crate::links::LinkKey::of(old);

@@ -238,12 +238,8 @@ fn criterion_deltas(env: &mut Environment) {
     let tap = current(&vm_objects(ENV, host, 0)[1].id);
     let mut tap_down = tap.clone();
     tap_down.object.attributes.link_state = Some(LinkState::Down);
-    let otep_id = tunnel_neighbour_toggled(env, host)
-        .expect("an endpoint")
-        .object
-        .id;
-    let otep = current(&otep_id);
     let otep_toggled = tunnel_neighbour_toggled(env, host).expect("an endpoint");
+    let otep = current(&otep_toggled.object.id);
     let upsert = |node: Node| vec![Change::Upsert(Box::new(node))];
     let cases = [
         ("VM boot, then its deletion", boot, delete),

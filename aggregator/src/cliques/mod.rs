@@ -68,6 +68,15 @@ impl CliqueChanges {
     pub fn upserted(&self) -> impl Iterator<Item = &Clique> {
         self.created.iter().chain(&self.changed)
     }
+
+    /// Records `now` as created (no clique `before`) or changed (one that differs).
+    fn record(&mut self, before: Option<&Clique>, now: &Clique) {
+        match before {
+            None => self.created.push(now.clone()),
+            Some(before) if before != now => self.changed.push(now.clone()),
+            Some(_) => {}
+        }
+    }
 }
 
 /// The constraint values of a focal point: its attribute, a string or a list; a network is
@@ -408,9 +417,8 @@ impl CliqueSet {
             self.rewalk(&focal, graph, links);
             match (before, self.cliques.get(&focal)) {
                 (Some(_), None) => changes.removed.push(focal),
-                (None, Some(now)) => changes.created.push(now.clone()),
-                (Some(before), Some(now)) if &before != now => changes.changed.push(now.clone()),
-                _ => {}
+                (before, Some(now)) => changes.record(before.as_ref(), now),
+                (None, None) => {}
             }
         }
         changes
@@ -422,11 +430,7 @@ impl CliqueSet {
         *self = CliqueSet::build(plan, graph, links);
         let mut changes = CliqueChanges::default();
         for (focal, clique) in &self.cliques {
-            match before.get(focal) {
-                None => changes.created.push(clique.clone()),
-                Some(old) if old != clique => changes.changed.push(clique.clone()),
-                Some(_) => {}
-            }
+            changes.record(before.get(focal), clique);
         }
         changes.removed = before
             .into_keys()

@@ -608,6 +608,15 @@ impl LinkChanges {
         self.created.iter().chain(&self.changed)
     }
 
+    /// Records `now` as created (no version `before`) or changed (one that differs).
+    pub fn record(&mut self, before: Option<&Link>, now: &Link) {
+        match before {
+            None => self.created.push(now.clone()),
+            Some(before) if before != now => self.changed.push(now.clone()),
+            Some(_) => {}
+        }
+    }
+
     /// Sorts each list by key.
     pub fn sort(&mut self) {
         self.created.sort_by_key(LinkKey::of);
@@ -822,9 +831,8 @@ impl LinkSet {
             let old = before.get(&key).and_then(Option::as_ref);
             match (old, self.get(&key)) {
                 (Some(_), None) => changes.removed.push(key),
-                (None, Some(link)) => changes.created.push(link.clone()),
-                (Some(old), Some(link)) if old != link => changes.changed.push(link.clone()),
-                _ => {}
+                (old, Some(link)) => changes.record(old, link),
+                (None, None) => {}
             }
         }
         changes

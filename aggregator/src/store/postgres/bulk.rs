@@ -13,13 +13,19 @@ use serde::Serialize;
 
 use crate::store::StoreError;
 
-/// A versioned table's columns, in the order rows are written, with their SQL types.
-pub(super) struct Table {
+/// A versioned table's columns, in the order rows are written, with their SQL types; the
+/// first `KEYS` are the key a version belongs to.
+pub(super) struct Table<const KEYS: usize> {
     pub name: &'static str,
     pub columns: &'static [(&'static str, &'static str)],
 }
 
-impl Table {
+impl<const KEYS: usize> Table<KEYS> {
+    /// The key columns' names.
+    pub fn key_columns(&self) -> impl Iterator<Item = &'static str> {
+        self.columns.iter().take(KEYS).map(|(name, _)| *name)
+    }
+
     fn column_list(&self) -> String {
         let names: Vec<&str> = self.columns.iter().map(|(name, _)| *name).collect();
         names.join(", ")
@@ -40,9 +46,9 @@ const ROWS_PER_MESSAGE: usize = 512;
 
 /// Writes one row per item into `table`, each row's fields written by `write_row` in the
 /// table's column order.
-pub(super) async fn write_rows<T>(
+pub(super) async fn write_rows<T, const KEYS: usize>(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    table: &Table,
+    table: &Table<KEYS>,
     items: impl ExactSizeIterator<Item = T>,
     write_row: impl Fn(&mut Rows, T) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
@@ -53,9 +59,9 @@ pub(super) async fn write_rows<T>(
     }
 }
 
-async fn insert_rows<T>(
+async fn insert_rows<T, const KEYS: usize>(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    table: &Table,
+    table: &Table<KEYS>,
     items: impl Iterator<Item = T>,
     write_row: impl Fn(&mut Rows, T) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
@@ -88,9 +94,9 @@ async fn insert_rows<T>(
     Ok(())
 }
 
-async fn copy_rows<T>(
+async fn copy_rows<T, const KEYS: usize>(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    table: &Table,
+    table: &Table<KEYS>,
     items: impl Iterator<Item = T>,
     write_row: impl Fn(&mut Rows, T) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {

@@ -43,7 +43,7 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await?;
         if !p.objects.is_empty() {
             let [envs, ids] = &p.objects.keys;
-            close_current(&mut tx, "objects", ["environment", "id"], &p.objects, p.at).await?;
+            close_current(&mut tx, &OBJECTS, &p.objects, p.at).await?;
             let rows = p.objects.inserted.iter().zip(&p.object_rows);
             write_rows(&mut tx, &OBJECTS, rows, |row, (&k, node)| {
                 row.text(&envs[k])
@@ -62,8 +62,7 @@ impl Store for PostgresStore {
         }
         if !p.links.is_empty() {
             let [envs, types, sources, targets] = &p.links.keys;
-            let key_columns = ["environment", "link_type", "source_id", "target_id"];
-            close_current(&mut tx, "links", key_columns, &p.links, p.at).await?;
+            close_current(&mut tx, &LINKS, &p.links, p.at).await?;
             write_rows(
                 &mut tx,
                 &LINKS,
@@ -84,8 +83,7 @@ impl Store for PostgresStore {
         }
         if !p.cliques.is_empty() {
             let [envs, focals] = &p.cliques.keys;
-            let key_columns = ["environment", "focal_point"];
-            close_current(&mut tx, "cliques", key_columns, &p.cliques, p.at).await?;
+            close_current(&mut tx, &CLIQUES, &p.cliques, p.at).await?;
             write_rows(
                 &mut tx,
                 &CLIQUES,
@@ -107,7 +105,7 @@ impl Store for PostgresStore {
     }
 }
 
-const OBJECTS: Table = Table {
+const OBJECTS: Table<2> = Table {
     name: "objects",
     columns: &[
         ("environment", "text"),
@@ -122,7 +120,7 @@ const OBJECTS: Table = Table {
     ],
 };
 
-const LINKS: Table = Table {
+const LINKS: Table<4> = Table {
     name: "links",
     columns: &[
         ("environment", "text"),
@@ -135,7 +133,7 @@ const LINKS: Table = Table {
     ],
 };
 
-const CLIQUES: Table = Table {
+const CLIQUES: Table<2> = Table {
     name: "cliques",
     columns: &[
         ("environment", "text"),
@@ -149,22 +147,23 @@ const CLIQUES: Table = Table {
 /// a text array per key column, joined to the table's current-row index.
 async fn close_current<const N: usize>(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    table: &str,
-    key_columns: [&str; N],
+    table: &Table<N>,
     versions: &Versioned<N>,
     at: i64,
 ) -> Result<(), StoreError> {
     if versions.closed.is_empty() {
         return Ok(());
     }
+    let key_columns: Vec<&str> = table.key_columns().collect();
     let arrays: Vec<String> = (0..N).map(|i| format!("${}::text[]", i + 2)).collect();
     let matches: Vec<String> = key_columns
         .iter()
         .map(|column| format!("o.{column} = k.{column}"))
         .collect();
     let sql = format!(
-        "UPDATE {table} AS o SET valid_to = $1 FROM UNNEST({}) AS k({}) \
+        "UPDATE {} AS o SET valid_to = $1 FROM UNNEST({}) AS k({}) \
          WHERE {} AND o.valid_to IS NULL",
+        table.name,
         arrays.join(", "),
         key_columns.join(", "),
         matches.join(" AND "),
