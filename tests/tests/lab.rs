@@ -1,7 +1,8 @@
 //! End to end on `calipso-lab`: three-host OVS and Linux bridge clouds in namespaces, a real
 //! agent per host inside its namespace, a real aggregator reading the lab's Keystone/Neutron
 //! double through its OpenStack adapter; the API must return exactly the declared topology's
-//! objects, links and cliques ([`Expected`]: instance, vservice and network cliques), follow
+//! objects and links ([`Expected`]) and the cliques written here by hand (what each VM, DHCP
+//! and router namespace and network depends on, down to the wire), follow
 //! VM churn (agents and the control plane alike), mark a host
 //! whose agent was killed stale and take it back when the agent returns, and lose nothing
 //! over an aggregator restart.
@@ -10,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use calipso_aggregator::client::ApiClient;
-use calipso_aggregator::cliques::default_clique_types;
-use calipso_tests::lab::expect::{Expected, LinkTriple};
+use calipso_tests::lab::expect::{Expected, Ids, LinkTriple};
+use calipso_tests::lab::topology::Switch;
 use calipso_tests::lab::topology::{Plug, Vm};
 use calipso_tests::lab::{Lab, LabOptions, Topology};
 use serde_json::Value;
@@ -126,20 +127,28 @@ fn difference<T: Ord + std::fmt::Debug>(
     format!("{what}: missing {missing:#?}\nextra {extra:#?}\n")
 }
 
-/// Waits until the API shows exactly the lab's declared topology.
+/// Cliques by focal point: the ids of their members.
+type Cliques = BTreeMap<String, BTreeSet<String>>;
+
+fn members<const N: usize>(ids: [String; N]) -> BTreeSet<String> {
+    ids.into_iter().collect()
+}
+
+/// Waits until the API shows exactly the lab's declared objects and links and the cliques
+/// stated by the test.
 async fn converge(
     running: &RunningLab,
     client: &ApiClient,
+    cliques: &Cliques,
     step: &str,
 ) -> anyhow::Result<Duration> {
     let expected = Expected::of(running.lab.topology());
-    let cliques = expected.cliques(&default_clique_types());
     let start = Instant::now();
     loop {
         let seen = observe(client, &running.env()).await?;
         if seen.objects == expected.objects
             && seen.links == expected.links
-            && seen.cliques == cliques
+            && seen.cliques == *cliques
         {
             let took = start.elapsed();
             eprintln!("{step}: converged in {took:?}");
@@ -157,7 +166,7 @@ async fn converge(
                 difference("links", &expected.links, &seen.links),
                 difference(
                     "cliques",
-                    &clique_keys(&cliques),
+                    &clique_keys(cliques),
                     &clique_keys(&seen.cliques)
                 ),
             );
@@ -231,6 +240,95 @@ async fn stale_objects(
 
 const OVS_LAB: &str = include_str!("../labs/ovs-3.toml");
 
+/// What each VM, DHCP and router namespace and network of `ovs-3.toml` depends on, as its
+/// operator would say it. An OVS host reaches the wire through its vswitch, the tunnel
+/// endpoint on its fabric address and the fabric NIC `eth0`, which carries the networks the
+/// host has ports on; the provider NIC `eth1` carries none of them (all networks are VXLAN).
+fn ovs_lab_cliques(ids: Ids<'_>) -> Cliques {
+    let wire = |host: &str| [ids.vedge(host), ids.otep(host), ids.nic(host, "eth0")];
+    let hybrid = |host: &str, vm: &str, net: &str| {
+        [
+            ids.vm_device(host, vm, net, "tap"),
+            ids.qbr(host, vm, net),
+            ids.vm_device(host, vm, net, "qvb"),
+            ids.vm_device(host, vm, net, "qvo"),
+        ]
+    };
+    let mut cliques = Cliques::new();
+    // vm-1, plugged straight into br-int: its tap, the vswitch, the otep on compute-1's
+    // fabric address, eth0, net-a.
+    let mut vm_1 = members([
+        ids.instance("vm-1"),
+        ids.vm_device("compute-1", "vm-1", "net-a", "tap"),
+        ids.network("net-a"),
+    ]);
+    vm_1.extend(wire("compute-1"));
+    cliques.insert(ids.instance("vm-1"), vm_1);
+    // vm-2, hybrid on both networks: per network its tap, qbr bridge and qvb/qvo veth.
+    let mut vm_2 = members([
+        ids.instance("vm-2"),
+        ids.network("net-a"),
+        ids.network("net-b"),
+    ]);
+    vm_2.extend(hybrid("compute-1", "vm-2", "net-a"));
+    vm_2.extend(hybrid("compute-1", "vm-2", "net-b"));
+    vm_2.extend(wire("compute-1"));
+    cliques.insert(ids.instance("vm-2"), vm_2);
+    let mut vm_3 = members([ids.instance("vm-3"), ids.network("net-b")]);
+    vm_3.extend(hybrid("compute-2", "vm-3", "net-b"));
+    vm_3.extend(wire("compute-2"));
+    cliques.insert(ids.instance("vm-3"), vm_3);
+    for net in ["net-a", "net-b"] {
+        let mut dhcp = members([
+            ids.dhcp("network-1", net),
+            ids.dhcp_port("network-1", net, Switch::Ovs),
+            ids.network(net),
+        ]);
+        dhcp.extend(wire("network-1"));
+        cliques.insert(ids.dhcp("network-1", net), dhcp);
+    }
+    let mut router = members([
+        ids.router("network-1", "r1"),
+        ids.router_port("network-1", "r1", "net-a"),
+        ids.router_port("network-1", "r1", "net-b"),
+        ids.network("net-a"),
+        ids.network("net-b"),
+    ]);
+    router.extend(wire("network-1"));
+    cliques.insert(ids.router("network-1", "r1"), router);
+    // net-a: network-1 (DHCP, router) and compute-1 (vm-1, vm-2); compute-2 has no port on it.
+    let mut net_a = members([
+        ids.network("net-a"),
+        ids.dhcp("network-1", "net-a"),
+        ids.dhcp_port("network-1", "net-a", Switch::Ovs),
+        ids.router("network-1", "r1"),
+        ids.router_port("network-1", "r1", "net-a"),
+        ids.instance("vm-1"),
+        ids.vm_device("compute-1", "vm-1", "net-a", "tap"),
+        ids.instance("vm-2"),
+    ]);
+    net_a.extend(hybrid("compute-1", "vm-2", "net-a"));
+    net_a.extend(wire("network-1"));
+    net_a.extend(wire("compute-1"));
+    cliques.insert(ids.network("net-a"), net_a);
+    let mut net_b = members([
+        ids.network("net-b"),
+        ids.dhcp("network-1", "net-b"),
+        ids.dhcp_port("network-1", "net-b", Switch::Ovs),
+        ids.router("network-1", "r1"),
+        ids.router_port("network-1", "r1", "net-b"),
+        ids.instance("vm-2"),
+        ids.instance("vm-3"),
+    ]);
+    net_b.extend(hybrid("compute-1", "vm-2", "net-b"));
+    net_b.extend(hybrid("compute-2", "vm-3", "net-b"));
+    for host in ["network-1", "compute-1", "compute-2"] {
+        net_b.extend(wire(host));
+    }
+    cliques.insert(ids.network("net-b"), net_b);
+    cliques
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ovs_lab_is_shown_exactly_through_churn_agent_loss_and_aggregator_restart()
 -> anyhow::Result<()> {
@@ -238,21 +336,11 @@ async fn an_ovs_lab_is_shown_exactly_through_churn_agent_loss_and_aggregator_res
     let mut running = RunningLab::up(OVS_LAB, "e2eovs", "10.251.1.0/24")?;
     let client = running.client().await?;
     let env = running.env();
-    let first = converge(&running, &client, "initial discovery").await?;
+    let topology = running.lab.topology().clone();
+    let ids = Ids(&topology);
+    let mut cliques = ovs_lab_cliques(ids);
+    let first = converge(&running, &client, &cliques, "initial discovery").await?;
     tracing::info!(?first, "OVS lab discovered");
-    // What the adapter read from the control plane joined what the agents saw: net-a's clique
-    // holds the tunnel NICs of the two hosts with ports on it.
-    let topology = running.lab.topology();
-    let net_a = format!("network:{}", topology.network_id("net-a"));
-    let cliques = Expected::of(topology).cliques(&default_clique_types());
-    assert_eq!(
-        cliques.get(&net_a),
-        Some(&BTreeSet::from([
-            net_a.clone(),
-            "host_pnic:network-1:eth0".to_owned(),
-            "host_pnic:compute-1:eth0".to_owned(),
-        ]))
-    );
 
     running.lab.add_vm(
         "compute-2",
@@ -262,9 +350,49 @@ async fn an_ovs_lab_is_shown_exactly_through_churn_agent_loss_and_aggregator_res
             plug: Plug::Ovs,
         },
     )?;
-    converge(&running, &client, "a VM added").await?;
+    // churn-1 brings compute-2 into net-a.
+    let churn_tap = ids.vm_device("compute-2", "churn-1", "net-a", "tap");
+    let compute_2_wire = [
+        ids.vedge("compute-2"),
+        ids.otep("compute-2"),
+        ids.nic("compute-2", "eth0"),
+    ];
+    let mut churn_1 = members([
+        ids.instance("churn-1"),
+        churn_tap.clone(),
+        ids.network("net-a"),
+    ]);
+    churn_1.extend(compute_2_wire.clone());
+    cliques.insert(ids.instance("churn-1"), churn_1);
+    let net_a = cliques.entry(ids.network("net-a")).or_default();
+    net_a.extend([ids.instance("churn-1"), churn_tap.clone()]);
+    net_a.extend(compute_2_wire);
+    converge(&running, &client, &cliques, "a VM added").await?;
+
     running.lab.remove_vm("vm-2")?;
-    converge(&running, &client, "a hybrid-plugged VM removed").await?;
+    // vm-2 was compute-1's only port on net-b.
+    cliques.remove(&ids.instance("vm-2"));
+    for net in ["net-a", "net-b"] {
+        let clique = cliques.entry(ids.network(net)).or_default();
+        clique.remove(&ids.instance("vm-2"));
+        for device in [
+            ids.vm_device("compute-1", "vm-2", net, "tap"),
+            ids.qbr("compute-1", "vm-2", net),
+            ids.vm_device("compute-1", "vm-2", net, "qvb"),
+            ids.vm_device("compute-1", "vm-2", net, "qvo"),
+        ] {
+            clique.remove(&device);
+        }
+    }
+    let net_b = cliques.entry(ids.network("net-b")).or_default();
+    for compute_1 in [
+        ids.vedge("compute-1"),
+        ids.otep("compute-1"),
+        ids.nic("compute-1", "eth0"),
+    ] {
+        net_b.remove(&compute_1);
+    }
+    converge(&running, &client, &cliques, "a hybrid-plugged VM removed").await?;
 
     // A host cut off the network: stale; back, its agent resumes its epoch (no snapshot).
     let (_, epoch_before) = agent_state(&client, &env, "compute-2").await?;
@@ -274,18 +402,36 @@ async fn an_ovs_lab_is_shown_exactly_through_churn_agent_loss_and_aggregator_res
     let resumed_epoch = wait_for_host(&client, &env, "compute-2", true).await?;
     assert_eq!(resumed_epoch, epoch_before, "the agent resumed its epoch");
     assert!(epoch_before.is_some());
-    converge(&running, &client, "host reconnected").await?;
+    converge(&running, &client, &cliques, "host reconnected").await?;
 
     // An agent killed: its host goes stale, nothing is deleted. A VM goes while it is down;
     // restarted, the agent resumes its saved epoch and sends only that change.
     let (_, killed_epoch) = agent_state(&client, &env, "compute-1").await?;
     running.lab.kill_agent("compute-1")?;
     wait_for_host(&client, &env, "compute-1", false).await?;
-    converge(&running, &client, "stale objects are kept").await?;
+    converge(&running, &client, &cliques, "stale objects are kept").await?;
     running.lab.remove_vm("vm-1")?;
+    // vm-1 was compute-1's last port: compute-1 leaves net-a.
+    cliques.remove(&ids.instance("vm-1"));
+    let net_a = cliques.entry(ids.network("net-a")).or_default();
+    for gone in [
+        ids.instance("vm-1"),
+        ids.vm_device("compute-1", "vm-1", "net-a", "tap"),
+        ids.vedge("compute-1"),
+        ids.otep("compute-1"),
+        ids.nic("compute-1", "eth0"),
+    ] {
+        net_a.remove(&gone);
+    }
     running.lab.start_agent("compute-1")?;
     let restarted_epoch = wait_for_host(&client, &env, "compute-1", true).await?;
-    converge(&running, &client, "agent back, a VM gone meanwhile").await?;
+    converge(
+        &running,
+        &client,
+        &cliques,
+        "agent back, a VM gone meanwhile",
+    )
+    .await?;
     assert_eq!(
         restarted_epoch, killed_epoch,
         "the restarted agent resumed its epoch"
@@ -298,20 +444,110 @@ async fn an_ovs_lab_is_shown_exactly_through_churn_agent_loss_and_aggregator_res
     running.lab.stop_aggregator()?;
     running.lab.start_aggregator()?;
     let client = running.client().await?;
-    converge(&running, &client, "aggregator restarted").await?;
+    converge(&running, &client, &cliques, "aggregator restarted").await?;
     Ok(())
 }
 
 const LXB_LAB: &str = include_str!("../labs/lxb-3.toml");
+
+/// What each VM, namespace and network of `lxb-3.toml` depends on: on a Linux bridge host a
+/// port's bridge (`brq…`, one per network), the network's VXLAN device on that bridge, and the
+/// fabric NIC under it. DHCP and router ports reach their bridge through a veth.
+fn lxb_lab_cliques(ids: Ids<'_>) -> Cliques {
+    let wire = |host: &str, net: &str| {
+        [
+            ids.brq(host, net),
+            ids.vxlan(host, net),
+            ids.nic(host, "eth0"),
+            ids.network(net),
+        ]
+    };
+    let tap = |host: &str, vm: &str, net: &str| ids.vm_device(host, vm, net, "tap");
+    let mut cliques = Cliques::new();
+    let mut vm_1 = members([ids.instance("vm-1"), tap("compute-1", "vm-1", "net-a")]);
+    vm_1.extend(wire("compute-1", "net-a"));
+    cliques.insert(ids.instance("vm-1"), vm_1);
+    let mut vm_2 = members([
+        ids.instance("vm-2"),
+        tap("compute-1", "vm-2", "net-a"),
+        tap("compute-1", "vm-2", "net-b"),
+    ]);
+    vm_2.extend(wire("compute-1", "net-a"));
+    vm_2.extend(wire("compute-1", "net-b"));
+    cliques.insert(ids.instance("vm-2"), vm_2);
+    let mut vm_3 = members([ids.instance("vm-3"), tap("compute-2", "vm-3", "net-b")]);
+    vm_3.extend(wire("compute-2", "net-b"));
+    cliques.insert(ids.instance("vm-3"), vm_3);
+    let dhcp_members = |net: &str| {
+        [
+            ids.dhcp("network-1", net),
+            ids.dhcp_port("network-1", net, Switch::Lxb),
+            ids.dhcp_veth("network-1", net),
+        ]
+    };
+    let router_members = |net: &str| {
+        [
+            ids.router_port("network-1", "r1", net),
+            ids.router_veth("network-1", "r1", net),
+        ]
+    };
+    let mut router = members([ids.router("network-1", "r1")]);
+    for net in ["net-a", "net-b"] {
+        let mut dhcp = members(dhcp_members(net));
+        dhcp.extend(wire("network-1", net));
+        cliques.insert(ids.dhcp("network-1", net), dhcp);
+        router.extend(router_members(net));
+        router.extend(wire("network-1", net));
+    }
+    cliques.insert(ids.router("network-1", "r1"), router);
+    let mut net_a = members([
+        ids.router("network-1", "r1"),
+        ids.instance("vm-1"),
+        tap("compute-1", "vm-1", "net-a"),
+        ids.instance("vm-2"),
+        tap("compute-1", "vm-2", "net-a"),
+    ]);
+    net_a.extend(dhcp_members("net-a"));
+    net_a.extend(router_members("net-a"));
+    net_a.extend(wire("network-1", "net-a"));
+    net_a.extend(wire("compute-1", "net-a"));
+    cliques.insert(ids.network("net-a"), net_a);
+    let mut net_b = members([
+        ids.router("network-1", "r1"),
+        ids.instance("vm-2"),
+        tap("compute-1", "vm-2", "net-b"),
+        ids.instance("vm-3"),
+        tap("compute-2", "vm-3", "net-b"),
+    ]);
+    net_b.extend(dhcp_members("net-b"));
+    net_b.extend(router_members("net-b"));
+    for host in ["network-1", "compute-1", "compute-2"] {
+        net_b.extend(wire(host, "net-b"));
+    }
+    cliques.insert(ids.network("net-b"), net_b);
+    cliques
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_linux_bridge_lab_is_shown_exactly_as_networks_come_and_go() -> anyhow::Result<()> {
     calipso_tests::init_test_logging();
     let mut running = RunningLab::up(LXB_LAB, "e2elxb", "10.251.2.0/24")?;
     let client = running.client().await?;
-    converge(&running, &client, "initial discovery").await?;
+    let topology = running.lab.topology().clone();
+    let ids = Ids(&topology);
+    let mut cliques = lxb_lab_cliques(ids);
+    converge(&running, &client, &cliques, "initial discovery").await?;
 
     // A network new to two hosts: bridges, VXLAN devices and forwarding entries appear.
+    let on_net_c = |host: &str, vm: &str| {
+        [
+            ids.instance(vm),
+            ids.vm_device(host, vm, "net-c", "tap"),
+            ids.brq(host, "net-c"),
+            ids.vxlan(host, "net-c"),
+            ids.nic(host, "eth0"),
+        ]
+    };
     for (host, vm) in [("compute-2", "churn-1"), ("compute-1", "churn-2")] {
         running.lab.add_vm(
             host,
@@ -321,12 +557,41 @@ async fn a_linux_bridge_lab_is_shown_exactly_as_networks_come_and_go() -> anyhow
                 plug: Plug::default(),
             },
         )?;
-        converge(&running, &client, &format!("{vm} on a new network")).await?;
+        let mut clique = members(on_net_c(host, vm));
+        clique.insert(ids.network("net-c"));
+        cliques.insert(ids.instance(vm), clique.clone());
+        cliques
+            .entry(ids.network("net-c"))
+            .or_default()
+            .extend(clique);
+        converge(
+            &running,
+            &client,
+            &cliques,
+            &format!("{vm} on a new network"),
+        )
+        .await?;
     }
     // The last VM of a network on a host leaves: its bridge and tunnels go.
     running.lab.remove_vm("churn-1")?;
-    converge(&running, &client, "a network left a host").await?;
+    cliques.remove(&ids.instance("churn-1"));
+    let net_c = cliques.entry(ids.network("net-c")).or_default();
+    for gone in on_net_c("compute-2", "churn-1") {
+        net_c.remove(&gone);
+    }
+    converge(&running, &client, &cliques, "a network left a host").await?;
     running.lab.remove_vm("vm-3")?;
-    converge(&running, &client, "compute-2 without VMs").await?;
+    cliques.remove(&ids.instance("vm-3"));
+    let net_b = cliques.entry(ids.network("net-b")).or_default();
+    for gone in [
+        ids.instance("vm-3"),
+        ids.vm_device("compute-2", "vm-3", "net-b", "tap"),
+        ids.brq("compute-2", "net-b"),
+        ids.vxlan("compute-2", "net-b"),
+        ids.nic("compute-2", "eth0"),
+    ] {
+        net_b.remove(&gone);
+    }
+    converge(&running, &client, &cliques, "compute-2 without VMs").await?;
     Ok(())
 }

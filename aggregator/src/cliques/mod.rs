@@ -18,8 +18,8 @@ use calipso_proto::{AttrValue, Link, LinkState, LinkType, ObjectId, ObjectType};
 use serde::{Deserialize, Serialize};
 
 pub use types::{
-    CliqueConstraint, CliqueType, EnvironmentConfig, InvalidCliqueType, Plan,
-    default_clique_constraints, default_clique_types,
+    CliqueConstraint, CliqueType, EnvironmentConfig, InvalidCliqueType, Plan, WalkKind,
+    default_clique_constraints, default_clique_types, upgrade_seeded_defaults,
 };
 
 use crate::graph::{Graph, Node};
@@ -80,22 +80,40 @@ impl CliqueChanges {
 }
 
 /// The constraint values of a focal point: its attribute, a string or a list; a network is
-/// its own `network`.
-fn constraint_values(focal: &Node, key: &str) -> Option<Vec<String>> {
+/// its own `network`; else the values its own links carry (an instance's vNIC links carry the
+/// networks of its ports), so that a focal point the cloud does not describe is still kept
+/// to what it is attached to.
+fn constraint_values(
+    focal: &Node,
+    key: &str,
+    links: &LinkSet,
+    expanded: &mut FxHashSet<Expansion>,
+) -> Option<Vec<String>> {
     match focal.object.attributes.extra.get(key) {
-        Some(AttrValue::Str(value)) => Some(vec![value.to_string()]),
-        Some(AttrValue::List(values)) => Some(
-            values
-                .iter()
-                .filter_map(AttrValue::as_str)
-                .map(str::to_owned)
-                .collect(),
-        ),
-        _ if key == "network" && focal.object_type() == ObjectType::Network => {
-            Some(vec![focal.id().to_string()])
+        Some(AttrValue::Str(value)) => return Some(vec![value.to_string()]),
+        Some(AttrValue::List(values)) => {
+            return Some(
+                values
+                    .iter()
+                    .filter_map(AttrValue::as_str)
+                    .map(str::to_owned)
+                    .collect(),
+            );
         }
-        _ => None,
+        _ => {}
     }
+    if key == "network" && focal.object_type() == ObjectType::Network {
+        return Some(vec![focal.id().to_string()]);
+    }
+    expanded.insert((focal.id().clone(), None));
+    let mut carried: Vec<String> = links
+        .incident(focal.id())
+        .filter_map(|link| link.attributes.get(key).and_then(AttrValue::as_str))
+        .map(str::to_owned)
+        .collect();
+    carried.sort();
+    carried.dedup();
+    (!carried.is_empty()).then_some(carried)
 }
 
 /// A link passes when each constraint attribute it carries has one of the focal point's values.
@@ -127,65 +145,71 @@ fn stored_type(step: LinkType) -> LinkType {
     }
 }
 
+/// The links of a step's type at `id` that pass the constraints, each with its far end.
+fn step_from<'l>(
+    id: &ObjectId,
+    step: LinkType,
+    links: &'l LinkSet,
+    constraints: &BTreeMap<String, Vec<String>>,
+    expanded: &mut FxHashSet<Expansion>,
+) -> Vec<(&'l Link, &'l ObjectId)> {
+    let stored = stored_type(step);
+    expanded.insert((id.clone(), Some(stored)));
+    links
+        .incident_of_type(id, stored)
+        .filter_map(|link| {
+            let far = if link.link_type == step && link.source == *id {
+                &link.target
+            } else if link.link_type == step.reversed() && link.target == *id {
+                &link.source
+            } else {
+                return None;
+            };
+            passes(link, constraints).then_some((link, far))
+        })
+        .collect()
+}
+
+/// What a walk gathered before it is made a clique.
+#[derive(Default)]
+struct Gathered {
+    nodes: FxHashSet<ObjectId>,
+    links: Vec<LinkKey>,
+    implicit_links: Vec<Link>,
+}
+
 fn walk(
     focal: &Node,
     clique_type: &CliqueType,
     constraint_keys: &[String],
     links: &LinkSet,
 ) -> Walk {
+    let mut expanded: FxHashSet<Expansion> = FxHashSet::default();
     let constraints: BTreeMap<String, Vec<String>> = constraint_keys
         .iter()
-        .filter_map(|key| Some((key.clone(), constraint_values(focal, key)?)))
+        .filter_map(|key| {
+            Some((
+                key.clone(),
+                constraint_values(focal, key, links, &mut expanded)?,
+            ))
+        })
         .collect();
-    let mut collected: FxHashMap<ObjectType, BTreeSet<ObjectId>> = FxHashMap::default();
-    collected
-        .entry(focal.object_type())
-        .or_default()
-        .insert(focal.id().clone());
-    let mut expanded: FxHashSet<Expansion> = FxHashSet::default();
-    // Sorted and merged once, into the clique's set.
-    let mut found: Vec<LinkKey> = Vec::new();
-    let mut implicit_links: Vec<Link> = Vec::new();
-    for &step in &clique_type.link_types {
-        let from: Vec<ObjectId> = collected
-            .get(&step.source)
-            .map(|ids| ids.iter().cloned().collect())
-            .unwrap_or_default();
-        let mut reached = Vec::new();
-        if step.is_declared() {
-            let stored = stored_type(step);
-            for id in &from {
-                expanded.insert((id.clone(), Some(stored)));
-                for link in links.incident_of_type(id, stored) {
-                    let far = if link.link_type == step && link.source == *id {
-                        &link.target
-                    } else if link.link_type == step.reversed() && link.target == *id {
-                        &link.source
-                    } else {
-                        continue;
-                    };
-                    if passes(link, &constraints) {
-                        found.push(LinkKey::of(link));
-                        reached.push(far.clone());
-                    }
-                }
-            }
-        } else if clique_type.use_implicit_links {
-            for id in &from {
-                for link in transitive(id, step, links, &constraints, &mut expanded) {
-                    reached.push(link.target.clone());
-                    implicit_links.push(link);
-                }
-            }
+    let gathered = match clique_type.walk {
+        WalkKind::Ordered => walk_in_order(focal, clique_type, &constraints, links, &mut expanded),
+        WalkKind::Dependencies => {
+            let mut gathered =
+                walk_dependencies(focal, clique_type, &constraints, links, &mut expanded);
+            keep_what_lies_between_ends(focal, &mut gathered);
+            gathered
         }
-        // As in the original, a step that finds nothing ends the walk.
-        if reached.is_empty() {
-            break;
-        }
-        collected.entry(step.target).or_default().extend(reached);
-    }
+    };
     let mut expanded: Vec<Expansion> = expanded.into_iter().collect();
     expanded.sort();
+    let Gathered {
+        nodes,
+        links: found,
+        mut implicit_links,
+    } = gathered;
     if found.is_empty() && implicit_links.is_empty() {
         return Walk {
             clique: None,
@@ -200,11 +224,215 @@ fn walk(
             focal_point_type: focal.object_type(),
             clique_type: clique_type.name.clone(),
             constraints,
-            nodes: collected.into_values().flatten().collect(),
+            nodes: nodes.into_iter().collect(),
             links: found.into_iter().collect(),
             implicit_links,
         }),
         expanded,
+    }
+}
+
+/// The original's walk: each step once, in order, from every object of its source type
+/// gathered so far; a step that finds nothing ends it.
+fn walk_in_order(
+    focal: &Node,
+    clique_type: &CliqueType,
+    constraints: &BTreeMap<String, Vec<String>>,
+    links: &LinkSet,
+    expanded: &mut FxHashSet<Expansion>,
+) -> Gathered {
+    let mut collected: FxHashMap<ObjectType, BTreeSet<ObjectId>> = FxHashMap::default();
+    collected
+        .entry(focal.object_type())
+        .or_default()
+        .insert(focal.id().clone());
+    let mut gathered = Gathered::default();
+    for &step in &clique_type.link_types {
+        let from: Vec<ObjectId> = collected
+            .get(&step.source)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default();
+        let mut reached = Vec::new();
+        if step.is_declared() {
+            for id in &from {
+                for (link, far) in step_from(id, step, links, constraints, expanded) {
+                    gathered.links.push(LinkKey::of(link));
+                    reached.push(far.clone());
+                }
+            }
+        } else if clique_type.use_implicit_links {
+            for id in &from {
+                for link in transitive(id, step, links, constraints, expanded) {
+                    reached.push(link.target.clone());
+                    gathered.implicit_links.push(link);
+                }
+            }
+        }
+        if reached.is_empty() {
+            break;
+        }
+        collected.entry(step.target).or_default().extend(reached);
+    }
+    gathered.nodes = collected.into_values().flatten().collect();
+    gathered
+}
+
+/// Every move the clique type allows, from every object reached, until nothing new is reached.
+fn walk_dependencies(
+    focal: &Node,
+    clique_type: &CliqueType,
+    constraints: &BTreeMap<String, Vec<String>>,
+    links: &LinkSet,
+    expanded: &mut FxHashSet<Expansion>,
+) -> Gathered {
+    let mut gathered = Gathered::default();
+    gathered.nodes.insert(focal.id().clone());
+    let mut queue = VecDeque::from([focal.id().clone()]);
+    while let Some(id) = queue.pop_front() {
+        let Some(object_type) = id.object_type() else {
+            continue;
+        };
+        let moves = clique_type
+            .link_types
+            .iter()
+            .filter(|step| step.source == object_type);
+        for &step in moves {
+            for (link, far) in step_from(&id, step, links, constraints, expanded) {
+                gathered.links.push(LinkKey::of(link));
+                if gathered.nodes.insert(far.clone()) {
+                    queue.push_back(far.clone());
+                }
+            }
+        }
+    }
+    gathered
+}
+
+/// The types a clique's walk serves: what sends and receives through the network.
+fn is_consumer(object_type: ObjectType) -> bool {
+    matches!(object_type, ObjectType::Instance | ObjectType::Vservice)
+}
+
+/// The physical fabric beyond a host's NICs.
+fn is_fabric(object_type: ObjectType) -> bool {
+    matches!(object_type, ObjectType::SwitchPnic | ObjectType::Switch)
+}
+
+/// Keeps the nodes that lie between the focal point and its ends, and the links among them.
+///
+/// The ends of an instance's or a vservice's clique are its networks (the physical NICs when no
+/// network was reached: a host without a cloud adapter); those of any other focal point are
+/// the instances, vservices and networks it reaches. A node that is not an end and has at most
+/// one neighbour left leads nowhere — another VM's tap on a shared bridge, a DHCP port behind
+/// its veth, an uplink NIC carrying none of the focal point's networks — and is removed, until
+/// none is left. For a consumer's clique the fabric (switch ports, switches) is left out of
+/// that and then put back where it faces a NIC that was kept. A walk that reached no end is
+/// kept whole: there is nothing to prune towards.
+fn keep_what_lies_between_ends(focal: &Node, gathered: &mut Gathered) {
+    let consumer = is_consumer(focal.object_type());
+    let of_type =
+        |id: &ObjectId, wanted: &dyn Fn(ObjectType) -> bool| id.object_type().is_some_and(wanted);
+    let ends: FxHashSet<&ObjectId> = if consumer {
+        let networks: FxHashSet<&ObjectId> = gathered
+            .nodes
+            .iter()
+            .filter(|id| of_type(id, &|t| t == ObjectType::Network))
+            .collect();
+        if networks.is_empty() {
+            gathered
+                .nodes
+                .iter()
+                .filter(|id| of_type(id, &|t| t == ObjectType::HostPnic))
+                .collect()
+        } else {
+            networks
+        }
+    } else {
+        gathered
+            .nodes
+            .iter()
+            .filter(|id| of_type(id, &|t| is_consumer(t) || t == ObjectType::Network))
+            .filter(|id| *id != focal.id())
+            .collect()
+    };
+    if ends.is_empty() {
+        return;
+    }
+    let in_core = |id: &ObjectId| !(consumer && of_type(id, &is_fabric));
+    let mut neighbours: FxHashMap<&ObjectId, FxHashSet<&ObjectId>> = FxHashMap::default();
+    for key in gathered
+        .links
+        .iter()
+        .filter(|k| in_core(&k.source) && in_core(&k.target))
+    {
+        neighbours
+            .entry(&key.source)
+            .or_default()
+            .insert(&key.target);
+        neighbours
+            .entry(&key.target)
+            .or_default()
+            .insert(&key.source);
+    }
+    let protected = |id: &ObjectId| id == focal.id() || ends.contains(id);
+    let mut removed: FxHashSet<ObjectId> = gathered
+        .nodes
+        .iter()
+        .filter(|id| !in_core(id))
+        .cloned()
+        .collect();
+    let mut leaves: Vec<&ObjectId> = gathered
+        .nodes
+        .iter()
+        .filter(|id| in_core(id) && !protected(id))
+        .filter(|id| neighbours.get(id).is_none_or(|n| n.len() <= 1))
+        .collect();
+    while let Some(leaf) = leaves.pop() {
+        if !removed.insert(leaf.clone()) {
+            continue;
+        }
+        let Some(next) = neighbours.remove(leaf) else {
+            continue;
+        };
+        for neighbour in next {
+            if let Some(theirs) = neighbours.get_mut(neighbour) {
+                theirs.remove(leaf);
+                if theirs.len() <= 1 && !protected(neighbour) {
+                    leaves.push(neighbour);
+                }
+            }
+        }
+    }
+    if consumer {
+        put_back_the_fabric(gathered, &mut removed);
+    }
+    gathered.nodes.retain(|id| !removed.contains(id));
+    gathered
+        .links
+        .retain(|k| !removed.contains(&k.source) && !removed.contains(&k.target));
+}
+
+/// Puts back the switch ports facing kept NICs, and what the walk reached beyond them.
+fn put_back_the_fabric(gathered: &Gathered, removed: &mut FxHashSet<ObjectId>) {
+    let mut frontier: Vec<ObjectId> = gathered
+        .nodes
+        .iter()
+        .filter(|id| id.object_type() == Some(ObjectType::HostPnic) && !removed.contains(*id))
+        .cloned()
+        .collect();
+    while let Some(at) = frontier.pop() {
+        for key in &gathered.links {
+            let far = if key.source == at {
+                &key.target
+            } else if key.target == at {
+                &key.source
+            } else {
+                continue;
+            };
+            if far.object_type().is_some_and(is_fabric) && removed.remove(far) {
+                frontier.push(far.clone());
+            }
+        }
     }
 }
 

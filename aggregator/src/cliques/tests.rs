@@ -27,7 +27,7 @@ fn sorted(set: &CliqueSet) -> Vec<Clique> {
 }
 
 #[test]
-fn an_instance_clique_walks_down_to_the_tunnel_endpoint() {
+fn an_instance_clique_reaches_the_wire_through_its_hybrid_plug() {
     let env = environment(small_lab());
     let instance = ObjectId::global(ObjectType::Instance, &vm_uuid(0, 0));
     let clique = env.cliques.get(&instance).expect("instance clique");
@@ -35,6 +35,76 @@ fn an_instance_clique_walks_down_to_the_tunnel_endpoint() {
     let host = host_name(0);
     let port = format!("{:011x}", 0);
     let nodes: Vec<&str> = clique.nodes.iter().map(ObjectId::as_str).collect();
+    // The VM's tap on its qbr bridge, the qvb/qvo veth into OVS, the vswitch, its tunnel
+    // endpoint and the NIC holding the tunnel address (eth1), and the OVS uplink (eth2): with
+    // no cloud adapter no network says which NIC carries the VM's traffic, so both do. Not the
+    // management NIC (eth0), nor the host's other VM or its DHCP port on the same vswitch.
+    assert_eq!(
+        nodes,
+        vec![
+            &format!("host_pnic:{host}:eth1"),
+            &format!("host_pnic:{host}:eth2"),
+            instance.as_str(),
+            &format!("otep:{host}:10.16.0.1"),
+            &format!("vconnector:{host}:qbr{port}"),
+            &format!("vedge:{host}:ovs"),
+            &format!("vnic:{host}:qvb{port}"),
+            &format!("vnic:{host}:qvo{port}"),
+            &format!("vnic:{host}:tap{port}"),
+        ]
+    );
+    let mut links: Vec<String> = clique
+        .links
+        .iter()
+        .map(|k| format!("{} {} {}", k.link_type, k.source, k.target))
+        .collect();
+    links.sort();
+    assert_eq!(
+        links,
+        vec![
+            format!("instance-vnic {instance} vnic:{host}:tap{port}"),
+            format!("otep-host_pnic otep:{host}:10.16.0.1 host_pnic:{host}:eth1"),
+            format!("vconnector-vedge vconnector:{host}:qbr{port} vedge:{host}:ovs"),
+            format!("vedge-host_pnic vedge:{host}:ovs host_pnic:{host}:eth2"),
+            format!("vedge-otep vedge:{host}:ovs otep:{host}:10.16.0.1"),
+            format!("vnic-vconnector vnic:{host}:qvb{port} vconnector:{host}:qbr{port}"),
+            format!("vnic-vconnector vnic:{host}:tap{port} vconnector:{host}:qbr{port}"),
+            format!("vnic-vedge vnic:{host}:qvo{port} vedge:{host}:ovs"),
+            format!("vnic-vnic vnic:{host}:qvb{port} vnic:{host}:qvo{port}"),
+        ]
+    );
+}
+
+#[test]
+fn the_original_walk_stays_available_and_ends_at_the_first_empty_step() {
+    let mut types = default_clique_types();
+    let instance_type = types
+        .iter_mut()
+        .find(|t| t.name == "instance")
+        .expect("default instance type");
+    *instance_type = CliqueType {
+        walk: WalkKind::Ordered,
+        link_types: types::parse_link_types(&types::ORIGINAL_INSTANCE_WALK),
+        ..instance_type.clone()
+    };
+    let mut graph = Graph::new();
+    for object in small_lab() {
+        graph.upsert(Node::new(object, Timestamp::default()));
+    }
+    let config = EnvironmentConfig::named("lab");
+    let plan = Plan::choose(&config, &types, &default_clique_constraints());
+    let env = Environment::build(config, graph, plan);
+    let instance = ObjectId::global(ObjectType::Instance, &vm_uuid(0, 0));
+    let host = host_name(0);
+    let port = format!("{:011x}", 0);
+    let nodes: Vec<&str> = env
+        .cliques
+        .get(&instance)
+        .expect("instance clique")
+        .nodes
+        .iter()
+        .map(ObjectId::as_str)
+        .collect();
     // instance-vnic, vnic-vconnector, vconnector-vedge, vedge-otep; then otep-vconnector finds
     // nothing (no br-mesh) and the walk ends, as in the original.
     assert_eq!(
@@ -47,8 +117,28 @@ fn an_instance_clique_walks_down_to_the_tunnel_endpoint() {
             &format!("vnic:{host}:tap{port}"),
         ]
     );
-    // instance to tap, tap to qbr, qbr to OVS, OVS to its endpoint.
-    assert_eq!(clique.links.len(), 4);
+}
+
+#[test]
+fn an_earlier_versions_seeded_defaults_are_upgraded_and_edited_ones_kept() {
+    let current = default_clique_types();
+    let mut stored = current.clone();
+    let original_instance = types::parse_link_types(&types::ORIGINAL_INSTANCE_WALK);
+    stored[0].walk = WalkKind::Ordered;
+    stored[0].link_types = original_instance.clone();
+    stored[1].walk = WalkKind::Ordered;
+    stored[1].link_types = vec!["vservice-vnic".parse().expect("link type")];
+    assert!(upgrade_seeded_defaults(&mut stored));
+    assert_eq!(
+        stored[0], current[0],
+        "the untouched seeded instance type is upgraded"
+    );
+    assert_eq!(
+        stored[1].link_types,
+        vec!["vservice-vnic".parse().expect("link type")],
+        "an edited type is the operator's"
+    );
+    assert!(!upgrade_seeded_defaults(&mut stored));
 }
 
 #[test]
@@ -70,8 +160,8 @@ fn network_constraints_keep_a_vservice_clique_to_its_network() {
     let clique = env.cliques.get(&service).expect("vservice clique");
     assert_eq!(
         clique.constraints.get("network"),
-        None,
-        "a vservice has no `network` attribute"
+        Some(&vec![format!("network:{network}")]),
+        "the network its port's link carries"
     );
     let net_clique = env
         .cliques

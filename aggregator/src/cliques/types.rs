@@ -65,6 +65,25 @@ pub struct CliqueType {
     pub link_types: Vec<LinkType>,
     #[serde(default)]
     pub use_implicit_links: bool,
+    /// How the link types are walked; absent in the original's documents, which walk in order.
+    #[serde(default)]
+    pub walk: WalkKind,
+}
+
+/// How a clique type's link types are walked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WalkKind {
+    /// The original's walk: each link type once, in order, from every object of its source
+    /// type gathered so far; the first link type that finds nothing ends the walk.
+    #[default]
+    Ordered,
+    /// Every link type is a move the walk may make from an object of its source type, made
+    /// until nothing new is reached (a link type that finds nothing is passed over); then
+    /// only what lies between the focal point and its ends is kept — the wire (networks, or
+    /// the physical NICs where no network is known) for an instance or a vservice, the
+    /// instances, vservices and networks for any other focal point.
+    Dependencies,
 }
 
 /// Why a clique type cannot be used.
@@ -86,6 +105,10 @@ pub enum InvalidCliqueType {
     },
     #[error("clique type `{0}`: environment `ANY` or a name excludes the configuration fields")]
     MixedSelection(String),
+    #[error(
+        "clique type `{0}`: implicit links are walked in order only (walk `ordered`, not `dependencies`)"
+    )]
+    ImplicitDependencies(String),
 }
 
 impl CliqueType {
@@ -109,6 +132,9 @@ impl CliqueType {
                 name: self.name.clone(),
                 link_type: *unknown,
             });
+        }
+        if self.use_implicit_links && self.walk == WalkKind::Dependencies {
+            return Err(InvalidCliqueType::ImplicitDependencies(self.name.clone()));
         }
         let configured = self.distribution.is_some()
             || self.distribution_version.is_some()
@@ -245,15 +271,136 @@ impl Plan {
     }
 }
 
-fn parse_link_types(names: &[&str]) -> Vec<LinkType> {
+pub(crate) fn parse_link_types(names: &[&str]) -> Vec<LinkType> {
     names.iter().filter_map(|name| name.parse().ok()).collect()
 }
 
-/// The clique types seeded on first start: the original's defaults (reference §3.4), with the
-/// `switch_pnic-switch-pnic` typo of its data corrected.
+/// What a vNIC depends on, up to the wire: bridges and veths between it and the vswitch, the
+/// vswitch, tunnel endpoints, the NICs that carry them or the provider traffic, the networks
+/// they carry and the switch ports (with their switch) facing those NICs.
+const VNIC_TO_WIRE: [&str; 13] = [
+    "vnic-vnic",
+    "vnic-vconnector",
+    "vconnector-vnic",
+    "vnic-vedge",
+    "vconnector-vedge",
+    "vconnector-otep",
+    "vedge-otep",
+    "otep-host_pnic",
+    "vconnector-host_pnic",
+    "vedge-host_pnic",
+    "host_pnic-network",
+    "host_pnic-switch_pnic",
+    "switch_pnic-switch",
+];
+
+/// From a physical NIC to everything that sends through it: tunnel endpoints, vswitches and
+/// bridges, the vNICs on them and their instances and vservices.
+const HOST_PNIC_TO_CONSUMERS: [&str; 13] = [
+    "host_pnic-otep",
+    "host_pnic-vedge",
+    "host_pnic-vconnector",
+    "otep-vedge",
+    "otep-vconnector",
+    "vedge-vnic",
+    "vedge-vconnector",
+    "vnic-vnic",
+    "vnic-vconnector",
+    "vconnector-vnic",
+    "vnic-instance",
+    "vnic-vservice",
+    "host_pnic-network",
+];
+
+/// The original's `ANY` instance walk (reference §3.4).
+pub(crate) const ORIGINAL_INSTANCE_WALK: [&str; 7] = [
+    "instance-vnic",
+    "vnic-vconnector",
+    "vconnector-vedge",
+    "vedge-otep",
+    "otep-vconnector",
+    "vconnector-host_pnic",
+    "host_pnic-network",
+];
+
+/// The original's `ANY` vservice walk, also its configuration-based example's.
+const ORIGINAL_VSERVICE_WALK: [&str; 6] = [
+    "vservice-vnic",
+    "vnic-vedge",
+    "vedge-otep",
+    "otep-vconnector",
+    "vconnector-host_pnic",
+    "host_pnic-network",
+];
+
+/// The original's `ANY` defaults, which this aggregator seeded before its defaults walked to
+/// the wire: a stored type equal to one of them was never edited, and is replaced by the
+/// current default of its name when the store is loaded.
+const ORIGINAL_ANY_DEFAULTS: [(&str, &[&str]); 4] = [
+    ("instance", &ORIGINAL_INSTANCE_WALK),
+    ("vservice", &ORIGINAL_VSERVICE_WALK),
+    (
+        "network",
+        &[
+            "network-host_pnic",
+            "host_pnic-vconnector",
+            "vconnector-otep",
+            "otep-vedge",
+            "vedge-vconnector",
+            "vedge-vnic",
+            "vconnector-vnic",
+            "vnic-instance",
+            "vnic-vservice",
+        ],
+    ),
+    (
+        "switch_pnic",
+        &[
+            "switch_pnic-switch_pnic",
+            "switch_pnic-host_pnic",
+            "host_pnic-vconnector",
+            "vconnector-otep",
+            "otep-vedge",
+            "vedge-vconnector",
+            "vedge-vnic",
+            "vconnector-vnic",
+            "vnic-instance",
+            "vnic-vservice",
+        ],
+    ),
+];
+
+/// Replaces stored clique types that are the original's `ANY` defaults as seeded by an
+/// earlier version (never edited) with today's defaults of the same name; true if any was.
+pub fn upgrade_seeded_defaults(types: &mut [CliqueType]) -> bool {
+    let current = default_clique_types();
+    let mut upgraded = false;
+    for stored in types.iter_mut() {
+        let seeded_then = ORIGINAL_ANY_DEFAULTS.iter().any(|(name, links)| {
+            stored.name == *name
+                && stored.environment.as_deref() == Some("ANY")
+                && stored.walk == WalkKind::Ordered
+                && !stored.use_implicit_links
+                && stored.link_types == parse_link_types(links)
+        });
+        if let Some(now) = current.iter().find(|t| t.name == stored.name)
+            && seeded_then
+        {
+            *stored = now.clone();
+            upgraded = true;
+        }
+    }
+    upgraded
+}
+
+/// The clique types seeded on first start. The `ANY` types — what applies unless an
+/// environment is matched by a more specific one — walk dependencies to the wire, whatever the
+/// vswitch (OVS with direct or hybrid plugging, Linux bridge); the environment- and
+/// configuration-specific types are the original's defaults (reference §3.4), walked in order
+/// as the original did.
 pub fn default_clique_types() -> Vec<CliqueType> {
     use ObjectType::*;
-    let any = |name: &str, focal: ObjectType, links: &[&str]| CliqueType {
+    let ordered = |name: &str, focal: ObjectType, links: &[&str]| CliqueType {
         name: name.to_owned(),
         environment: Some("ANY".into()),
         distribution: None,
@@ -264,61 +411,28 @@ pub fn default_clique_types() -> Vec<CliqueType> {
         focal_point_type: focal,
         link_types: parse_link_types(links),
         use_implicit_links: false,
+        walk: WalkKind::Ordered,
+    };
+    let dependencies = |focal: ObjectType, first: &[&str], rest: &[&str]| CliqueType {
+        walk: WalkKind::Dependencies,
+        ..ordered(focal.as_str(), focal, &[first, rest].concat())
     };
     let for_env = |env: &str, focal: ObjectType, links: &[&str]| CliqueType {
         environment: Some(env.to_owned()),
-        ..any(&format!("{env}_{focal}"), focal, links)
+        ..ordered(&format!("{env}_{focal}"), focal, links)
     };
-    let network_walk = [
-        "network-host_pnic",
-        "host_pnic-vconnector",
-        "vconnector-otep",
-        "otep-vedge",
-        "vedge-vconnector",
-        "vedge-vnic",
-        "vconnector-vnic",
-        "vnic-instance",
-        "vnic-vservice",
-    ];
-    let vservice_walk = [
-        "vservice-vnic",
-        "vnic-vedge",
-        "vedge-otep",
-        "otep-vconnector",
-        "vconnector-host_pnic",
-        "host_pnic-network",
-    ];
-    let types = vec![
-        any(
-            "instance",
-            Instance,
-            &[
-                "instance-vnic",
-                "vnic-vconnector",
-                "vconnector-vedge",
-                "vedge-otep",
-                "otep-vconnector",
-                "vconnector-host_pnic",
-                "host_pnic-network",
-            ],
+    vec![
+        dependencies(Instance, &["instance-vnic"], &VNIC_TO_WIRE),
+        dependencies(Vservice, &["vservice-vnic"], &VNIC_TO_WIRE),
+        dependencies(
+            Network,
+            &["network-host_pnic"],
+            &HOST_PNIC_TO_CONSUMERS[..HOST_PNIC_TO_CONSUMERS.len() - 1],
         ),
-        any("vservice", Vservice, &vservice_walk),
-        any("network", Network, &network_walk),
-        any(
-            "switch_pnic",
+        dependencies(
             SwitchPnic,
-            &[
-                "switch_pnic-switch_pnic",
-                "switch_pnic-host_pnic",
-                "host_pnic-vconnector",
-                "vconnector-otep",
-                "otep-vedge",
-                "vedge-vconnector",
-                "vedge-vnic",
-                "vconnector-vnic",
-                "vnic-instance",
-                "vnic-vservice",
-            ],
+            &["switch_pnic-host_pnic"],
+            &HOST_PNIC_TO_CONSUMERS,
         ),
         CliqueType {
             name: "config_based_example_vservice".into(),
@@ -327,7 +441,7 @@ pub fn default_clique_types() -> Vec<CliqueType> {
             distribution_version: Some("6.0".into()),
             mechanism_drivers: vec!["OVS".into()],
             type_drivers: vec!["vxlan".into()],
-            ..any("", Vservice, &vservice_walk)
+            ..ordered("", Vservice, &ORIGINAL_VSERVICE_WALK)
         },
         for_env(
             "Apex-Euphrates",
@@ -404,8 +518,7 @@ pub fn default_clique_types() -> Vec<CliqueType> {
             use_implicit_links: true,
             ..for_env("implicit-links-ex", Instance, &["instance-network"])
         },
-    ];
-    types
+    ]
 }
 
 /// The constraints seeded on first start: instance, vservice and network cliques keep to the
@@ -439,7 +552,7 @@ mod tests {
         let names: std::collections::BTreeSet<&str> =
             types.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names.len(), types.len(), "names are unique");
-        let expected_links: usize = [7, 6, 9, 10, 6, 6, 5, 8, 5, 4, 7, 1].iter().sum();
+        let expected_links: usize = [14, 14, 13, 14, 6, 6, 5, 8, 5, 4, 7, 1].iter().sum();
         assert_eq!(
             types.iter().map(|t| t.link_types.len()).sum::<usize>(),
             expected_links
@@ -492,6 +605,11 @@ mod tests {
             Err("clique type `instance`: link type `instance-network` is not one the link finders produce (set use_implicit_links to walk transitive links)".into())
         );
         t.use_implicit_links = true;
+        assert_eq!(
+            t.validate().map_err(|e| e.to_string()),
+            Err("clique type `instance`: implicit links are walked in order only (walk `ordered`, not `dependencies`)".into())
+        );
+        t.walk = WalkKind::Ordered;
         assert_eq!(t.validate(), Ok(()));
         t.link_types = vec!["vnic-vedge".parse().expect("pair")];
         assert!(matches!(

@@ -21,7 +21,9 @@ use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
 use super::validate::{CONTROL_PLANE_TYPES, check_cloud_object, check_delta, check_snapshot};
 use super::{AgentSession, IngestSink, Outcome, ResumePoint, SinkError};
-use crate::cliques::{CliqueChanges, default_clique_constraints, default_clique_types};
+use crate::cliques::{
+    CliqueChanges, default_clique_constraints, default_clique_types, upgrade_seeded_defaults,
+};
 use crate::cliques::{CliqueConstraint, CliqueType, EnvironmentConfig};
 use crate::engine::{Applied, Change, Engine};
 use crate::graph::Node;
@@ -275,7 +277,18 @@ async fn load_engine(
         last_commit,
     } = store.load().await?;
     let (types, constraints) = match clique_rules {
-        Some(rules) => rules,
+        Some((mut types, constraints)) => {
+            if upgrade_seeded_defaults(&mut types) {
+                tracing::info!("clique types seeded by an earlier version now walk to the wire");
+                let upgrade = Batch {
+                    at: next_time(last_commit),
+                    clique_rules: Some((types.clone(), constraints.clone())),
+                    ..Batch::default()
+                };
+                store.commit(&upgrade).await?;
+            }
+            (types, constraints)
+        }
         None => {
             let rules = (default_clique_types(), default_clique_constraints());
             let seed = Batch {

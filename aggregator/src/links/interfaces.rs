@@ -19,15 +19,18 @@ pub(super) fn finders() -> Vec<Box<dyn LinkFinder>> {
 }
 
 /// The Neutron network a vNIC is on: its port's network — the port it names (Open vSwitch's
-/// `iface-id`) or else the port with its MAC (a Linux bridge tap, a router's `qr-` interface)
-/// — or its DHCP namespace's network.
+/// `iface-id`), else the port with its MAC (a router's `qr-` interface), else the port of the
+/// guest interface a VM plugs into it (a Linux bridge tap: libvirt gives the host's end the
+/// guest's MAC with its first byte `fe`, so only the domain's interface list has the port's
+/// MAC) — or its DHCP namespace's network.
 pub(super) fn vnic_network(vnic: &Node, reader: &mut Reader<'_>) -> Option<CompactString> {
     let named = reader.referenced(vnic, "port", ObjectType::Port);
-    let port = match (named, vnic.object.attributes.mac_address) {
-        (Some(port), _) => Some(port),
-        (None, Some(mac)) => reader.find(Lookup::PortMac(mac)).into_iter().next(),
-        (None, None) => None,
-    };
+    let port = named
+        .or_else(|| {
+            let mac = vnic.object.attributes.mac_address?;
+            reader.find(Lookup::PortMac(mac)).into_iter().next()
+        })
+        .or_else(|| guest_port(vnic, reader));
     if let Some(network) = port.and_then(|p| p.text("network_id")) {
         return Some(ObjectId::global(ObjectType::Network, network).to_compact_string());
     }
@@ -38,6 +41,38 @@ pub(super) fn vnic_network(vnic: &Node, reader: &mut Reader<'_>) -> Option<Compa
     let service = reader.object(&parent.id)?;
     let network = service.text("network_id")?;
     Some(ObjectId::global(ObjectType::Network, network).to_compact_string())
+}
+
+/// The port of the guest interface that a VM's domain plugs into `vnic`: by its interface id,
+/// else by its MAC.
+fn guest_port<'g>(vnic: &Node, reader: &mut Reader<'g>) -> Option<&'g Node> {
+    let instance = reader
+        .find(Lookup::ReferenceTo {
+            key: "interfaces.vnic",
+            target: vnic.id().clone(),
+        })
+        .into_iter()
+        .find(|n| n.object_type() == ObjectType::Instance)?;
+    let Some(AttrValue::List(interfaces)) = instance.object.attributes.extra.get("interfaces")
+    else {
+        return None;
+    };
+    let fields = interfaces.iter().find_map(|interface| match interface {
+        AttrValue::Map(fields)
+            if fields.get("vnic").and_then(AttrValue::as_str) == Some(vnic.id().as_str()) =>
+        {
+            Some(fields)
+        }
+        _ => None,
+    })?;
+    let text = |key: &str| fields.get(key).and_then(AttrValue::as_str);
+    if let Some(port) = text("iface_id")
+        .and_then(|id| reader.object(&ObjectId::global(ObjectType::Port, id).to_compact_string()))
+    {
+        return Some(port);
+    }
+    let mac = text("mac_address")?.parse().ok()?;
+    reader.find(Lookup::PortMac(mac)).into_iter().next()
 }
 
 /// A VM's interface: named by the VM (Open vSwitch `vm-uuid`) or listed in the VM's libvirt

@@ -1,6 +1,7 @@
-//! The ground truth of a lab: the objects, links and cliques its topology file declares,
-//! derived from the file alone (not from what the agents report), so that the end-to-end
-//! tests compare the product with what was built.
+//! The ground truth of a lab: the objects and links its topology file declares, derived from
+//! the file alone (not from what the agents report), so that the end-to-end tests compare the
+//! product with what was built; and [`Ids`], the names of a lab's objects, with which the
+//! tests state by hand which objects each clique holds.
 //!
 //! What each host contributes:
 //! - every host: `host`, its fabric NIC `eth0` (`host_pnic`);
@@ -21,10 +22,7 @@
 //!   it terminates tunnels: an OVS host with another OVS host to reach, a Linux bridge host
 //!   with a VXLAN device. The lab's networks are all VXLAN, so no uplink carries one.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use calipso_aggregator::cliques::CliqueType;
-use calipso_proto::LinkType;
+use std::collections::BTreeSet;
 
 use super::cloud;
 use super::hosts::{dhcp_device_prefix, dhcp_owner, lxb_bridge, lxb_networks, router_owner};
@@ -229,62 +227,112 @@ impl Expected {
             }
         }
     }
+}
 
-    /// The members of each clique, by focal point: the clique type's ordered walk over the
-    /// expected links (the original's semantics: each step follows links of its type from
-    /// the objects of its source type gathered so far; a step that finds nothing ends the
-    /// walk). Focal points whose walk finds no link have no clique.
-    pub fn cliques(&self, types: &[CliqueType]) -> BTreeMap<String, BTreeSet<String>> {
-        let mut cliques = BTreeMap::new();
-        for focal in &self.objects {
-            let Some(focal_type) = focal.split(':').next() else {
-                continue;
-            };
-            let Some(clique_type) = types.iter().find(|t| {
-                t.environment.as_deref() == Some("ANY") && t.focal_point_type.as_str() == focal_type
-            }) else {
-                continue;
-            };
-            let mut members: BTreeSet<String> = BTreeSet::from([focal.clone()]);
-            let mut found_any = false;
-            for step in &clique_type.link_types {
-                let reached = self.step(&members, *step);
-                if reached.is_empty() {
-                    break;
-                }
-                found_any = true;
-                members.extend(reached);
-            }
-            if found_any {
-                cliques.insert(focal.clone(), members);
-            }
-        }
-        cliques
+/// The ids of a lab's objects, by what an operator calls them ("vm-1's tap on net-a",
+/// "compute-1's tunnel endpoint"): names only, so that tests state the cliques they expect
+/// (which objects depend on which) rather than compute them.
+#[derive(Debug, Clone, Copy)]
+pub struct Ids<'t>(pub &'t Topology);
+
+impl Ids<'_> {
+    pub fn instance(&self, vm: &str) -> String {
+        format!("instance:{}", self.0.instance_uuid(vm))
     }
 
-    fn step(&self, members: &BTreeSet<String>, step: LinkType) -> BTreeSet<String> {
-        let source_type = step.source.as_str();
-        let target_type = step.target.as_str();
-        let of_type = |id: &str, t: &str| id.split(':').next() == Some(t);
-        let forward = format!("{source_type}-{target_type}");
-        let backward = format!("{target_type}-{source_type}");
-        let mut reached = BTreeSet::new();
-        for (link_type, source, target) in &self.links {
-            if *link_type == forward
-                && members.contains(source)
-                && of_type(source, source_type)
-                && of_type(target, target_type)
-            {
-                reached.insert(target.clone());
-            }
-            if *link_type == backward
-                && members.contains(target)
-                && of_type(target, source_type)
-                && of_type(source, target_type)
-            {
-                reached.insert(source.clone());
-            }
-        }
-        reached
+    pub fn network(&self, network: &str) -> String {
+        format!("network:{}", self.0.network_id(network))
+    }
+
+    pub fn nic(&self, host: &str, device: &str) -> String {
+        local("host_pnic", host, device)
+    }
+
+    pub fn vedge(&self, host: &str) -> String {
+        local("vedge", host, "ovs")
+    }
+
+    /// An OVS host's tunnel endpoint, named by its fabric address.
+    pub fn otep(&self, host: &str) -> String {
+        let index = self.0.host_index(host).unwrap_or_default();
+        local("otep", host, &self.0.fabric.host_ip(index).to_string())
+    }
+
+    /// A Linux bridge host's VXLAN device for a network.
+    pub fn vxlan(&self, host: &str, network: &str) -> String {
+        let vni = self.0.network(network).map_or(0, |n| n.vni);
+        local("otep", host, &format!("vxlan-{vni}"))
+    }
+
+    /// A Linux bridge host's bridge for a network.
+    pub fn brq(&self, host: &str, network: &str) -> String {
+        local("vconnector", host, &lxb_bridge(self.0, network))
+    }
+
+    /// A device of `vm`'s port on `network`, on the host it runs on: `tap`, `qvb`, `qvo`.
+    pub fn vm_device(&self, host: &str, vm: &str, network: &str, prefix: &str) -> String {
+        local("vnic", host, &self.0.port(vm, network).device(prefix))
+    }
+
+    /// The qbr bridge of `vm`'s hybrid-plugged port on `network`.
+    pub fn qbr(&self, host: &str, vm: &str, network: &str) -> String {
+        local("vconnector", host, &self.0.port(vm, network).device("qbr"))
+    }
+
+    pub fn dhcp(&self, host: &str, network: &str) -> String {
+        local("vservice", host, &self.0.dhcp_netns(network))
+    }
+
+    /// The DHCP server's interface inside its namespace.
+    pub fn dhcp_port(&self, host: &str, network: &str, switch: Switch) -> String {
+        let port = self.0.port(&dhcp_owner(host), network);
+        local(
+            "vnic",
+            host,
+            &format!(
+                "{}/{}",
+                self.0.dhcp_netns(network),
+                port.device(dhcp_device_prefix(switch))
+            ),
+        )
+    }
+
+    /// The host's end of the veth of the DHCP port (Linux bridge hosts).
+    pub fn dhcp_veth(&self, host: &str, network: &str) -> String {
+        local(
+            "vnic",
+            host,
+            &self.0.port(&dhcp_owner(host), network).device("tap"),
+        )
+    }
+
+    pub fn router(&self, host: &str, router: &str) -> String {
+        local("vservice", host, &self.0.router_netns(host, router))
+    }
+
+    /// The router's `qr-` interface on a network, inside its namespace.
+    pub fn router_port(&self, host: &str, router: &str, network: &str) -> String {
+        let port = self.0.port(&router_owner(host, router), network);
+        local(
+            "vnic",
+            host,
+            &format!(
+                "{}/{}",
+                self.0.router_netns(host, router),
+                port.device("qr-")
+            ),
+        )
+    }
+
+    /// The host's end of the veth of the router's port (Linux bridge hosts).
+    pub fn router_veth(&self, host: &str, router: &str, network: &str) -> String {
+        local(
+            "vnic",
+            host,
+            &self
+                .0
+                .port(&router_owner(host, router), network)
+                .device("tap"),
+        )
     }
 }
