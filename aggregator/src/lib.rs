@@ -18,6 +18,7 @@
 //! * [`config`]: the configuration file.
 //! * [`quickstart`]: everything on one machine.
 
+pub mod analysis;
 pub mod api;
 pub mod ca;
 pub mod client;

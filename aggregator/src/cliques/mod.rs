@@ -596,6 +596,17 @@ impl CliqueSet {
         self.cliques.values()
     }
 
+    /// The focal points whose walks expanded `id`: every clique holding `id` is among them or
+    /// among those of `id`'s neighbours (a walk reaches a node over a link from one it
+    /// expanded), which is how what depends on an object is found without a membership index.
+    pub fn walks_through(&self, id: &ObjectId) -> impl Iterator<Item = &ObjectId> {
+        self.ids
+            .get(id)
+            .into_iter()
+            .flat_map(|node| self.expanded_by[node as usize].iter())
+            .map(|&(_, focal)| self.ids.key(focal))
+    }
+
     /// Brings the cliques up to date after objects (`touched`) and links changed.
     pub fn update(
         &mut self,

@@ -64,6 +64,17 @@ pub enum StatusLevel {
     Unknown,
 }
 
+impl StatusLevel {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StatusLevel::Ok => "ok",
+            StatusLevel::Warning => "warning",
+            StatusLevel::Error => "error",
+            StatusLevel::Unknown => "unknown",
+        }
+    }
+}
+
 impl Object {
     /// A new object with empty attributes and an unknown status.
     pub fn new(
