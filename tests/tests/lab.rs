@@ -341,6 +341,8 @@ async fn an_ovs_lab_is_shown_exactly_through_churn_agent_loss_and_aggregator_res
     let mut cliques = ovs_lab_cliques(ids);
     let first = converge(&running, &client, &cliques, "initial discovery").await?;
     tracing::info!(?first, "OVS lab discovered");
+    analysis_follows_a_tunnel_nic_going_down(&running, &client, ids).await?;
+    converge(&running, &client, &cliques, "compute-1's eth0 back up").await?;
 
     running.lab.add_vm(
         "compute-2",
@@ -445,6 +447,200 @@ async fn an_ovs_lab_is_shown_exactly_through_churn_agent_loss_and_aggregator_res
     running.lab.start_aggregator()?;
     let client = running.client().await?;
     converge(&running, &client, &cliques, "aggregator restarted").await?;
+    Ok(())
+}
+
+fn text(value: &Value) -> String {
+    value.as_str().unwrap_or_default().to_owned()
+}
+
+fn listed(value: &Value, key: &str) -> Vec<String> {
+    value[key]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| text(&v["id"]))
+        .collect()
+}
+
+fn sorted<const N: usize>(ids: [String; N]) -> Vec<String> {
+    let mut ids = ids.to_vec();
+    ids.sort();
+    ids
+}
+
+/// Diagnosis, impact and path on the OVS lab while compute-1's tunnel NIC is down (its agent
+/// stays connected over the management network), and bad questions.
+async fn analysis_follows_a_tunnel_nic_going_down(
+    running: &RunningLab,
+    client: &ApiClient,
+    ids: Ids<'_>,
+) -> anyhow::Result<()> {
+    let env = running.env();
+    let (vm_2, vm_3) = (ids.instance("vm-2"), ids.instance("vm-3"));
+    // vm-2 (compute-1) to vm-3 (compute-2) on net-b: out of vm-2's hybrid plug into br-int,
+    // through compute-1's tunnel endpoint and eth0, across the tunnel to compute-2's eth0 and
+    // endpoint, into vm-3's hybrid plug.
+    let vm_2_to_vm_3 = vec![
+        vm_2.clone(),
+        ids.vm_device("compute-1", "vm-2", "net-b", "tap"),
+        ids.qbr("compute-1", "vm-2", "net-b"),
+        ids.vm_device("compute-1", "vm-2", "net-b", "qvb"),
+        ids.vm_device("compute-1", "vm-2", "net-b", "qvo"),
+        ids.vedge("compute-1"),
+        ids.otep("compute-1"),
+        ids.nic("compute-1", "eth0"),
+        ids.nic("compute-2", "eth0"),
+        ids.otep("compute-2"),
+        ids.vedge("compute-2"),
+        ids.vm_device("compute-2", "vm-3", "net-b", "qvo"),
+        ids.vm_device("compute-2", "vm-3", "net-b", "qvb"),
+        ids.qbr("compute-2", "vm-3", "net-b"),
+        ids.vm_device("compute-2", "vm-3", "net-b", "tap"),
+        vm_3.clone(),
+    ];
+    let path_query = [
+        ("env_name", env.as_str()),
+        ("from", vm_2.as_str()),
+        ("to", vm_3.as_str()),
+    ];
+    let path = client.get("/api/v1/path", &path_query).await?;
+    let hops: Vec<String> = path["hops"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| text(&h["id"]))
+        .collect();
+    assert_eq!(hops, vm_2_to_vm_3, "{path:#}");
+    assert_eq!(path["state"], "up", "{path:#}");
+    assert_eq!(path["networks"], serde_json::json!([ids.network("net-b")]));
+
+    let vm_1 = ids.instance("vm-1");
+    let eth0 = ids.nic("compute-1", "eth0");
+    let diagnosis_of_vm_1 = format!("/api/v1/cliques/{vm_1}/diagnosis");
+    let healthy = client
+        .get(&diagnosis_of_vm_1, &[("env_name", &env)])
+        .await?;
+    assert_eq!(healthy["findings"], serde_json::json!([]), "{healthy:#}");
+
+    running.lab.set_device("compute-1", "eth0", false)?;
+    let start = Instant::now();
+    let diagnosis = loop {
+        let diagnosis = client
+            .get(&diagnosis_of_vm_1, &[("env_name", &env)])
+            .await?;
+        if diagnosis["findings"][0]["id"] == eth0.as_str() {
+            break diagnosis;
+        }
+        anyhow::ensure!(
+            start.elapsed() < CONVERGE,
+            "eth0 down is not the first cause of vm-1's trouble: {diagnosis:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        diagnosis["findings"][0]["problems"],
+        serde_json::json!(["down"])
+    );
+    assert!(
+        diagnosis["findings"][0]["since"].is_string(),
+        "{diagnosis:#}"
+    );
+    let to_vm_1: Vec<String> = diagnosis["findings"][0]["path"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| text(&h["id"]))
+        .collect();
+    assert_eq!(
+        to_vm_1,
+        vec![
+            eth0.clone(),
+            ids.otep("compute-1"),
+            ids.vedge("compute-1"),
+            ids.vm_device("compute-1", "vm-1", "net-a", "tap"),
+            vm_1.clone(),
+        ]
+    );
+
+    let impact = client
+        .get("/api/v1/impact", &[("env_name", &env), ("object", &eth0)])
+        .await?;
+    let dependents = &impact["dependents"];
+    assert_eq!(
+        listed(dependents, "instance"),
+        sorted([vm_1.clone(), vm_2.clone()])
+    );
+    assert_eq!(
+        listed(dependents, "host"),
+        vec!["host:compute-1".to_owned()]
+    );
+    assert_eq!(
+        listed(dependents, "network"),
+        sorted([ids.network("net-a"), ids.network("net-b")])
+    );
+    assert_eq!(
+        listed(dependents, "project"),
+        vec![format!(
+            "project:{}",
+            calipso_tests::lab::cloud::project_id(ids.0)
+        )]
+    );
+    assert!(dependents.get("vservice").is_none(), "{impact:#}");
+
+    let cut = client.get("/api/v1/path", &path_query).await?;
+    assert_eq!(cut["state"], "down", "{cut:#}");
+    assert_eq!(cut["broken_at"]["id"], eth0.as_str(), "{cut:#}");
+    running.lab.set_device("compute-1", "eth0", true)?;
+
+    // Bad questions get a 4xx that names the problem.
+    let refused = |result: Result<Value, calipso_aggregator::client::ClientError>| match result {
+        Err(calipso_aggregator::client::ClientError::Api { status, message }) => {
+            (status.as_u16(), message)
+        }
+        other => (0, format!("{other:?}")),
+    };
+    let (status, message) = refused(
+        client
+            .get(
+                "/api/v1/impact",
+                &[("env_name", &env), ("object", "vnic:nowhere:x")],
+            )
+            .await,
+    );
+    assert_eq!(status, 404);
+    assert!(message.contains("vnic:nowhere:x"), "{message}");
+    let (status, message) = refused(
+        client
+            .get(
+                "/api/v1/cliques/host:compute-1/diagnosis",
+                &[("env_name", &env)],
+            )
+            .await,
+    );
+    assert_eq!(
+        (status, message.as_str()),
+        (404, "`host:compute-1` has no clique")
+    );
+    let (status, message) = refused(
+        client
+            .get(
+                "/api/v1/path",
+                &[
+                    ("env_name", env.as_str()),
+                    ("from", vm_2.as_str()),
+                    ("to", "host:compute-1"),
+                ],
+            )
+            .await,
+    );
+    assert_eq!(status, 400);
+    assert!(
+        message.contains("a path runs between instances, vservices or vNICs"),
+        "{message}"
+    );
+    let (status, _) = refused(client.get("/api/v1/impact", &[("env_name", &env)]).await);
+    assert_eq!(status, 400, "an impact names at least one object");
     Ok(())
 }
 

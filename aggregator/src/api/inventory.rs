@@ -128,7 +128,9 @@ fn parse_limit(value: Option<&str>) -> ApiResult<Option<usize>> {
 pub async fn list_inventory(
     State(service): State<Service>,
     Caller(who): Caller,
-    Params { params, attributes }: Params<InventoryParams>,
+    Params {
+        params, attributes, ..
+    }: Params<InventoryParams>,
 ) -> ApiResult<axum::Json<ObjectPage>> {
     let name = params
         .name
@@ -260,7 +262,9 @@ fn parse_link_type(value: Option<&str>) -> ApiResult<Option<calipso_proto::LinkT
 pub async fn list_links(
     State(service): State<Service>,
     Caller(who): Caller,
-    Params { params, attributes }: Params<LinkParams>,
+    Params {
+        params, attributes, ..
+    }: Params<LinkParams>,
 ) -> ApiResult<axum::Json<LinkPage>> {
     let query = LinkQuery {
         environment: params.env_name,
@@ -342,13 +346,22 @@ pub async fn get_clique(
     State(service): State<Service>,
     Caller(who): Caller,
     Path(focal_point): Path<String>,
-    Params { params, .. }: Params<ObjectParams>,
-) -> ApiResult<axum::Json<CliqueView>> {
+    uri: axum::http::Uri,
+) -> ApiResult<Response> {
+    if let Some(focal_point) = focal_point.strip_suffix("/diagnosis") {
+        let Params { params, .. } = super::Params::<super::analysis::DiagnosisParams>::parse(&uri)?;
+        return Ok(
+            super::analysis::diagnosis(service, who, focal_point, params)
+                .await?
+                .into_response(),
+        );
+    }
+    let Params { params, .. } = super::Params::<ObjectParams>::parse(&uri)?;
     let at = parse_time("at", params.at.as_deref())?;
     let clique = service
         .clique(&who, &params.env_name, &ObjectId::from_raw(focal_point), at)
         .await?;
-    Ok(axum::Json(clique))
+    Ok(axum::Json(clique).into_response())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -7,6 +7,7 @@
 //!   with an error naming the parameter.
 //! * Errors are `{"error": {"code", "message"}}`; no request can produce a panic.
 
+mod analysis;
 mod auth;
 mod events;
 mod inventory;
@@ -155,21 +156,33 @@ fn bearer_token(headers: &HeaderMap) -> Option<String> {
 pub struct Params<T> {
     pub params: T,
     pub attributes: Vec<(String, String)>,
+    /// The values of the parameters that may be given more than once, in order.
+    pub repeated: Vec<(String, String)>,
 }
 
-/// Query structs say whether they take `attributes:<key>` filters.
+/// Query structs say whether they take `attributes:<key>` filters, and which parameters may be
+/// given more than once (those are not fields of the struct: they come in `repeated`).
 pub trait QueryParams: DeserializeOwned {
     const ATTRIBUTE_FILTERS: bool = false;
+    const REPEATED: &'static [&'static str] = &[];
 }
 
 impl<T: QueryParams, S: Send + Sync> FromRequestParts<S> for Params<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> ApiResult<Self> {
-        let raw = parts.uri.query().unwrap_or("");
+        Self::parse(&parts.uri)
+    }
+}
+
+impl<T: QueryParams> Params<T> {
+    /// The query parameters of `uri`, for a handler that chooses what to parse by its path.
+    pub fn parse(uri: &axum::http::Uri) -> ApiResult<Self> {
+        let raw = uri.query().unwrap_or("");
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
             .map_err(|err| ApiError::bad_request(format!("query string: {err}")))?;
         let mut attributes = Vec::new();
+        let mut repeated = Vec::new();
         let mut rest = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         for (key, value) in pairs {
@@ -183,6 +196,8 @@ impl<T: QueryParams, S: Send + Sync> FromRequestParts<S> for Params<T> {
                     return Err(ApiError::bad_request("`attributes:` needs a key name"));
                 }
                 attributes.push((name.to_owned(), value));
+            } else if T::REPEATED.contains(&key.as_str()) {
+                repeated.push((key, value));
             } else {
                 if !seen.insert(key.clone()) {
                     return Err(ApiError::bad_request(format!(
@@ -196,7 +211,11 @@ impl<T: QueryParams, S: Send + Sync> FromRequestParts<S> for Params<T> {
             .map_err(|err| ApiError::bad_request(format!("query string: {err}")))?;
         let params = serde_urlencoded::from_str(&encoded)
             .map_err(|err| ApiError::bad_request(format!("query parameters: {err}")))?;
-        Ok(Params { params, attributes })
+        Ok(Params {
+            params,
+            attributes,
+            repeated,
+        })
     }
 }
 
@@ -335,6 +354,7 @@ impl Modify for BearerAuth {
         inventory::list_inventory, inventory::get_object, inventory::list_links,
         inventory::list_cliques, inventory::get_clique, inventory::aggregates,
         inventory::agents, inventory::messages, inventory::constants,
+        analysis::impact, analysis::diagnosis, analysis::path,
         settings::list_clique_types, settings::create_clique_type, settings::get_clique_type,
         settings::replace_clique_type, settings::delete_clique_type,
         settings::list_clique_constraints, settings::put_clique_constraint,
@@ -354,6 +374,7 @@ pub fn router(service: Service) -> Router {
     let api = Router::new()
         .merge(auth::routes())
         .merge(inventory::routes())
+        .merge(analysis::routes())
         .merge(settings::routes())
         .merge(scans::routes())
         .merge(events::routes());

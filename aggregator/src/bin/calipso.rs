@@ -6,6 +6,9 @@
 //! calipso get links --env lab --link-type otep-otep --json
 //! calipso clique show instance:3f2a… --env lab
 //! calipso search 'tap.*' --env lab
+//! calipso impact host_pnic:compute-1:eth0 --env lab          # what depends on it
+//! calipso why instance:3f2a… --env lab                         # what is wrong, from the wire up
+//! calipso path instance:3f2a… instance:9c1d… --env lab         # the chain between two VMs
 //! calipso scan --env lab --kind links_only --wait
 //! calipso watch --env lab --types instance,vnic
 //! ```
@@ -65,6 +68,27 @@ enum Command {
     /// Cliques.
     #[command(subcommand)]
     Clique(CliqueCommand),
+    /// What depends on objects: instances, vservices, networks, hosts and projects (a host
+    /// stands for everything on it).
+    Impact {
+        #[arg(required = true)]
+        objects: Vec<String>,
+        #[arg(long)]
+        env: String,
+    },
+    /// What is wrong in the clique of a focal point, ranked from the wire upward.
+    Why {
+        focal_point: String,
+        #[arg(long)]
+        env: String,
+    },
+    /// The chain of objects and links between two endpoints, and where it breaks.
+    Path {
+        from: String,
+        to: String,
+        #[arg(long)]
+        env: String,
+    },
     /// Request a scan (and wait for it).
     Scan {
         #[arg(long)]
@@ -278,6 +302,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", clique_tree(&clique));
             }
         }
+        Command::Impact { objects, env } => {
+            let mut query = vec![("env_name", env.as_str())];
+            query.extend(objects.iter().map(|o| ("object", o.as_str())));
+            let impact = client(&cli)?.get("/api/v1/impact", &query).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&impact)?);
+            } else {
+                print!("{}", impact_report(&impact));
+            }
+        }
+        Command::Why { focal_point, env } => {
+            let diagnosis = client(&cli)?
+                .get(
+                    &format!("/api/v1/cliques/{focal_point}/diagnosis"),
+                    &[("env_name", env.as_str())],
+                )
+                .await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&diagnosis)?);
+            } else {
+                print!("{}", diagnosis_report(&diagnosis));
+            }
+        }
+        Command::Path { from, to, env } => {
+            let query = [
+                ("env_name", env.as_str()),
+                ("from", from.as_str()),
+                ("to", to.as_str()),
+            ];
+            let path = client(&cli)?.get("/api/v1/path", &query).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&path)?);
+            } else {
+                print!("{}", path_report(&path));
+            }
+        }
         Command::Scan {
             env,
             host,
@@ -470,6 +530,98 @@ fn print_rows(cli: &Cli, rows: &[Value], columns: &[&str]) {
         println!("{}", line(row));
     }
     eprintln!("({} rows)", rows.len());
+}
+
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or("?")
+}
+
+/// A chain of hops on one line: `a → [link] b → …`.
+fn chain(hops: &Value) -> String {
+    let mut out = String::new();
+    for hop in hops.as_array().into_iter().flatten() {
+        if let Some(link) = hop["link_type"].as_str() {
+            out.push_str(&format!(" → [{link}] "));
+        }
+        out.push_str(text(&hop["id"]));
+    }
+    out
+}
+
+fn impact_report(impact: &Value) -> String {
+    let mut out = format!(
+        "{} objects depend on {}\n",
+        impact["total"],
+        impact["objects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for (kind, dependents) in impact["dependents"].as_object().into_iter().flatten() {
+        out.push_str(&format!("\n{kind}:\n"));
+        for dependent in dependents.as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  {}  {}  ({})\n    via {}\n",
+                text(&dependent["id"]),
+                text(&dependent["name"]),
+                text(&dependent["state"]),
+                chain(&dependent["path"])
+            ));
+        }
+    }
+    out
+}
+
+fn diagnosis_report(diagnosis: &Value) -> String {
+    let mut out = format!("{}\n", text(&diagnosis["summary"]));
+    for (rank, finding) in diagnosis["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let problems: Vec<&str> = finding["problems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
+        out.push_str(&format!(
+            "{}. {} {}: {}{}\n   {}\n",
+            rank + 1,
+            text(&finding["type"]),
+            text(&finding["id"]),
+            problems.join(", "),
+            finding["since"]
+                .as_str()
+                .map(|s| format!(" since {s}"))
+                .unwrap_or_default(),
+            chain(&finding["path"])
+        ));
+    }
+    out
+}
+
+fn path_report(path: &Value) -> String {
+    let mut out = format!("{}\n", text(&path["summary"]));
+    for hop in path["hops"].as_array().into_iter().flatten() {
+        let down = hop["state"] == "down" || hop["link_state"] == "down";
+        out.push_str(&format!(
+            "  {:<10} {:<60} {:<5} {}{}\n",
+            text(&hop["type"]),
+            text(&hop["id"]),
+            text(&hop["state"]),
+            hop["link_type"]
+                .as_str()
+                .map(|l| format!("over {l} ({})", text(&hop["link_state"])))
+                .unwrap_or_default(),
+            if down { "  <- down" } else { "" }
+        ));
+    }
+    out
 }
 
 /// The clique as a tree from its focal point: each object under the one it was reached from,

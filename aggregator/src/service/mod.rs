@@ -1,6 +1,7 @@
 //! The service layer: everything the API does, without HTTP. Handlers in [`crate::api`] parse a
 //! request, call one method here with the caller's [`Principal`], and render the result.
 //!
+//! * [`analysis`]: impact, diagnosis (root cause) and path over the live model.
 //! * [`auth`]: accounts, tokens, LDAP, grants.
 //! * [`inventory`]: objects, links, cliques, aggregates — live from the engine or, with `at`,
 //!   from the store's history.
@@ -8,6 +9,7 @@
 //! * [`scans`]: scan requests, their worker and the scheduler that runs scheduled scans.
 //! * [`events`]: the live stream of committed changes, with resume.
 
+pub mod analysis;
 pub mod auth;
 pub mod events;
 pub mod inventory;

@@ -4,7 +4,8 @@
 //! tests state by hand which objects each clique holds.
 //!
 //! What each host contributes:
-//! - every host: `host`, its fabric NIC `eth0` (`host_pnic`);
+//! - every host: `host`, its fabric NIC `eth0` (`host_pnic`), its management veth `mgmt0`
+//!   (`vnic`);
 //! - OVS host: the provider NIC `eth1`, the `vedge`, one `otep` for its tunnel address when
 //!   another OVS host exists, and the kernel's view of the userspace datapath's own devices
 //!   (`ovs-netdev` and one tap per bridge: `vnic`s of kind `tun` with no links, which is what
@@ -71,6 +72,9 @@ impl Expected {
             let h = host.name.as_str();
             expected.object(format!("host:{h}"));
             let eth0 = expected.object(local("host_pnic", h, "eth0"));
+            // The management veth the agent reaches the aggregator over: its peer is in the
+            // root namespace, which no agent reports.
+            expected.object(local("vnic", h, "mgmt0"));
             match host.switch {
                 Switch::Ovs => {
                     let eth1 = expected.object(local("host_pnic", h, "eth1"));

@@ -44,8 +44,8 @@ fn vsctl(host_dir: &Path, no_wait: bool, args: &[&str]) -> anyhow::Result<String
     run("ovs-vsctl", &all)
 }
 
-/// The fabric bridge in the root namespace, holding the gateway address the agents reach the
-/// aggregator on.
+/// The fabric bridge (the data network: tunnels) and the management bridge (holding the
+/// address the agents reach the aggregator on) in the root namespace.
 pub fn fabric_up(topology: &Topology) -> anyhow::Result<()> {
     let bridge = bridge_name(topology);
     sh(
@@ -53,8 +53,12 @@ pub fn fabric_up(topology: &Topology) -> anyhow::Result<()> {
         &format!(
             "ip link add {bridge} type bridge\n\
              ip addr add {}/24 dev {bridge}\n\
-             ip link set {bridge} up",
-            topology.fabric.gateway()
+             ip link set {bridge} up\n\
+             ip link add {bridge}m type bridge\n\
+             ip addr add {}/24 dev {bridge}m\n\
+             ip link set {bridge}m up",
+            topology.fabric.gateway(),
+            topology.fabric.management_gateway()
         ),
     )?;
     Ok(())
@@ -97,7 +101,8 @@ pub fn sweep(lab_name: &str) -> anyhow::Result<()> {
         };
         let name = name.split('@').next().unwrap_or(name);
         if name == root_prefix
-            || (name.starts_with(&root_prefix) && name[root_prefix.len()..].starts_with(['h', 'p']))
+            || (name.starts_with(&root_prefix)
+                && name[root_prefix.len()..].starts_with(['h', 'p', 'm']))
         {
             // A veth goes with its peer's namespace, which the kernel removes asynchronously.
             if let Err(error) = run("ip", &["link", "del", name])
@@ -110,12 +115,37 @@ pub fn sweep(lab_name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sets the root end of a host's fabric veth down or up.
+/// Sets the root ends of a host's fabric and management veths down or up: the host is cut off
+/// every network, or back.
 pub fn set_fabric_link(topology: &Topology, index: usize, up: bool) -> anyhow::Result<()> {
-    let device = format!("{}h{index}", bridge_name(topology));
+    let bridge = bridge_name(topology);
+    for device in [format!("{bridge}h{index}"), format!("{bridge}m{index}")] {
+        run(
+            "ip",
+            &["link", "set", &device, if up { "up" } else { "down" }],
+        )?;
+    }
+    Ok(())
+}
+
+/// Sets a device in a host's namespace down or up, as its operator would.
+pub fn set_host_device(
+    topology: &Topology,
+    index: usize,
+    device: &str,
+    up: bool,
+) -> anyhow::Result<()> {
+    let ns = topology.host_netns(&topology.hosts[index].name);
     run(
         "ip",
-        &["link", "set", &device, if up { "up" } else { "down" }],
+        &[
+            "-n",
+            &ns,
+            "link",
+            "set",
+            device,
+            if up { "up" } else { "down" },
+        ],
     )?;
     Ok(())
 }
@@ -154,7 +184,12 @@ pub fn host_up(topology: &Topology, index: usize, host_dir: &Path) -> anyhow::Re
          ip link add {bridge}h{index} type veth peer name eth0 netns {ns}\n\
          ip link set {bridge}h{index} master {bridge} up\n\
          ip -n {ns} addr add {ip}/24 dev eth0\n\
-         ip -n {ns} link set eth0 up\n"
+         ip -n {ns} link set eth0 up\n\
+         ip link add {bridge}m{index} type veth peer name mgmt0 netns {ns}\n\
+         ip link set {bridge}m{index} master {bridge}m up\n\
+         ip -n {ns} addr add {management}/24 dev mgmt0\n\
+         ip -n {ns} link set mgmt0 up\n",
+        management = topology.fabric.management_ip(index),
     );
     if host.switch == Switch::Ovs {
         let _ = writeln!(
@@ -583,7 +618,7 @@ pub fn services_up(topology: &Topology, index: usize, host_dir: &Path) -> anyhow
 
 /// The libvirt domain XML Nova writes for a VM (the parts the agent reads, in Nova's shape:
 /// fixtures/libvirt/instance-00000026.xml).
-fn domain_xml(topology: &Topology, host: &str, vm: &Vm, switch: Switch) -> String {
+fn domain_xml(topology: &Topology, host: &str, vm: &Vm, switch: Switch, pid: u32) -> String {
     let uuid = topology.instance_uuid(&vm.name);
     let mut interfaces = String::new();
     for network in &vm.networks {
@@ -607,16 +642,17 @@ fn domain_xml(topology: &Topology, host: &str, vm: &Vm, switch: Switch) -> Strin
         );
     }
     format!(
-        "<domstatus state='running' reason='booted' pid='1'>\n\
+        "<domstatus state='running' reason='booted' pid='{pid}'>\n\
 <domain type='qemu'>\n  <name>instance-{short}</name>\n  <uuid>{uuid}</uuid>\n  <metadata>\n    \
 <nova:instance xmlns:nova=\"http://openstack.org/xmlns/libvirt/nova/1.0\">\n      \
 <nova:name>{name}</nova:name>\n      <nova:flavor name=\"m1.micro\"/>\n      <nova:owner>\n        \
 <nova:user uuid=\"13baa553aae44adca6615e711fd2f6d9\">admin</nova:user>\n        \
-<nova:project uuid=\"75c0eb79ff4a42b0ae4973c8375ddf40\">lab</nova:project>\n      </nova:owner>\n    \
+<nova:project uuid=\"{project}\">admin</nova:project>\n      </nova:owner>\n    \
 </nova:instance>\n  </metadata>\n  <devices>{interfaces}\n  </devices>\n</domain>\n\
 <!-- calipso-lab host {host} -->\n</domstatus>\n",
         short = &uuid[..8],
         name = vm.name,
+        project = super::cloud::project_id(topology),
     )
 }
 
@@ -684,11 +720,58 @@ pub fn vm_up(topology: &Topology, index: usize, vm: &Vm, host_dir: &Path) -> any
             }
         }
     }
+    let taps: Vec<String> = vm
+        .networks
+        .iter()
+        .map(|network| topology.port(&vm.name, network).device("tap"))
+        .collect();
+    let pid = start_vm_process(&ns, &taps)?;
     let libvirt = host_dir.join("libvirt");
+    std::fs::write(libvirt.join(format!("{}.pid", vm.name)), pid.to_string())?;
     let staged = libvirt.join(format!(".{}.xml.tmp", vm.name));
-    std::fs::write(&staged, domain_xml(topology, &host.name, vm, host.switch))?;
+    std::fs::write(
+        &staged,
+        domain_xml(topology, &host.name, vm, host.switch, pid),
+    )?;
     std::fs::rename(&staged, libvirt.join(format!("{}.xml", vm.name)))?;
     Ok(())
+}
+
+/// What stands for a VM's qemu: a process in the host's namespace that holds its taps open,
+/// as qemu does, so that they have a carrier (a tap nobody holds is down). It runs until it is
+/// killed: by `vm_down`, or with everything else in the namespace by `down`.
+const VM_PROCESS: &str = r#"
+import fcntl, os, signal, struct, sys
+TUNSETIFF, IFF_TAP, IFF_NO_PI = 0x400454CA, 0x0002, 0x1000
+held = []
+for name in sys.argv[1:]:
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TAP | IFF_NO_PI))
+    held.append(fd)
+print("holding", flush=True)
+signal.pause()
+"#;
+
+fn start_vm_process(netns: &str, taps: &[String]) -> anyhow::Result<u32> {
+    use std::io::BufRead;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", netns, "python3", "-c", VM_PROCESS])
+        .args(taps)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start a VM's process (python3)")?;
+    let pid = child.id();
+    let mut line = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+    }
+    ensure!(
+        line.trim() == "holding",
+        "the VM's process could not open its taps {taps:?}"
+    );
+    Ok(pid)
 }
 
 /// A VM's domain XML goes first (the domain stops), then its ports and devices.
@@ -697,6 +780,11 @@ pub fn vm_down(topology: &Topology, index: usize, vm: &Vm, host_dir: &Path) -> a
     let ns = topology.host_netns(&host.name);
     let xml = host_dir.join("libvirt").join(format!("{}.xml", vm.name));
     std::fs::remove_file(&xml).with_context(|| format!("cannot remove {}", xml.display()))?;
+    let pid_file = host_dir.join("libvirt").join(format!("{}.pid", vm.name));
+    if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+        let _ = run("kill", &["-KILL", pid.trim()]);
+        let _ = std::fs::remove_file(&pid_file);
+    }
     for network in &vm.networks {
         let port = topology.port(&vm.name, network);
         let tap = port.device("tap");

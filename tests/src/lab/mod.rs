@@ -167,7 +167,7 @@ impl Lab {
     }
 
     fn build(&mut self) -> anyhow::Result<()> {
-        let gateway = self.topology.fabric.gateway();
+        let gateway = self.topology.fabric.management_gateway();
         self.prepare_ca()?;
         hosts::fabric_up(&self.topology)?;
         self.run.quic_port = free_port(gateway, true)?;
@@ -276,7 +276,7 @@ impl Lab {
         ca.init(&format!("calipso-lab {} CA", self.topology.name), true)?;
         ca.issue_server(
             SERVER_NAME,
-            &[self.topology.fabric.gateway().to_string()],
+            &[self.topology.fabric.management_gateway().to_string()],
             true,
         )?;
         for host in &self.topology.hosts {
@@ -304,7 +304,7 @@ url = "sqlite://{db}"
 listen = "{api}"
 admin_password = "{password}"
 "#,
-            gateway = self.topology.fabric.gateway(),
+            gateway = self.topology.fabric.management_gateway(),
             port = self.run.quic_port,
             ca_cert = path("ca.pem"),
             cert = path(&format!("server-{SERVER_NAME}.pem")),
@@ -349,7 +349,7 @@ socket = "{ovs}"
 "#,
             name = host.name,
             environment = self.topology.environment,
-            gateway = self.topology.fabric.gateway(),
+            gateway = self.topology.fabric.management_gateway(),
             port = self.run.quic_port,
             ca = ca.display(),
             netns = dir.join("netns").display(),
@@ -515,6 +515,15 @@ socket = "{ovs}"
             .host_index(host)
             .with_context(|| format!("no host `{host}` in the lab"))?;
         hosts::set_fabric_link(&self.topology, index, connected)
+    }
+
+    /// Sets a device of a host (`eth0`, a tap…) down or up inside the host's namespace.
+    pub fn set_device(&self, host: &str, device: &str, up: bool) -> anyhow::Result<()> {
+        let index = self
+            .topology
+            .host_index(host)
+            .with_context(|| format!("no host `{host}` in the lab"))?;
+        hosts::set_host_device(&self.topology, index, device, up)
     }
 
     /// Boots a VM on a host: its ports, taps and domain XML, as Nova and Neutron would.

@@ -59,9 +59,29 @@ impl Fabric {
         Ipv4Addr::new(a, b, c, u8::try_from(index + 1).unwrap_or(u8::MAX))
     }
 
-    /// The root namespace's end: where the aggregator listens for the lab's agents.
+    /// The root namespace's end of the data network.
     pub fn gateway(&self) -> Ipv4Addr {
         let [a, b, c, _] = self.base.octets();
+        Ipv4Addr::new(a, b, c, 254)
+    }
+
+    /// The management network beside the data network (the fabric's third octet plus 128),
+    /// over which the agents reach the aggregator, as an OpenStack deployment keeps its control
+    /// traffic off the tenant network: a data NIC taken down does not cut the agent off.
+    fn management_octets(&self) -> [u8; 3] {
+        let [a, b, c, _] = self.base.octets();
+        [a, b, c.wrapping_add(128)]
+    }
+
+    /// The management address of the `index`-th host.
+    pub fn management_ip(&self, index: usize) -> Ipv4Addr {
+        let [a, b, c] = self.management_octets();
+        Ipv4Addr::new(a, b, c, u8::try_from(index + 1).unwrap_or(u8::MAX))
+    }
+
+    /// Where the aggregator listens for the lab's agents, on the management network.
+    pub fn management_gateway(&self) -> Ipv4Addr {
+        let [a, b, c] = self.management_octets();
         Ipv4Addr::new(a, b, c, 254)
     }
 }
