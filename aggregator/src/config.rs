@@ -14,6 +14,8 @@
 //! [store]
 //! # sqlite:PATH (the default, created if missing) or postgres://user@host/database
 //! url = "sqlite:///var/lib/calipso/calipso.db"
+//! # history_retention = "90d"     # compact older versions, except what snapshots pin
+//! #                               # (default: keep history forever)
 //!
 //! [api]
 //! listen = "127.0.0.1:8080"
@@ -108,12 +110,17 @@ fn default_event_buffer() -> usize {
 pub struct StoreSection {
     #[serde(default = "default_store_url")]
     pub url: String,
+    /// Versions (and messages) older than this are compacted away, except those in force at a
+    /// snapshot; absent: history is kept forever.
+    #[serde(default, with = "humantime_serde")]
+    pub history_retention: Option<Duration>,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
         StoreSection {
             url: default_store_url(),
+            history_retention: None,
         }
     }
 }
@@ -186,6 +193,17 @@ impl AggregatorConfig {
             return Err(invalid(
                 "store.url",
                 "must start with sqlite: or postgres://",
+            ));
+        }
+        let hour = Duration::from_secs(3600);
+        if config
+            .store
+            .history_retention
+            .is_some_and(|r| r < hour || r > hour * 24 * 365 * 100)
+        {
+            return Err(invalid(
+                "store.history_retention",
+                "must be between 1h and 100 years (e.g. \"90d\")",
             ));
         }
         let api = &config.api;
@@ -264,6 +282,14 @@ mod tests {
             (
                 format!("[ingest]\n{PATHS}[store]\nurl = \"mysql://x\"\n"),
                 "store.url",
+            ),
+            (
+                format!("[ingest]\n{PATHS}[store]\nhistory_retention = \"5m\"\n"),
+                "store.history_retention",
+            ),
+            (
+                format!("[ingest]\n{PATHS}[store]\nhistory_retention = \"soon\"\n"),
+                "history_retention",
             ),
             (
                 format!("[ingest]\n{PATHS}[api]\ntoken_lifetime = \"1s\"\n"),

@@ -138,6 +138,13 @@ async fn run() -> anyhow::Result<()> {
             tracing::info!(listen = %server.local_addr()?, "aggregator listening for agents");
             let shutdown = calipso_agent::process::shutdown_on_signal();
             calipso_aggregator::openstack::supervise(sink.clone(), shutdown.clone());
+            if let Some(retention) = config.store.history_retention {
+                tokio::spawn(calipso_aggregator::service::history::keep_history(
+                    sink.store().clone(),
+                    retention,
+                    shutdown.clone(),
+                ));
+            }
             let api = calipso_aggregator::api::start(
                 &config.api,
                 sink,

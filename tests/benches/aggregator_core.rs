@@ -12,7 +12,10 @@
 //!    of 20, 8 and 1 host(s), on SQLite and on PostgreSQL;
 //! 6. durable ingest through the sink (validation, engine, group commit) on SQLite and on
 //!    PostgreSQL (`DATABASE_URL`, or an ephemeral server): 64 hosts snapshotting concurrently,
-//!    then VM churn from all of them; object changes per second.
+//!    then VM churn from all of them; object changes per second;
+//! 7. (`analysis`) on the built environment: impact of one host's tunnel NIC and of a whole
+//!    host, diagnosis of a VM with that NIC down, path between VMs on two tunnel peers:
+//!    p50 / p99 / max over 1 000 random questions each.
 //!
 //! `cargo bench -p calipso-tests --bench aggregator_core`
 
@@ -316,6 +319,56 @@ fn incremental(env: &mut Environment) {
     }
 }
 
+/// Times `question` on `rounds` random hosts; prints p50 / p99 / max.
+fn timed(what: &str, rounds: usize, mut question: impl FnMut(usize) -> usize) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut times = Vec::with_capacity(rounds);
+    let mut answers = 0;
+    for _ in 0..rounds {
+        let host = rng.random_range(0..HOSTS);
+        let start = Instant::now();
+        answers += question(host);
+        times.push(start.elapsed());
+    }
+    times.sort();
+    println!(
+        "  {what}: p50 {:?}, p99 {:?}, max {:?} ({:.1} answers each)",
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+        times[times.len() - 1],
+        answers as f64 / rounds as f64
+    );
+}
+
+fn analysis(env: &mut Environment) {
+    use calipso_aggregator::analysis::{diagnose, impact, path};
+    use calipso_aggregator::synthetic::vm_uuid;
+    use calipso_proto::ObjectId;
+    let nic = |host: usize| ObjectId::host_local(ObjectType::HostPnic, &host_name(host), "eth1");
+    let vm = |host: usize| ObjectId::global(ObjectType::Instance, &vm_uuid(host, 0));
+    println!("analysis, 1 000 random questions each:");
+    timed("impact of a tunnel NIC", 1000, |host| {
+        impact(env, &[nic(host)]).map_or(0, |i| i.total)
+    });
+    timed("impact of a whole host", 1000, |host| {
+        impact(env, &[ObjectId::host(&host_name(host))]).map_or(0, |i| i.total)
+    });
+    timed("path between VMs on two tunnel peers", 1000, |host| {
+        path(env, &vm(host), &vm((host + 1) % HOSTS)).map_or(0, |p| p.hops.len())
+    });
+    let down: Vec<Change> = (0..HOSTS)
+        .filter_map(|host| {
+            let mut node = env.graph.get(&nic(host))?.clone();
+            node.object.attributes.link_state = Some(LinkState::Down);
+            Some(Change::Upsert(Box::new(node)))
+        })
+        .collect();
+    env.apply(down);
+    timed("diagnosis of a VM whose tunnel NIC is down", 1000, |host| {
+        diagnose(env, &vm(host)).map_or(0, |d| d.findings.len())
+    });
+}
+
 fn session(host: usize) -> AgentSession {
     AgentSession {
         host: host_name(host),
@@ -482,6 +535,11 @@ async fn main() -> anyhow::Result<()> {
                 env.cliques.len()
             );
         }
+    }
+    if run("analysis") {
+        let (mut env, _) = build();
+        COUNTING.store(false, std::sync::atomic::Ordering::Relaxed);
+        analysis(&mut env);
     }
     if run("criterion") {
         let (mut env, _) = build();

@@ -253,8 +253,8 @@ async fn a_restarted_agents_snapshot_replaces_its_partition_and_closes_history()
     let changes = store.object_changes(ENV, before, Timestamp::now()).await?;
     let mut closed: Vec<ObjectId> = changes
         .iter()
-        .filter(|v| v.valid_to.is_some() && gone.contains(&v.node.object.id))
-        .map(|v| v.node.object.id.clone())
+        .filter(|v| v.valid_to.is_some() && gone.contains(&v.value.object.id))
+        .map(|v| v.value.object.id.clone())
         .collect();
     closed.sort();
     let mut expected = gone.clone();
@@ -357,8 +357,8 @@ async fn a_vm_removed_and_recreated_in_one_group_is_stored_as_the_engine_has_it(
         .object_changes(ENV, before, Timestamp::now())
         .await?
         .iter()
-        .filter(|v| v.node.object.id == vm[instance].id)
-        .map(|v| (v.node.object.name.to_string(), v.valid_to.is_some()))
+        .filter(|v| v.value.object.id == vm[instance].id)
+        .map(|v| (v.value.object.name.to_string(), v.valid_to.is_some()))
         .collect();
     assert_eq!(
         names,

@@ -9,9 +9,9 @@ use calipso_aggregator::cliques::{
 use calipso_aggregator::graph::Node;
 use calipso_aggregator::links::LinkKey;
 use calipso_aggregator::store::{
-    AgentRecord, AgentState, AuthMethod, Batch, Grants, Message, MessageLevel, MessageQuery,
-    PostgresStore, ScanKind, ScanRecord, ScanStatus, ScheduleRecord, SqliteStore, Store,
-    TokenRecord, UserRecord, Write,
+    AgentRecord, AgentState, AuthMethod, Batch, Compacted, Grants, Message, MessageLevel,
+    MessageQuery, PostgresStore, ScanKind, ScanRecord, ScanStatus, ScheduleRecord, SnapshotRecord,
+    SqliteStore, Store, TokenRecord, UserRecord, Write,
 };
 use calipso_proto::{Link, LinkState, LinkType, Object, ObjectId, ObjectType, Timestamp};
 use calipso_tests::pg::TestDatabase;
@@ -204,7 +204,7 @@ async fn conformance<S: Store>(store: S) -> anyhow::Result<()> {
         .iter()
         .map(|v| {
             (
-                v.node.object.name.to_string(),
+                v.value.object.name.to_string(),
                 v.valid_from.unix_micros() - at(0).unix_micros(),
                 v.valid_to.map(|t| t.unix_micros() - at(0).unix_micros()),
             )
@@ -294,7 +294,7 @@ async fn conformance<S: Store>(store: S) -> anyhow::Result<()> {
         .iter()
         .map(|v| {
             (
-                v.node.object.attributes.mtu,
+                v.value.object.attributes.mtu,
                 v.valid_from.unix_micros() - at(0).unix_micros(),
                 v.valid_to.map(|t| t.unix_micros() - at(0).unix_micros()),
             )
@@ -308,14 +308,106 @@ async fn conformance<S: Store>(store: S) -> anyhow::Result<()> {
     assert!(store.cliques_at("lab", t3).await?.is_empty());
     let loaded = store.load().await?;
     assert_eq!(loaded.objects.len(), 2);
-    assert_eq!(loaded.links, vec![("lab".to_owned(), ab_down)]);
+    assert_eq!(loaded.links, vec![("lab".to_owned(), ab_down.clone())]);
     assert!(loaded.cliques.is_empty());
 
+    history(&store, &ab, &ab_down).await?;
     records(&store).await?;
     bulk_round_trip(&store).await?;
 
     // An empty batch writes nothing and fails nothing.
     store.commit(&Batch::default()).await?;
+    Ok(())
+}
+
+/// Link and clique changes, snapshots, and compaction keeping what a snapshot pins, on the
+/// history written above: a, b, c and the link a–b from T1; at T2 a changed, b and the link
+/// went, the clique of a ended; at T3 c changed and the link came back down.
+async fn history<S: Store>(store: &S, ab: &Link, ab_down: &Link) -> anyhow::Result<()> {
+    let (t1, t2, t3) = (at(1_000), at(2_000), at(3_000));
+    let spans = |versions: Vec<(Timestamp, Option<Timestamp>)>| -> Vec<(i64, Option<i64>)> {
+        let since = |t: Timestamp| t.unix_micros() - at(0).unix_micros();
+        versions
+            .into_iter()
+            .map(|(from, to)| (since(from), to.map(since)))
+            .collect()
+    };
+    let links = store.link_changes("lab", at(0), t3).await?;
+    assert_eq!(
+        links.iter().map(|v| v.value.clone()).collect::<Vec<_>>(),
+        vec![ab.clone(), ab_down.clone()]
+    );
+    assert_eq!(
+        spans(links.iter().map(|v| (v.valid_from, v.valid_to)).collect()),
+        vec![(1_000, Some(2_000)), (3_000, None)]
+    );
+    assert!(store.link_changes("lab", t2, at(2_999)).await?.is_empty());
+    let cliques = store.clique_changes("lab", at(0), t3).await?;
+    assert_eq!(
+        spans(cliques.iter().map(|v| (v.valid_from, v.valid_to)).collect()),
+        vec![(1_000, Some(2_000))],
+        "the clique begun and ended within T3's batch was never stored"
+    );
+    assert_eq!(store.history_start().await?, Some(t1));
+
+    let pinned = SnapshotRecord {
+        environment: "lab".into(),
+        name: "before-t2".into(),
+        at: at(1_500),
+        note: "b is still here".into(),
+        created_by: "admin".into(),
+        created_at: at(1_600),
+    };
+    store.put_snapshot(&pinned).await?;
+    assert_eq!(store.snapshots(Some("lab")).await?, vec![pinned.clone()]);
+    assert_eq!(store.snapshots(None).await?, vec![pinned.clone()]);
+    assert!(store.snapshots(Some("other")).await?.is_empty());
+    assert!(!store.delete_snapshot("lab", "nope").await?);
+
+    // Compacting before T3 removes nothing the snapshot's time still shows; the message of T1
+    // goes.
+    let removed = store.compact_history(t3).await?;
+    assert_eq!(
+        removed,
+        Compacted {
+            messages: 1,
+            ..Compacted::default()
+        }
+    );
+    assert_eq!(store.history_start().await?, Some(t3));
+    assert_eq!(
+        names(&store.objects_at("lab", at(1_500)).await?),
+        vec![
+            ("a".into(), Some(1500)),
+            ("b".into(), Some(1500)),
+            ("c".into(), Some(1500))
+        ],
+        "a pinned snapshot stays answerable"
+    );
+    assert_eq!(store.links_at("lab", at(1_500)).await?, vec![ab.clone()]);
+    assert_eq!(store.cliques_at("lab", at(1_500)).await?.len(), 1);
+
+    // Without the snapshot, what ended before T3 goes: a's and b's first versions, the first
+    // link, the clique; c's first version ended at T3 and stays. The present is untouched.
+    assert!(store.delete_snapshot("lab", "before-t2").await?);
+    let removed = store.compact_history(t3).await?;
+    assert_eq!(
+        removed,
+        Compacted {
+            objects: 2,
+            links: 1,
+            cliques: 1,
+            messages: 0,
+        }
+    );
+    assert_eq!(
+        names(&store.objects_at("lab", at(1_500)).await?),
+        vec![("c".into(), Some(1500))]
+    );
+    assert_eq!(
+        names(&store.objects_at("lab", t3).await?),
+        vec![("a".into(), Some(9000)), ("c".into(), Some(1600))]
+    );
     Ok(())
 }
 

@@ -94,7 +94,7 @@ impl QueryParams for InventoryParams {
     const ATTRIBUTE_FILTERS: bool = true;
 }
 
-fn parse_object_type(name: &str, value: Option<&str>) -> ApiResult<Option<ObjectType>> {
+pub(super) fn parse_object_type(name: &str, value: Option<&str>) -> ApiResult<Option<ObjectType>> {
     value
         .map(|text| {
             text.parse::<ObjectType>().map_err(|_| {

@@ -10,6 +10,7 @@
 mod analysis;
 mod auth;
 mod events;
+mod history;
 mod inventory;
 mod scans;
 mod settings;
@@ -355,6 +356,8 @@ impl Modify for BearerAuth {
         inventory::list_cliques, inventory::get_clique, inventory::aggregates,
         inventory::agents, inventory::messages, inventory::constants,
         analysis::impact, analysis::diagnosis, analysis::path,
+        history::create_snapshot, history::list_snapshots, history::get_snapshot,
+        history::delete_snapshot, history::diff,
         settings::list_clique_types, settings::create_clique_type, settings::get_clique_type,
         settings::replace_clique_type, settings::delete_clique_type,
         settings::list_clique_constraints, settings::put_clique_constraint,
@@ -375,6 +378,7 @@ pub fn router(service: Service) -> Router {
         .merge(auth::routes())
         .merge(inventory::routes())
         .merge(analysis::routes())
+        .merge(history::routes())
         .merge(settings::routes())
         .merge(scans::routes())
         .merge(events::routes());

@@ -9,6 +9,8 @@
 //! calipso impact host_pnic:compute-1:eth0 --env lab          # what depends on it
 //! calipso why instance:3f2a… --env lab                         # what is wrong, from the wire up
 //! calipso path instance:3f2a… instance:9c1d… --env lab         # the chain between two VMs
+//! calipso snapshot create pre-maintenance --env lab --note "before the kernel upgrade"
+//! calipso diff --env lab --from pre-maintenance --markdown  # what changed since, for review
 //! calipso scan --env lab --kind links_only --wait
 //! calipso watch --env lab --types instance,vnic
 //! ```
@@ -89,6 +91,25 @@ enum Command {
         #[arg(long)]
         env: String,
     },
+    /// Named snapshots: points in history that retention keeps.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// What changed between two points (snapshot names, RFC 3339 times, or `now`).
+    Diff {
+        #[arg(long)]
+        env: String,
+        #[arg(long)]
+        from: String,
+        #[arg(long, default_value = "now")]
+        to: String,
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long = "type")]
+        object_type: Option<String>,
+        /// A Markdown review report instead of text.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Request a scan (and wait for it).
     Scan {
         #[arg(long)]
@@ -124,6 +145,30 @@ enum CliqueCommand {
         /// RFC 3339: the clique as it was then.
         #[arg(long)]
         at: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCommand {
+    /// Mark now (or `--at`) under a name.
+    Create {
+        name: String,
+        #[arg(long)]
+        env: String,
+        #[arg(long, default_value = "")]
+        note: String,
+        /// RFC 3339: a past point within history.
+        #[arg(long)]
+        at: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        env: String,
+    },
+    Delete {
+        name: String,
+        #[arg(long)]
+        env: String,
     },
 }
 
@@ -338,6 +383,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", path_report(&path));
             }
         }
+        Command::Snapshot(command) => snapshot(&cli, command).await?,
+        Command::Diff {
+            env,
+            from,
+            to,
+            host,
+            object_type,
+            markdown,
+        } => {
+            let mut query = vec![
+                ("env_name", env.as_str()),
+                ("from", from.as_str()),
+                ("to", to.as_str()),
+            ];
+            if let Some(host) = host {
+                query.push(("host", host));
+            }
+            if let Some(object_type) = object_type {
+                query.push(("type", object_type));
+            }
+            let diff = client(&cli)?.get("/api/v1/diff", &query).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&diff)?);
+            } else {
+                print!("{}", diff_report(&diff, *markdown));
+            }
+        }
         Command::Scan {
             env,
             host,
@@ -530,6 +602,169 @@ fn print_rows(cli: &Cli, rows: &[Value], columns: &[&str]) {
         println!("{}", line(row));
     }
     eprintln!("({} rows)", rows.len());
+}
+
+async fn snapshot(cli: &Cli, command: &SnapshotCommand) -> anyhow::Result<()> {
+    let client = client(cli)?;
+    let columns = ["name", "at", "note", "created_by"];
+    match command {
+        SnapshotCommand::Create {
+            name,
+            env,
+            note,
+            at,
+        } => {
+            let mut body = json!({"env_name": env, "name": name, "note": note});
+            if let Some(at) = at {
+                body["at"] = json!(at);
+            }
+            let created = client
+                .json(Method::POST, "/api/v1/snapshots", &[], Some(&body))
+                .await?;
+            print_rows(cli, &[created], &columns);
+        }
+        SnapshotCommand::List { env } => {
+            let list = client
+                .get("/api/v1/snapshots", &[("env_name", env.as_str())])
+                .await?;
+            print_rows(cli, list.as_array().map_or(&[], Vec::as_slice), &columns);
+        }
+        SnapshotCommand::Delete { name, env } => {
+            client
+                .json(
+                    Method::DELETE,
+                    &format!("/api/v1/snapshots/{name}"),
+                    &[("env_name", env.as_str())],
+                    None,
+                )
+                .await?;
+            println!("snapshot `{name}` deleted");
+        }
+    }
+    Ok(())
+}
+
+/// A diff as a review report: text, or Markdown with one section per kind of change.
+fn diff_report(diff: &Value, markdown: bool) -> String {
+    let list = |value: &Value| value.as_array().cloned().unwrap_or_default();
+    let (heading, item) = if markdown { ("## ", "- ") } else { ("", "  ") };
+    let mut out = if markdown {
+        format!(
+            "# Changes in `{}`\n\nFrom **{}** ({}) to **{}** ({}).\n",
+            text(&diff["environment"]),
+            text(&diff["from"]["point"]),
+            text(&diff["from"]["at"]),
+            text(&diff["to"]["point"]),
+            text(&diff["to"]["at"])
+        )
+    } else {
+        format!(
+            "changes in {} from {} ({}) to {} ({})\n",
+            text(&diff["environment"]),
+            text(&diff["from"]["point"]),
+            text(&diff["from"]["at"]),
+            text(&diff["to"]["point"]),
+            text(&diff["to"]["at"])
+        )
+    };
+    let mut section = |title: &str, lines: Vec<String>| {
+        if lines.is_empty() {
+            return;
+        }
+        out.push_str(&format!("\n{heading}{title} ({})\n", lines.len()));
+        if markdown {
+            out.push('\n');
+        }
+        for line in lines {
+            out.push_str(&format!("{item}{line}\n"));
+        }
+    };
+    let code = |s: &str| {
+        if markdown {
+            format!("`{s}`")
+        } else {
+            s.to_owned()
+        }
+    };
+    let object = |o: &Value| format!("{} {}", text(&o["type"]), code(text(&o["id"])));
+    let objects = &diff["objects"];
+    section(
+        "objects added",
+        list(&objects["added"]).iter().map(object).collect(),
+    );
+    section(
+        "objects removed",
+        list(&objects["removed"]).iter().map(object).collect(),
+    );
+    section(
+        "objects changed",
+        list(&objects["changed"])
+            .iter()
+            .map(|o| {
+                let changes: Vec<String> = list(&o["changes"])
+                    .iter()
+                    .map(|c| format!("{}: {} → {}", text(&c["path"]), c["from"], c["to"]))
+                    .collect();
+                format!("{} ({})", object(o), changes.join("; "))
+            })
+            .collect(),
+    );
+    let link = |l: &Value| {
+        format!(
+            "{} {} → {}",
+            text(&l["link_type"]),
+            code(text(&l["source"])),
+            code(text(&l["target"]))
+        )
+    };
+    let links = &diff["links"];
+    section(
+        "links added",
+        list(&links["added"]).iter().map(link).collect(),
+    );
+    section(
+        "links removed",
+        list(&links["removed"]).iter().map(link).collect(),
+    );
+    section(
+        "links changing state",
+        list(&links["state_changed"])
+            .iter()
+            .map(|l| format!("{}: {} → {}", link(l), text(&l["from"]), text(&l["to"])))
+            .collect(),
+    );
+    let cliques = &diff["cliques"];
+    let focal = |v: &Value| code(text(v));
+    section(
+        "cliques added",
+        list(&cliques["added"]).iter().map(focal).collect(),
+    );
+    section(
+        "cliques removed",
+        list(&cliques["removed"]).iter().map(focal).collect(),
+    );
+    section(
+        "cliques whose members changed",
+        list(&cliques["changed"])
+            .iter()
+            .map(|c| {
+                let ids = |key: &str| {
+                    list(&c[key])
+                        .iter()
+                        .map(|v| code(text(v)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                format!(
+                    "{}: +[{}] -[{}]",
+                    code(text(&c["focal_point"])),
+                    ids("added_nodes"),
+                    ids("removed_nodes")
+                )
+            })
+            .collect(),
+    );
+    out
 }
 
 fn text(value: &Value) -> &str {

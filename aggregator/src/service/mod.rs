@@ -8,10 +8,12 @@
 //! * [`settings`]: clique types and constraints, environment configurations, users.
 //! * [`scans`]: scan requests, their worker and the scheduler that runs scheduled scans.
 //! * [`events`]: the live stream of committed changes, with resume.
+//! * [`history`]: snapshots, diffs between two points, retention.
 
 pub mod analysis;
 pub mod auth;
 pub mod events;
+pub mod history;
 pub mod inventory;
 pub mod scans;
 pub mod settings;

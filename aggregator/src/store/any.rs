@@ -4,8 +4,9 @@
 use calipso_proto::{Link, Timestamp};
 
 use super::{
-    AgentRecord, Batch, Loaded, MessageQuery, ObjectVersion, PostgresStore, ScanRecord, ScanStatus,
-    ScheduleRecord, SqliteStore, Store, StoreError, StoredMessage, TokenRecord, UserRecord,
+    AgentRecord, Batch, Compacted, Loaded, MessageQuery, ObjectVersion, PostgresStore, ScanRecord,
+    ScanStatus, ScheduleRecord, SnapshotRecord, SqliteStore, Store, StoreError, StoredMessage,
+    TokenRecord, UserRecord, Version,
 };
 use crate::cliques::Clique;
 use crate::graph::Node;
@@ -63,6 +64,13 @@ impl Store for AnyStore {
         fn links_at(&self, environment: &str, at: Timestamp) -> Vec<Link>;
         fn cliques_at(&self, environment: &str, at: Timestamp) -> Vec<Clique>;
         fn object_changes(&self, environment: &str, from: Timestamp, to: Timestamp) -> Vec<ObjectVersion>;
+        fn link_changes(&self, environment: &str, from: Timestamp, to: Timestamp) -> Vec<Version<Link>>;
+        fn clique_changes(&self, environment: &str, from: Timestamp, to: Timestamp) -> Vec<Version<Clique>>;
+        fn history_start(&self) -> Option<Timestamp>;
+        fn compact_history(&self, before: Timestamp) -> Compacted;
+        fn put_snapshot(&self, snapshot: &SnapshotRecord) -> ();
+        fn snapshots(&self, environment: Option<&str>) -> Vec<SnapshotRecord>;
+        fn delete_snapshot(&self, environment: &str, name: &str) -> bool;
         fn query_messages(&self, query: &MessageQuery) -> Vec<StoredMessage>;
         fn agents(&self) -> Vec<AgentRecord>;
         fn user(&self, username: &str) -> Option<UserRecord>;

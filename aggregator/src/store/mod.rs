@@ -23,7 +23,7 @@ pub use any::AnyStore;
 pub use postgres::PostgresStore;
 pub use records::{
     AuthMethod, Grants, MessageQuery, ScanKind, ScanRecord, ScanStatus, ScheduleRecord,
-    StoredMessage, TokenRecord, UserRecord,
+    SnapshotRecord, StoredMessage, TokenRecord, UserRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -131,12 +131,31 @@ pub struct Message {
     pub at: Timestamp,
 }
 
-/// One version of an object in history.
+/// One version of an object, a link or a clique in history: valid from `valid_from` until
+/// `valid_to` (`None`: current).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ObjectVersion {
-    pub node: Node,
+pub struct Version<T> {
+    pub value: T,
     pub valid_from: Timestamp,
     pub valid_to: Option<Timestamp>,
+}
+
+impl<T> Version<T> {
+    /// Whether this version was the one in force at `at`.
+    pub fn valid_at(&self, at: Timestamp) -> bool {
+        self.valid_from <= at && self.valid_to.is_none_or(|end| end > at)
+    }
+}
+
+pub type ObjectVersion = Version<Node>;
+
+/// What a history compaction removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Compacted {
+    pub objects: u64,
+    pub links: u64,
+    pub cliques: u64,
+    pub messages: u64,
 }
 
 /// One key's write to a versioned table: its new version, or `None` for its end (a removal).
@@ -260,6 +279,52 @@ pub trait Store: Send + Sync + 'static {
         from: Timestamp,
         to: Timestamp,
     ) -> impl Future<Output = Result<Vec<ObjectVersion>, StoreError>> + Send;
+
+    /// Link versions that began or ended in `(from, to]`, by key then time.
+    fn link_changes(
+        &self,
+        environment: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Version<Link>>, StoreError>> + Send;
+
+    /// Clique versions that began or ended in `(from, to]`, by focal point then time.
+    fn clique_changes(
+        &self,
+        environment: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Version<Clique>>, StoreError>> + Send;
+
+    /// Since when history is complete: the last compaction's cutoff, else the first version
+    /// written (`None`: nothing yet).
+    fn history_start(&self) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
+
+    /// Removes the versions that ended before `before`, except those in force at a snapshot
+    /// of their environment, and the messages written before it; history then starts at
+    /// `before`.
+    fn compact_history(
+        &self,
+        before: Timestamp,
+    ) -> impl Future<Output = Result<Compacted, StoreError>> + Send;
+
+    /// Adds or replaces a named snapshot.
+    fn put_snapshot(
+        &self,
+        snapshot: &SnapshotRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Snapshots of an environment (all when `None`), by time.
+    fn snapshots(
+        &self,
+        environment: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<SnapshotRecord>, StoreError>> + Send;
+
+    fn delete_snapshot(
+        &self,
+        environment: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Messages matching a query, by id (the order they were written).
     fn query_messages(

@@ -178,6 +178,18 @@ pub struct ScheduleRecord {
     pub created_by: String,
 }
 
+/// A named point in an environment's history, which history retention keeps answerable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub environment: String,
+    pub name: String,
+    pub at: Timestamp,
+    #[serde(default)]
+    pub note: String,
+    pub created_by: String,
+    pub created_at: Timestamp,
+}
+
 /// Which messages to read, oldest first; `after` is the id of the last one a page returned.
 #[derive(Debug, Clone, Default)]
 pub struct MessageQuery {
@@ -393,6 +405,111 @@ macro_rules! record_methods {
                 .await?
                 .rows_affected();
             Ok(deleted > 0)
+        }
+
+        async fn put_snapshot(
+            &self,
+            snapshot: &$crate::store::SnapshotRecord,
+        ) -> Result<(), $crate::store::StoreError> {
+            sqlx::query(
+                "INSERT INTO snapshots (environment, name, at, body) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (environment, name) DO UPDATE SET at = excluded.at, body = excluded.body",
+            )
+            .bind(&snapshot.environment)
+            .bind(&snapshot.name)
+            .bind(snapshot.at.unix_micros())
+            .bind($crate::store::encode("snapshot", snapshot)?)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn snapshots(
+            &self,
+            environment: Option<&str>,
+        ) -> Result<Vec<$crate::store::SnapshotRecord>, $crate::store::StoreError> {
+            let mut query = sqlx::QueryBuilder::new("SELECT body FROM snapshots WHERE TRUE");
+            if let Some(environment) = environment {
+                query.push(" AND environment = ").push_bind(environment);
+            }
+            query.push(" ORDER BY at, name");
+            let found: Vec<(String,)> = query.build_query_as().fetch_all(&self.pool).await?;
+            found
+                .iter()
+                .map(|(body,)| $crate::store::decode("snapshot", body))
+                .collect()
+        }
+
+        async fn delete_snapshot(
+            &self,
+            environment: &str,
+            name: &str,
+        ) -> Result<bool, $crate::store::StoreError> {
+            let deleted = sqlx::query("DELETE FROM snapshots WHERE environment = $1 AND name = $2")
+                .bind(environment)
+                .bind(name)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            Ok(deleted > 0)
+        }
+
+        async fn history_start(
+            &self,
+        ) -> Result<Option<calipso_proto::Timestamp>, $crate::store::StoreError> {
+            let kept: Option<(String,)> =
+                sqlx::query_as("SELECT value FROM store_meta WHERE key = 'history_start'")
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if let Some(start) = kept.and_then(|(v,)| v.parse::<i64>().ok()) {
+                return Ok(Some(calipso_proto::Timestamp::from_unix_micros(start)));
+            }
+            let (first,): (Option<i64>,) = sqlx::query_as("SELECT MIN(valid_from) FROM objects")
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(first.map(calipso_proto::Timestamp::from_unix_micros))
+        }
+
+        async fn compact_history(
+            &self,
+            before: calipso_proto::Timestamp,
+        ) -> Result<$crate::store::Compacted, $crate::store::StoreError> {
+            let cutoff = before.unix_micros();
+            let mut tx = self.pool.begin().await?;
+            let mut removed = [0u64; 3];
+            for (count, table) in removed.iter_mut().zip(["objects", "links", "cliques"]) {
+                let sql = format!(
+                    "DELETE FROM {table} WHERE valid_to IS NOT NULL AND valid_to < $1 \
+                     AND NOT EXISTS (SELECT 1 FROM snapshots s \
+                     WHERE s.environment = {table}.environment \
+                     AND s.at >= {table}.valid_from AND s.at < {table}.valid_to)"
+                );
+                *count = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(cutoff)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            let messages = sqlx::query("DELETE FROM messages WHERE at < $1")
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query(
+                "INSERT INTO store_meta (key, value) VALUES ('history_start', $1) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(cutoff.to_string())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            let [objects, links, cliques] = removed;
+            Ok($crate::store::Compacted {
+                objects,
+                links,
+                cliques,
+                messages,
+            })
         }
 
         async fn delete_environment(&self, name: &str) -> Result<bool, $crate::store::StoreError> {

@@ -34,20 +34,35 @@ pub(super) fn current(table: &str, columns: &str) -> String {
     format!("SELECT environment, {columns} FROM {table} WHERE valid_to IS NULL")
 }
 
-/// Object versions of environment `$1` that began or ended in `($2, $3]`.
-pub(super) fn object_changes_sql() -> String {
+/// Versions of a table in environment `$1` that began or ended in `($2, $3]`.
+pub(super) fn changes_sql(table: &str, columns: &str, order: &str) -> String {
     format!(
-        "SELECT {OBJECT_COLUMNS} FROM objects WHERE environment = $1 AND \
+        "SELECT {columns} FROM {table} WHERE environment = $1 AND \
          ((valid_from > $2 AND valid_from <= $3) OR (valid_to > $2 AND valid_to <= $3)) \
-         ORDER BY id, valid_from"
+         ORDER BY {order}, valid_from"
     )
+}
+
+/// `body, valid_from, valid_to` of a link or clique version.
+pub(super) type BodyVersionRow = (String, i64, Option<i64>);
+
+pub(super) fn body_version<T: serde::de::DeserializeOwned>(
+    what: &str,
+    row: BodyVersionRow,
+) -> Result<super::Version<T>, StoreError> {
+    let (body, valid_from, valid_to) = row;
+    Ok(super::Version {
+        value: decode(what, &body)?,
+        valid_from: Timestamp::from_unix_micros(valid_from),
+        valid_to: valid_to.map(Timestamp::from_unix_micros),
+    })
 }
 
 pub(super) fn object_version(row: ObjectRow) -> Result<ObjectVersion, StoreError> {
     let (body, stale, first_seen, last_seen, valid_from, valid_to) = row;
     let object: Object = decode("object", &body)?;
     Ok(ObjectVersion {
-        node: Node {
+        value: Node {
             object,
             stale,
             first_seen: Timestamp::from_unix_micros(first_seen),
@@ -104,7 +119,7 @@ macro_rules! shared_methods {
             .await?;
             for (env, body, stale, first, last, from, to) in objects {
                 let version = rows::object_version((body, stale, first, last, from, to))?;
-                loaded.objects.push((env, version.node));
+                loaded.objects.push((env, version.value));
             }
             let links: Vec<(String, String)> =
                 sqlx::query_as(sqlx::AssertSqlSafe(rows::current("links", "body")))
@@ -172,7 +187,7 @@ macro_rules! shared_methods {
                 .await?;
             found
                 .into_iter()
-                .map(|row| rows::object_version(row).map(|v| v.node))
+                .map(|row| rows::object_version(row).map(|v| v.value))
                 .collect()
         }
 
@@ -213,14 +228,59 @@ macro_rules! shared_methods {
             to: calipso_proto::Timestamp,
         ) -> Result<Vec<$crate::store::ObjectVersion>, $crate::store::StoreError> {
             use $crate::store::rows;
-            let found: Vec<rows::ObjectRow> =
-                sqlx::query_as(sqlx::AssertSqlSafe(rows::object_changes_sql()))
-                    .bind(environment)
-                    .bind(from.unix_micros())
-                    .bind(to.unix_micros())
-                    .fetch_all(&self.pool)
-                    .await?;
+            let sql = rows::changes_sql("objects", rows::OBJECT_COLUMNS, "id");
+            let found: Vec<rows::ObjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(environment)
+                .bind(from.unix_micros())
+                .bind(to.unix_micros())
+                .fetch_all(&self.pool)
+                .await?;
             found.into_iter().map(rows::object_version).collect()
+        }
+
+        async fn link_changes(
+            &self,
+            environment: &str,
+            from: calipso_proto::Timestamp,
+            to: calipso_proto::Timestamp,
+        ) -> Result<Vec<$crate::store::Version<calipso_proto::Link>>, $crate::store::StoreError> {
+            use $crate::store::rows;
+            let sql = rows::changes_sql(
+                "links",
+                "body, valid_from, valid_to",
+                "link_type, source_id, target_id",
+            );
+            let found: Vec<rows::BodyVersionRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(environment)
+                .bind(from.unix_micros())
+                .bind(to.unix_micros())
+                .fetch_all(&self.pool)
+                .await?;
+            found
+                .into_iter()
+                .map(|row| rows::body_version("link", row))
+                .collect()
+        }
+
+        async fn clique_changes(
+            &self,
+            environment: &str,
+            from: calipso_proto::Timestamp,
+            to: calipso_proto::Timestamp,
+        ) -> Result<Vec<$crate::store::Version<$crate::cliques::Clique>>, $crate::store::StoreError>
+        {
+            use $crate::store::rows;
+            let sql = rows::changes_sql("cliques", "body, valid_from, valid_to", "focal_point");
+            let found: Vec<rows::BodyVersionRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(environment)
+                .bind(from.unix_micros())
+                .bind(to.unix_micros())
+                .fetch_all(&self.pool)
+                .await?;
+            found
+                .into_iter()
+                .map(|row| rows::body_version("clique", row))
+                .collect()
         }
 
         async fn agents(
