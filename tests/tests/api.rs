@@ -1076,6 +1076,226 @@ async fn time_travel_answers_from_history() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An API error's status and message.
+fn refusal(result: Result<Value, calipso_aggregator::client::ClientError>) -> (u16, String) {
+    match result {
+        Err(calipso_aggregator::client::ClientError::Api { status, message }) => {
+            (status.as_u16(), message)
+        }
+        other => (0, format!("{other:?}")),
+    }
+}
+
+fn ids_of(list: &Value) -> BTreeSet<String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|v| {
+            v["id"]
+                .as_str()
+                .or(v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_diffs_and_retention_keep_what_is_pinned() -> anyhow::Result<()> {
+    use calipso_aggregator::store::Store;
+    calipso_tests::init_test_logging();
+    let harness = ApiHarness::start(|_| {}).await?;
+    let mut agent = harness.report_host(0, 1, 2).await?;
+    agent.change("extra0", 1500);
+    assert!(agent.wait_acked(Duration::from_secs(10)).await);
+    let admin = harness.admin().await?;
+    let create = |name: &str| json!({"env_name": ENV, "name": name, "note": "review"});
+    let before = admin
+        .json(
+            Method::POST,
+            "/api/v1/snapshots",
+            &[],
+            Some(&create("before")),
+        )
+        .await?;
+    assert_eq!(before["name"], "before");
+    assert_eq!(before["created_by"], "admin");
+    let post = |body: Value| {
+        let admin = &admin;
+        async move {
+            refusal(
+                admin
+                    .json(Method::POST, "/api/v1/snapshots", &[], Some(&body))
+                    .await,
+            )
+        }
+    };
+    assert_eq!(post(create("before")).await.0, 409, "names are unique");
+    let (status, message) = post(create("a b")).await;
+    assert_eq!(status, 400);
+    assert!(message.contains("is not a snapshot name"), "{message}");
+    let (status, _) = post(json!({"env_name": "nowhere", "name": "x"})).await;
+    assert_eq!(status, 404);
+    let (status, message) =
+        post(json!({"env_name": ENV, "name": "x", "at": "1999-01-01T00:00:00Z"})).await;
+    assert_eq!(status, 400);
+    assert!(message.contains("before history"), "{message}");
+
+    // The change under review: VM 1 of compute-0000 goes, extra0's MTU goes up.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let vm = calipso_aggregator::synthetic::vm_objects(ENV, 0, 1);
+    agent
+        .outbox
+        .publish(
+            "synthetic",
+            ChangeSet {
+                upserts: vec![],
+                removals: vm.iter().map(|o| o.id.clone()).collect(),
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    agent.change("extra0", 9000);
+    assert!(agent.wait_acked(Duration::from_secs(10)).await);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    admin
+        .json(
+            Method::POST,
+            "/api/v1/snapshots",
+            &[],
+            Some(&create("after")),
+        )
+        .await?;
+
+    let host = "compute-0000";
+    let instance = format!("instance:{}", calipso_aggregator::synthetic::vm_uuid(0, 1));
+    let device = |kind: &str, prefix: &str| format!("{kind}:{host}:{prefix}00000000001");
+    let vm_gone: BTreeSet<String> = [
+        instance.clone(),
+        device("vnic", "tap"),
+        device("vconnector", "qbr"),
+        device("vnic", "qvb"),
+        device("vnic", "qvo"),
+    ]
+    .into();
+    let diff_of = |query: Vec<(&'static str, String)>| {
+        let admin = &admin;
+        async move {
+            let mut all: Vec<(&str, &str)> = vec![("env_name", ENV)];
+            all.extend(query.iter().map(|(k, v)| (*k, v.as_str())));
+            admin.get("/api/v1/diff", &all).await
+        }
+    };
+    let diff = diff_of(vec![("from", "before".into()), ("to", "after".into())]).await?;
+    assert_eq!(ids_of(&diff["objects"]["removed"]), vm_gone, "{diff:#}");
+    assert!(ids_of(&diff["objects"]["added"]).is_empty(), "{diff:#}");
+    let changed = &diff["objects"]["changed"];
+    assert_eq!(
+        ids_of(changed),
+        BTreeSet::from([format!("vnic:{host}:extra0")])
+    );
+    assert_eq!(
+        changed[0]["changes"],
+        json!([{"path": "attributes.mtu", "from": 1500, "to": 9000}])
+    );
+    // The VM's six links: to its tap, tap and qvb on the qbr, the veth, qvo and qbr to OVS.
+    let removed_links: BTreeSet<String> = diff["links"]["removed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            l["link_type"].as_str().unwrap_or_default().to_owned()
+                + " "
+                + l["source"].as_str().unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(
+        removed_links,
+        BTreeSet::from([
+            format!("instance-vnic {instance}"),
+            format!("vnic-vconnector {}", device("vnic", "tap")),
+            format!("vnic-vconnector {}", device("vnic", "qvb")),
+            format!("vnic-vnic {}", device("vnic", "qvb")),
+            format!("vnic-vedge {}", device("vnic", "qvo")),
+            format!("vconnector-vedge {}", device("vconnector", "qbr")),
+        ])
+    );
+    assert_eq!(diff["cliques"]["removed"], json!([instance]));
+    assert_eq!(diff["cliques"]["changed"], json!([]));
+    let only_instances = diff_of(vec![
+        ("from", "before".into()),
+        ("to", "after".into()),
+        ("type", "instance".into()),
+    ])
+    .await?;
+    assert_eq!(
+        ids_of(&only_instances["objects"]["removed"]),
+        BTreeSet::from([instance.clone()])
+    );
+    assert!(ids_of(&only_instances["objects"]["changed"]).is_empty());
+
+    // Bad questions.
+    let (status, message) =
+        refusal(diff_of(vec![("from", "after".into()), ("to", "before".into())]).await);
+    assert_eq!(status, 400);
+    assert!(message.contains("is after to"), "{message}");
+    let (status, message) = refusal(diff_of(vec![("from", "nope".into())]).await);
+    assert_eq!(
+        (status, message.as_str()),
+        (404, "no snapshot `nope` in `lab`")
+    );
+    let (status, message) = refusal(diff_of(vec![("from", "1999-01-01T00:00:00Z".into())]).await);
+    assert_eq!(status, 400);
+    assert!(message.contains("before history"), "{message}");
+    let (status, _) = refusal(diff_of(vec![]).await);
+    assert_eq!(status, 400, "from is required");
+
+    // Retention: everything that ended before now goes, except what the snapshots pin.
+    let between = Timestamp::now();
+    let store = harness.aggregator.sink.store();
+    store.compact_history(Timestamp::now()).await?;
+    let again = diff_of(vec![("from", "before".into()), ("to", "after".into())]).await?;
+    assert_eq!(
+        ids_of(&again["objects"]["removed"]),
+        vm_gone,
+        "pinned: still answerable"
+    );
+    let (status, _) = refusal(diff_of(vec![("from", between.to_string())]).await);
+    assert_eq!(
+        status, 400,
+        "a time that is no snapshot is before history now"
+    );
+    let path = "/api/v1/snapshots/before";
+    assert_eq!(
+        status_of(&admin, Method::DELETE, path).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        status_of(&admin, Method::DELETE, path).await,
+        StatusCode::NOT_FOUND
+    );
+    store.compact_history(Timestamp::now()).await?;
+    let at_before = [
+        ("env_name", ENV),
+        ("at", before["at"].as_str().unwrap_or_default()),
+    ];
+    let (status, message) = refusal(admin.get("/api/v1/inventory", &at_before).await);
+    assert_eq!(status, 400, "a compacted time cannot be answered whole");
+    assert!(message.contains("is before history"), "{message}");
+    let listed = admin.get("/api/v1/snapshots", &[("env_name", ENV)]).await?;
+    assert_eq!(
+        listed
+            .as_array()
+            .map(|l| l.iter().map(|s| s["name"].clone()).collect::<Vec<_>>()),
+        Some(vec![json!("after")])
+    );
+    harness.stop().await;
+    Ok(())
+}
+
+async fn status_of(client: &ApiClient, method: Method, path: &str) -> StatusCode {
+    status(client, method, path, &[("env_name", ENV)]).await
+}
+
 async fn next_change(
     events: &mut (impl futures::Stream<Item = SseEvent> + Unpin),
     pred: impl Fn(&Value) -> bool,

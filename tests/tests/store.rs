@@ -9,9 +9,9 @@ use calipso_aggregator::cliques::{
 use calipso_aggregator::graph::Node;
 use calipso_aggregator::links::LinkKey;
 use calipso_aggregator::store::{
-    AgentRecord, AgentState, AuthMethod, Batch, Compacted, Grants, Message, MessageLevel,
-    MessageQuery, PostgresStore, ScanKind, ScanRecord, ScanStatus, ScheduleRecord, SnapshotRecord,
-    SqliteStore, Store, TokenRecord, UserRecord, Write,
+    AgentRecord, AgentState, AuthMethod, Batch, Compacted, Grants, HistoryStart, Message,
+    MessageLevel, MessageQuery, PostgresStore, ScanKind, ScanRecord, ScanStatus, ScheduleRecord,
+    SnapshotRecord, SqliteStore, Store, TokenRecord, UserRecord, Write,
 };
 use calipso_proto::{Link, LinkState, LinkType, Object, ObjectId, ObjectType, Timestamp};
 use calipso_tests::pg::TestDatabase;
@@ -348,7 +348,13 @@ async fn history<S: Store>(store: &S, ab: &Link, ab_down: &Link) -> anyhow::Resu
         vec![(1_000, Some(2_000))],
         "the clique begun and ended within T3's batch was never stored"
     );
-    assert_eq!(store.history_start().await?, Some(t1));
+    assert_eq!(
+        store.history_start().await?,
+        Some(HistoryStart {
+            at: t1,
+            compacted: false
+        })
+    );
 
     let pinned = SnapshotRecord {
         environment: "lab".into(),
@@ -374,7 +380,13 @@ async fn history<S: Store>(store: &S, ab: &Link, ab_down: &Link) -> anyhow::Resu
             ..Compacted::default()
         }
     );
-    assert_eq!(store.history_start().await?, Some(t3));
+    assert_eq!(
+        store.history_start().await?,
+        Some(HistoryStart {
+            at: t3,
+            compacted: true
+        })
+    );
     assert_eq!(
         names(&store.objects_at("lab", at(1_500)).await?),
         vec![

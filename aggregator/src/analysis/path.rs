@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 use calipso_proto::{AttrValue, Link, LinkType, ObjectId, ObjectType};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -121,7 +121,16 @@ pub fn path(
             ),
         ));
     }
-    let Some(chain) = search(env, from, to, &shared) else {
+    // Each endpoint's clique holds what it depends on up to the wire; a packet between them
+    // stays within the two (joined by a tunnel, a shared vswitch or bridge, or a network), so
+    // the search looks there first and the rest of the environment only if that finds nothing.
+    let cliques: Option<FxHashSet<&ObjectId>> = match (env.cliques.get(from), env.cliques.get(to)) {
+        (Some(a), Some(b)) => Some(a.nodes.iter().chain(b.nodes.iter()).collect()),
+        _ => None,
+    };
+    let chain = search(env, from, to, &shared, cliques.as_ref())
+        .or_else(|| cliques.and_then(|_| search(env, from, to, &shared, None)));
+    let Some(chain) = chain else {
         return Ok(report(
             "none",
             Vec::new(),
@@ -163,12 +172,14 @@ pub fn path(
 }
 
 /// Breadth-first over forwarding links that keep to the shared networks, through no other
-/// instance or vservice: the objects from `from` to `to` with the link into each.
+/// instance or vservice (and only through the objects `within`, when given): the objects
+/// from `from` to `to` with the link into each.
 fn search<'e>(
     env: &'e Environment,
     from: &'e ObjectId,
     to: &ObjectId,
     networks: &[String],
+    within: Option<&FxHashSet<&ObjectId>>,
 ) -> Option<Vec<(&'e Node, Option<&'e Link>)>> {
     let types = forwarding_types();
     let on_networks = |link: &Link| {
@@ -203,7 +214,8 @@ fn search<'e>(
             } else {
                 &link.source
             };
-            if !came_from.contains_key(next) && env.graph.contains(next) {
+            let in_scope = within.is_none_or(|scope| scope.contains(next));
+            if in_scope && !came_from.contains_key(next) && env.graph.contains(next) {
                 came_from.insert(next, Some((at, link)));
                 queue.push_back(next);
             }

@@ -181,25 +181,45 @@ fn check_snapshot_name(name: &str) -> Result<(), ServiceError> {
 }
 
 impl Service {
-    /// Since when history is complete.
-    async fn history_start(&self) -> Result<Option<Timestamp>, ServiceError> {
-        Ok(self.store().history_start().await?)
-    }
-
-    /// Refuses a time that history cannot answer: in the future, or before it starts.
+    /// Refuses a time a diff or a snapshot cannot use: in the future, or before history starts
+    /// (compacted away, or before anything was recorded).
     async fn within_history(&self, what: &str, at: Timestamp) -> Result<(), ServiceError> {
         if at > Timestamp::now() {
             return Err(ServiceError::BadRequest(format!(
                 "{what}: {at} is in the future"
             )));
         }
-        match self.history_start().await? {
-            Some(start) if at < start => Err(ServiceError::BadRequest(format!(
-                "{what}: {at} is before history, which starts at {start} (older versions were compacted, or nothing was recorded yet)"
+        match self.store().history_start().await? {
+            Some(start) if at < start.at => Err(ServiceError::BadRequest(format!(
+                "{what}: {at} is before history, which starts at {} ({})",
+                start.at,
+                if start.compacted {
+                    "older versions were compacted; snapshots keep theirs"
+                } else {
+                    "nothing was recorded before"
+                }
             ))),
             None => Err(ServiceError::BadRequest(format!(
                 "{what}: history is empty"
             ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses a past time whose versions were compacted away, for reads `at` a time: before
+    /// the first record they answer what existed (nothing), after a compaction they could
+    /// only answer part of it.
+    pub(super) async fn answerable(&self, at: Option<Timestamp>) -> Result<(), ServiceError> {
+        let Some(at) = at else {
+            return Ok(());
+        };
+        match self.store().history_start().await? {
+            Some(start) if start.compacted && at < start.at => {
+                Err(ServiceError::BadRequest(format!(
+                    "at: {at} is before history, which starts at {} (older versions were compacted; snapshots keep theirs: use /diff from a snapshot)",
+                    start.at
+                )))
+            }
             _ => Ok(()),
         }
     }

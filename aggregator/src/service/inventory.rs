@@ -334,6 +334,7 @@ impl Service {
         at: Option<Timestamp>,
         read: impl FnOnce(&Graph) -> Result<T, ServiceError>,
     ) -> Result<T, ServiceError> {
+        self.answerable(at).await?;
         match at {
             Some(at) => {
                 let nodes = self.store().objects_at(environment, at).await?;
@@ -502,6 +503,7 @@ impl Service {
                 next_cursor,
             }
         };
+        self.answerable(query.at).await?;
         match query.at {
             Some(at) => {
                 let links = self.store().links_at(&query.environment, at).await?;
@@ -540,6 +542,7 @@ impl Service {
                 && after.as_ref().is_none_or(|a| &clique.focal_point > a)
         };
         let environment = &query.environment;
+        self.answerable(query.at).await?;
         let mut found: Vec<CliqueView> = match query.at {
             Some(at) => self
                 .store()
@@ -585,6 +588,7 @@ impl Service {
         who.require_view(environment)?;
         let missing =
             || ServiceError::NotFound(format!("no clique of `{focal_point}` in `{environment}`"));
+        self.answerable(at).await?;
         match at {
             Some(at) => self
                 .store()

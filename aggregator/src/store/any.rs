@@ -4,9 +4,9 @@
 use calipso_proto::{Link, Timestamp};
 
 use super::{
-    AgentRecord, Batch, Compacted, Loaded, MessageQuery, ObjectVersion, PostgresStore, ScanRecord,
-    ScanStatus, ScheduleRecord, SnapshotRecord, SqliteStore, Store, StoreError, StoredMessage,
-    TokenRecord, UserRecord, Version,
+    AgentRecord, Batch, Compacted, HistoryStart, Loaded, MessageQuery, ObjectVersion,
+    PostgresStore, ScanRecord, ScanStatus, ScheduleRecord, SnapshotRecord, SqliteStore, Store,
+    StoreError, StoredMessage, TokenRecord, UserRecord, Version,
 };
 use crate::cliques::Clique;
 use crate::graph::Node;
@@ -66,7 +66,7 @@ impl Store for AnyStore {
         fn object_changes(&self, environment: &str, from: Timestamp, to: Timestamp) -> Vec<ObjectVersion>;
         fn link_changes(&self, environment: &str, from: Timestamp, to: Timestamp) -> Vec<Version<Link>>;
         fn clique_changes(&self, environment: &str, from: Timestamp, to: Timestamp) -> Vec<Version<Clique>>;
-        fn history_start(&self) -> Option<Timestamp>;
+        fn history_start(&self) -> Option<HistoryStart>;
         fn compact_history(&self, before: Timestamp) -> Compacted;
         fn put_snapshot(&self, snapshot: &SnapshotRecord) -> ();
         fn snapshots(&self, environment: Option<&str>) -> Vec<SnapshotRecord>;

@@ -149,6 +149,14 @@ impl<T> Version<T> {
 
 pub type ObjectVersion = Version<Node>;
 
+/// Where history starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryStart {
+    pub at: Timestamp,
+    /// Versions before `at` were compacted away (else nothing was recorded before it).
+    pub compacted: bool,
+}
+
 /// What a history compaction removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Compacted {
@@ -298,7 +306,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Since when history is complete: the last compaction's cutoff, else the first version
     /// written (`None`: nothing yet).
-    fn history_start(&self) -> impl Future<Output = Result<Option<Timestamp>, StoreError>> + Send;
+    fn history_start(
+        &self,
+    ) -> impl Future<Output = Result<Option<HistoryStart>, StoreError>> + Send;
 
     /// Removes the versions that ended before `before`, except those in force at a snapshot
     /// of their environment, and the messages written before it; history then starts at

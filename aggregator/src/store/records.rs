@@ -456,18 +456,24 @@ macro_rules! record_methods {
 
         async fn history_start(
             &self,
-        ) -> Result<Option<calipso_proto::Timestamp>, $crate::store::StoreError> {
+        ) -> Result<Option<$crate::store::HistoryStart>, $crate::store::StoreError> {
             let kept: Option<(String,)> =
                 sqlx::query_as("SELECT value FROM store_meta WHERE key = 'history_start'")
                     .fetch_optional(&self.pool)
                     .await?;
             if let Some(start) = kept.and_then(|(v,)| v.parse::<i64>().ok()) {
-                return Ok(Some(calipso_proto::Timestamp::from_unix_micros(start)));
+                return Ok(Some($crate::store::HistoryStart {
+                    at: calipso_proto::Timestamp::from_unix_micros(start),
+                    compacted: true,
+                }));
             }
             let (first,): (Option<i64>,) = sqlx::query_as("SELECT MIN(valid_from) FROM objects")
                 .fetch_one(&self.pool)
                 .await?;
-            Ok(first.map(calipso_proto::Timestamp::from_unix_micros))
+            Ok(first.map(|at| $crate::store::HistoryStart {
+                at: calipso_proto::Timestamp::from_unix_micros(at),
+                compacted: false,
+            }))
         }
 
         async fn compact_history(
