@@ -344,6 +344,9 @@ async fn an_ovs_lab_is_shown_exactly_through_churn_agent_loss_and_aggregator_res
     analysis_follows_a_tunnel_nic_going_down(&running, &client, ids).await?;
     converge(&running, &client, &cliques, "compute-1's eth0 back up").await?;
 
+    // A maintenance window under review: snapshot, churn, snapshot; the diff is the churn.
+    let before_churn = (Expected::of(running.lab.topology()), cliques.clone());
+    snapshot(&client, &env, "before-churn").await?;
     running.lab.add_vm(
         "compute-2",
         Vm {
@@ -395,6 +398,22 @@ async fn an_ovs_lab_is_shown_exactly_through_churn_agent_loss_and_aggregator_res
         net_b.remove(&compute_1);
     }
     converge(&running, &client, &cliques, "a hybrid-plugged VM removed").await?;
+    snapshot(&client, &env, "after-churn").await?;
+    let diff = client
+        .get(
+            "/api/v1/diff",
+            &[
+                ("env_name", env.as_str()),
+                ("from", "before-churn"),
+                ("to", "after-churn"),
+            ],
+        )
+        .await?;
+    assert_diff_is(
+        &diff,
+        &before_churn,
+        &(Expected::of(running.lab.topology()), cliques.clone()),
+    );
 
     // A host cut off the network: stale; back, its agent resumes its epoch (no snapshot).
     let (_, epoch_before) = agent_state(&client, &env, "compute-2").await?;
@@ -448,6 +467,95 @@ async fn an_ovs_lab_is_shown_exactly_through_churn_agent_loss_and_aggregator_res
     let client = running.client().await?;
     converge(&running, &client, &cliques, "aggregator restarted").await?;
     Ok(())
+}
+
+/// Marks now under `name`, once what the API shows is also stored.
+async fn snapshot(client: &ApiClient, env: &str, name: &str) -> anyhow::Result<()> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let body = serde_json::json!({"env_name": env, "name": name});
+    client
+        .json(reqwest::Method::POST, "/api/v1/snapshots", &[], Some(&body))
+        .await?;
+    Ok(())
+}
+
+/// A diff must hold exactly what differs between two states of the lab: its objects and
+/// links as the topology declares them, its cliques as the test states them.
+fn assert_diff_is(diff: &Value, before: &(Expected, Cliques), after: &(Expected, Cliques)) {
+    let ids = |list: &Value| -> BTreeSet<String> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| text(v.get("id").unwrap_or(v)))
+            .collect()
+    };
+    let minus = |a: &BTreeSet<String>, b: &BTreeSet<String>| -> BTreeSet<String> {
+        a.difference(b).cloned().collect()
+    };
+    let (old, new) = (&before.0, &after.0);
+    assert_eq!(
+        ids(&diff["objects"]["added"]),
+        minus(&new.objects, &old.objects),
+        "{diff:#}"
+    );
+    assert_eq!(
+        ids(&diff["objects"]["removed"]),
+        minus(&old.objects, &new.objects),
+        "{diff:#}"
+    );
+    assert_eq!(
+        ids(&diff["objects"]["changed"]),
+        BTreeSet::new(),
+        "{diff:#}"
+    );
+    let links = |list: &Value| -> BTreeSet<LinkTriple> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| {
+                (
+                    text(&l["link_type"]),
+                    text(&l["source"]),
+                    text(&l["target"]),
+                )
+            })
+            .collect()
+    };
+    let added: BTreeSet<LinkTriple> = new.links.difference(&old.links).cloned().collect();
+    let removed: BTreeSet<LinkTriple> = old.links.difference(&new.links).cloned().collect();
+    assert_eq!(links(&diff["links"]["added"]), added, "{diff:#}");
+    assert_eq!(links(&diff["links"]["removed"]), removed, "{diff:#}");
+    let (old, new) = (&before.1, &after.1);
+    let keys = |c: &Cliques| c.keys().cloned().collect::<BTreeSet<String>>();
+    assert_eq!(
+        ids(&diff["cliques"]["added"]),
+        minus(&keys(new), &keys(old))
+    );
+    assert_eq!(
+        ids(&diff["cliques"]["removed"]),
+        minus(&keys(old), &keys(new))
+    );
+    let changed: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> =
+        diff["cliques"]["changed"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let set = |key: &str| ids(&c[key]);
+                (
+                    text(&c["focal_point"]),
+                    (set("added_nodes"), set("removed_nodes")),
+                )
+            })
+            .collect();
+    let expected: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = old
+        .iter()
+        .filter_map(|(focal, members)| {
+            let now = new.get(focal)?;
+            (now != members).then(|| (focal.clone(), (minus(now, members), minus(members, now))))
+        })
+        .collect();
+    assert_eq!(changed, expected, "{diff:#}");
 }
 
 fn text(value: &Value) -> String {
