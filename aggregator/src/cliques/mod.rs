@@ -87,7 +87,7 @@ fn constraint_values(
     focal: &Node,
     key: &str,
     links: &LinkSet,
-    expanded: &mut FxHashSet<Expansion>,
+    expanded: &mut Vec<Expansion>,
 ) -> Option<Vec<String>> {
     match focal.object.attributes.extra.get(key) {
         Some(AttrValue::Str(value)) => return Some(vec![value.to_string()]),
@@ -105,7 +105,7 @@ fn constraint_values(
     if key == "network" && focal.object_type() == ObjectType::Network {
         return Some(vec![focal.id().to_string()]);
     }
-    expanded.insert((focal.id().clone(), None));
+    expanded.push((focal.id().clone(), None));
     let mut carried: Vec<String> = links
         .incident(focal.id())
         .filter_map(|link| link.attributes.get(key).and_then(AttrValue::as_str))
@@ -129,10 +129,46 @@ fn passes(link: &Link, constraints: &BTreeMap<String, Vec<String>>) -> bool {
 /// A node a walk looked at for links of one type (`None`: of any type, for transitive steps).
 type Expansion = (ObjectId, Option<LinkType>);
 
-/// The outcome of one walk: the clique (if any link was found) and every expansion it made.
+/// The link types a walk expanded one node for: a bit per declared link type, and one for
+/// "any type" (a transitive step, or the focal point's own links read for its constraints).
+/// One record per node rather than per (node, type): a dependency walk tries several moves
+/// from most nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Expanded(u32);
+
+impl Expanded {
+    const ANY: u32 = 1 << 31;
+
+    fn of(link_type: Option<LinkType>) -> Self {
+        let bit = link_type
+            .and_then(|t| LinkType::declared().position(|d| d == t))
+            .map_or(Self::ANY, |i| 1 << i);
+        Expanded(bit)
+    }
+
+    fn covers(self, link_type: LinkType) -> bool {
+        self.0 & Self::ANY != 0 || self.0 & Self::of(Some(link_type)).0 != 0
+    }
+}
+
+/// The outcome of one walk: the clique (if any link was found) and every node it expanded.
 struct Walk {
     clique: Option<Clique>,
-    expanded: Vec<Expansion>,
+    expanded: Vec<(ObjectId, Expanded)>,
+}
+
+/// A walk's expansions, one record per node (sorted by node).
+fn merged(mut expansions: Vec<Expansion>) -> Vec<(ObjectId, Expanded)> {
+    expansions.sort_unstable();
+    let mut out: Vec<(ObjectId, Expanded)> = Vec::with_capacity(expansions.len());
+    for (id, link_type) in expansions {
+        let bits = Expanded::of(link_type);
+        match out.last_mut() {
+            Some((last, expanded)) if *last == id => expanded.0 |= bits.0,
+            _ => out.push((id, bits)),
+        }
+    }
+    out
 }
 
 /// The direction in which links of a step's type are stored (`vnic-vconnector` for a
@@ -145,29 +181,30 @@ fn stored_type(step: LinkType) -> LinkType {
     }
 }
 
-/// The links of a step's type at `id` that pass the constraints, each with its far end.
+/// Calls `visit` with each link of a step's type at `id` that passes the constraints, and
+/// its far end.
 fn step_from<'l>(
     id: &ObjectId,
     step: LinkType,
     links: &'l LinkSet,
     constraints: &BTreeMap<String, Vec<String>>,
-    expanded: &mut FxHashSet<Expansion>,
-) -> Vec<(&'l Link, &'l ObjectId)> {
+    expanded: &mut Vec<Expansion>,
+    mut visit: impl FnMut(&'l Link, &'l ObjectId),
+) {
     let stored = stored_type(step);
-    expanded.insert((id.clone(), Some(stored)));
-    links
-        .incident_of_type(id, stored)
-        .filter_map(|link| {
-            let far = if link.link_type == step && link.source == *id {
-                &link.target
-            } else if link.link_type == step.reversed() && link.target == *id {
-                &link.source
-            } else {
-                return None;
-            };
-            passes(link, constraints).then_some((link, far))
-        })
-        .collect()
+    expanded.push((id.clone(), Some(stored)));
+    for link in links.incident_of_type(id, stored) {
+        let far = if link.link_type == step && link.source == *id {
+            &link.target
+        } else if link.link_type == step.reversed() && link.target == *id {
+            &link.source
+        } else {
+            continue;
+        };
+        if passes(link, constraints) {
+            visit(link, far);
+        }
+    }
 }
 
 /// What a walk gathered before it is made a clique.
@@ -184,7 +221,7 @@ fn walk(
     constraint_keys: &[String],
     links: &LinkSet,
 ) -> Walk {
-    let mut expanded: FxHashSet<Expansion> = FxHashSet::default();
+    let mut expanded: Vec<Expansion> = Vec::new();
     let constraints: BTreeMap<String, Vec<String>> = constraint_keys
         .iter()
         .filter_map(|key| {
@@ -203,8 +240,7 @@ fn walk(
             gathered
         }
     };
-    let mut expanded: Vec<Expansion> = expanded.into_iter().collect();
-    expanded.sort();
+    let expanded = merged(expanded);
     let Gathered {
         nodes,
         links: found,
@@ -239,7 +275,7 @@ fn walk_in_order(
     clique_type: &CliqueType,
     constraints: &BTreeMap<String, Vec<String>>,
     links: &LinkSet,
-    expanded: &mut FxHashSet<Expansion>,
+    expanded: &mut Vec<Expansion>,
 ) -> Gathered {
     let mut collected: FxHashMap<ObjectType, BTreeSet<ObjectId>> = FxHashMap::default();
     collected
@@ -255,10 +291,10 @@ fn walk_in_order(
         let mut reached = Vec::new();
         if step.is_declared() {
             for id in &from {
-                for (link, far) in step_from(id, step, links, constraints, expanded) {
+                step_from(id, step, links, constraints, expanded, |link, far| {
                     gathered.links.push(LinkKey::of(link));
                     reached.push(far.clone());
-                }
+                });
             }
         } else if clique_type.use_implicit_links {
             for id in &from {
@@ -283,7 +319,7 @@ fn walk_dependencies(
     clique_type: &CliqueType,
     constraints: &BTreeMap<String, Vec<String>>,
     links: &LinkSet,
-    expanded: &mut FxHashSet<Expansion>,
+    expanded: &mut Vec<Expansion>,
 ) -> Gathered {
     let mut gathered = Gathered::default();
     gathered.nodes.insert(focal.id().clone());
@@ -297,12 +333,12 @@ fn walk_dependencies(
             .iter()
             .filter(|step| step.source == object_type);
         for &step in moves {
-            for (link, far) in step_from(&id, step, links, constraints, expanded) {
+            step_from(&id, step, links, constraints, expanded, |link, far| {
                 gathered.links.push(LinkKey::of(link));
                 if gathered.nodes.insert(far.clone()) {
                     queue.push_back(far.clone());
                 }
-            }
+            });
         }
     }
     gathered
@@ -330,110 +366,98 @@ fn is_fabric(object_type: ObjectType) -> bool {
 /// kept whole: there is nothing to prune towards.
 fn keep_what_lies_between_ends(focal: &Node, gathered: &mut Gathered) {
     let consumer = is_consumer(focal.object_type());
-    let of_type =
-        |id: &ObjectId, wanted: &dyn Fn(ObjectType) -> bool| id.object_type().is_some_and(wanted);
-    let ends: FxHashSet<&ObjectId> = if consumer {
-        let networks: FxHashSet<&ObjectId> = gathered
-            .nodes
-            .iter()
-            .filter(|id| of_type(id, &|t| t == ObjectType::Network))
-            .collect();
-        if networks.is_empty() {
-            gathered
-                .nodes
-                .iter()
-                .filter(|id| of_type(id, &|t| t == ObjectType::HostPnic))
-                .collect()
-        } else {
-            networks
-        }
-    } else {
-        gathered
-            .nodes
-            .iter()
-            .filter(|id| of_type(id, &|t| is_consumer(t) || t == ObjectType::Network))
-            .filter(|id| *id != focal.id())
-            .collect()
+    let nodes: Vec<&ObjectId> = gathered.nodes.iter().collect();
+    let types: Vec<Option<ObjectType>> = nodes.iter().map(|id| id.object_type()).collect();
+    let has = |t: ObjectType| types.contains(&Some(t));
+    let is_end = |t: Option<ObjectType>| match t {
+        Some(t) if consumer && has(ObjectType::Network) => t == ObjectType::Network,
+        Some(t) if consumer => t == ObjectType::HostPnic,
+        Some(t) => is_consumer(t) || t == ObjectType::Network,
+        None => false,
     };
-    if ends.is_empty() {
+    let protected: Vec<bool> = nodes
+        .iter()
+        .zip(&types)
+        .map(|(id, &t)| *id == focal.id() || is_end(t))
+        .collect();
+    if protected.iter().filter(|&&p| p).count() < 2 {
         return;
     }
-    let in_core = |id: &ObjectId| !(consumer && of_type(id, &is_fabric));
-    let mut neighbours: FxHashMap<&ObjectId, FxHashSet<&ObjectId>> = FxHashMap::default();
-    for key in gathered
+    let index: FxHashMap<&ObjectId, usize> =
+        nodes.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let in_core = |i: usize| !(consumer && types[i].is_some_and(is_fabric));
+    let mut edges: Vec<(usize, usize)> = gathered
         .links
         .iter()
-        .filter(|k| in_core(&k.source) && in_core(&k.target))
-    {
-        neighbours
-            .entry(&key.source)
-            .or_default()
-            .insert(&key.target);
-        neighbours
-            .entry(&key.target)
-            .or_default()
-            .insert(&key.source);
-    }
-    let protected = |id: &ObjectId| id == focal.id() || ends.contains(id);
-    let mut removed: FxHashSet<ObjectId> = gathered
-        .nodes
-        .iter()
-        .filter(|id| !in_core(id))
-        .cloned()
+        .filter_map(|k| {
+            let (a, b) = (*index.get(&k.source)?, *index.get(&k.target)?);
+            Some((a.min(b), a.max(b)))
+        })
         .collect();
-    let mut leaves: Vec<&ObjectId> = gathered
-        .nodes
-        .iter()
-        .filter(|id| in_core(id) && !protected(id))
-        .filter(|id| neighbours.get(id).is_none_or(|n| n.len() <= 1))
+    edges.sort_unstable();
+    edges.dedup();
+    let mut removed: Vec<bool> = (0..nodes.len()).map(|i| !in_core(i)).collect();
+    let mut degree = vec![0u32; nodes.len()];
+    for &(a, b) in &edges {
+        if !removed[a] && !removed[b] {
+            degree[a] += 1;
+            degree[b] += 1;
+        }
+    }
+    let mut leaves: Vec<usize> = (0..nodes.len())
+        .filter(|&i| !removed[i] && !protected[i] && degree[i] <= 1)
         .collect();
     while let Some(leaf) = leaves.pop() {
-        if !removed.insert(leaf.clone()) {
+        if removed[leaf] {
             continue;
         }
-        let Some(next) = neighbours.remove(leaf) else {
-            continue;
-        };
-        for neighbour in next {
-            if let Some(theirs) = neighbours.get_mut(neighbour) {
-                theirs.remove(leaf);
-                if theirs.len() <= 1 && !protected(neighbour) {
-                    leaves.push(neighbour);
+        removed[leaf] = true;
+        for &(a, b) in &edges {
+            let other = match (a == leaf, b == leaf) {
+                (true, _) => b,
+                (_, true) => a,
+                _ => continue,
+            };
+            if !removed[other] {
+                degree[other] -= 1;
+                if degree[other] <= 1 && !protected[other] {
+                    leaves.push(other);
                 }
             }
         }
     }
     if consumer {
-        put_back_the_fabric(gathered, &mut removed);
-    }
-    gathered.nodes.retain(|id| !removed.contains(id));
-    gathered
-        .links
-        .retain(|k| !removed.contains(&k.source) && !removed.contains(&k.target));
-}
-
-/// Puts back the switch ports facing kept NICs, and what the walk reached beyond them.
-fn put_back_the_fabric(gathered: &Gathered, removed: &mut FxHashSet<ObjectId>) {
-    let mut frontier: Vec<ObjectId> = gathered
-        .nodes
-        .iter()
-        .filter(|id| id.object_type() == Some(ObjectType::HostPnic) && !removed.contains(*id))
-        .cloned()
-        .collect();
-    while let Some(at) = frontier.pop() {
-        for key in &gathered.links {
-            let far = if key.source == at {
-                &key.target
-            } else if key.target == at {
-                &key.source
-            } else {
-                continue;
-            };
-            if far.object_type().is_some_and(is_fabric) && removed.remove(far) {
-                frontier.push(far.clone());
+        // The switch ports facing kept NICs, and what the walk reached beyond them.
+        let mut frontier: Vec<usize> = (0..nodes.len())
+            .filter(|&i| !removed[i] && types[i] == Some(ObjectType::HostPnic))
+            .collect();
+        while let Some(at) = frontier.pop() {
+            for &(a, b) in &edges {
+                let far = match (a == at, b == at) {
+                    (true, _) => b,
+                    (_, true) => a,
+                    _ => continue,
+                };
+                if removed[far] && types[far].is_some_and(is_fabric) {
+                    removed[far] = false;
+                    frontier.push(far);
+                }
             }
         }
     }
+    let gone: FxHashSet<ObjectId> = nodes
+        .iter()
+        .zip(&removed)
+        .filter(|(_, r)| **r)
+        .map(|(id, _)| (*id).clone())
+        .collect();
+    if gone.is_empty() {
+        return;
+    }
+    gathered.nodes.retain(|id| !gone.contains(id));
+    gathered
+        .links
+        .retain(|k| !gone.contains(&k.source) && !gone.contains(&k.target));
 }
 
 /// Implicit links from `start` to the objects of `step.target` reachable over links followed in
@@ -445,7 +469,7 @@ fn transitive(
     step: LinkType,
     links: &LinkSet,
     constraints: &BTreeMap<String, Vec<String>>,
-    expanded: &mut FxHashSet<Expansion>,
+    expanded: &mut Vec<Expansion>,
 ) -> Vec<Link> {
     let found = reachable(start, step, links, constraints, expanded, true);
     if found.is_empty() {
@@ -460,7 +484,7 @@ fn reachable(
     step: LinkType,
     links: &LinkSet,
     constraints: &BTreeMap<String, Vec<String>>,
-    expanded: &mut FxHashSet<Expansion>,
+    expanded: &mut Vec<Expansion>,
     downstream: bool,
 ) -> Vec<Link> {
     let mut out = Vec::new();
@@ -468,7 +492,7 @@ fn reachable(
     let mut queue: VecDeque<(ObjectId, Option<LinkType>, LinkState)> =
         VecDeque::from([(start.clone(), None, LinkState::Up)]);
     while let Some((at, arrived_by, state)) = queue.pop_front() {
-        expanded.insert((at.clone(), None));
+        expanded.push((at.clone(), None));
         for link in links.incident(&at) {
             let symmetric = link.link_type.source == link.link_type.target;
             if symmetric || Some(link.link_type) == arrived_by || !passes(link, constraints) {
@@ -503,11 +527,11 @@ fn reachable(
 }
 
 /// An expansion with its node numbered in the clique set.
-type Numbered = (Ix, Option<LinkType>);
+type Numbered = (Ix, Expanded);
 
-/// The walks that expanded one node: the link type expanded and the focal point's number.
+/// The walks that expanded one node: the link types expanded and the focal point's number.
 /// Most nodes are expanded by one or two walks.
-type ExpandedBy = SmallVec<[(Option<LinkType>, Ix); 2]>;
+type ExpandedBy = SmallVec<[(Expanded, Ix); 2]>;
 
 /// The cliques of one environment.
 ///
@@ -519,7 +543,7 @@ pub struct CliqueSet {
     plan: Plan,
     cliques: FxHashMap<ObjectId, Clique>,
     ids: Interner<ObjectId>,
-    /// Per node number: the walks (link type expanded, focal point number) that expanded it.
+    /// Per node number: the walks (link types expanded, focal point number) that expanded it.
     expanded_by: Vec<ExpandedBy>,
     /// Per focal point number: the expansions of its walk (`None`: it has no walk on record).
     expansions: Vec<Option<Box<[Numbered]>>>,
@@ -631,7 +655,7 @@ impl CliqueSet {
                     continue;
                 };
                 for &(expanded, focal) in &self.expanded_by[node as usize] {
-                    if expanded.is_none_or(|t| t == link_type) {
+                    if expanded.covers(link_type) {
                         dirty.insert(self.ids.key(focal).clone());
                     }
                 }
@@ -712,7 +736,11 @@ impl CliqueSet {
     }
 
     /// Numbers a walk's record: its focal point and every node it expanded, each held.
-    fn number(&mut self, focal: &ObjectId, expanded: Vec<Expansion>) -> (Ix, Box<[Numbered]>) {
+    fn number(
+        &mut self,
+        focal: &ObjectId,
+        expanded: Vec<(ObjectId, Expanded)>,
+    ) -> (Ix, Box<[Numbered]>) {
         let focal = self.ids.hold(focal);
         let expanded = expanded
             .into_iter()
