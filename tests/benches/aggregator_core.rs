@@ -15,7 +15,10 @@
 //!    then VM churn from all of them; object changes per second;
 //! 7. (`analysis`) on the built environment: impact of one host's tunnel NIC and of a whole
 //!    host, diagnosis of a VM with that NIC down, path between VMs on two tunnel peers:
-//!    p50 / p99 / max over 1 000 random questions each.
+//!    p50 / p99 / max over 1 000 random questions each;
+//! 8. (`diff`) a SQLite store holding 100 hosts (49 800 objects) and an hour of history with
+//!    10 500 object changes (MTU changes and VMs deleted, with their links and cliques):
+//!    the diff over that hour, 20 runs.
 //!
 //! `cargo bench -p calipso-tests --bench aggregator_core`
 
@@ -369,6 +372,128 @@ fn analysis(env: &mut Environment) {
     });
 }
 
+/// A store with an hour of history: 100 hosts' first versions, then 100 commits 36 s apart,
+/// each changing every host's eth0 MTU and deleting a VM (its objects, links and clique):
+/// 10 500 object changes; the diff over the hour, timed.
+async fn diff_over_an_hour(store: SqliteStore) -> anyhow::Result<()> {
+    use calipso_aggregator::service::history::{DiffQuery, diff_between};
+    use calipso_aggregator::store::{Batch, Write};
+    const DIFF_HOSTS: usize = 100;
+    let layout = Layout {
+        hosts: DIFF_HOSTS,
+        ..layout()
+    };
+    let mut graph = Graph::new();
+    let start = Timestamp::from_unix_micros(Timestamp::now().unix_micros() - 3_700_000_000);
+    for host in 0..DIFF_HOSTS {
+        for object in host_objects(ENV, host, &layout) {
+            graph.upsert(Node::new(object, start));
+        }
+    }
+    let config = EnvironmentConfig::named(ENV);
+    let mut env = Environment::build(config.clone(), graph, plan());
+    let mut first = Batch {
+        at: start,
+        environments: vec![config],
+        ..Batch::default()
+    };
+    for node in env.graph.nodes() {
+        first
+            .objects
+            .push(Write::first(ENV, node.id().clone(), node.clone()));
+    }
+    for link in env.links.links() {
+        first.links.push(Write::first(
+            ENV,
+            calipso_aggregator::links::LinkKey::of(link),
+            link.clone(),
+        ));
+    }
+    for clique in env.cliques.cliques() {
+        first.cliques.push(Write::first(
+            ENV,
+            clique.focal_point.clone(),
+            clique.clone(),
+        ));
+    }
+    store.commit(&first).await?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let mut changes = 0;
+    for minute in 0..100 {
+        let at = Timestamp::from_unix_micros(start.unix_micros() + 36_000_000 * (minute + 1));
+        let mut edits = Vec::new();
+        for host in 0..DIFF_HOSTS {
+            let id =
+                calipso_proto::ObjectId::host_local(ObjectType::HostPnic, &host_name(host), "eth0");
+            if let Some(node) = env.graph.get(&id) {
+                let mut node = node.clone();
+                let mtu = node.object.attributes.mtu.unwrap_or(1500);
+                node.object.attributes.mtu = Some(if mtu == 1500 { 9000 } else { 1500 });
+                node.last_seen = at;
+                edits.push(Change::Upsert(Box::new(node)));
+            }
+        }
+        let host = rng.random_range(0..DIFF_HOSTS);
+        let vm = rng.random_range(0..layout.vms_per_host);
+        for object in vm_objects(ENV, host, vm) {
+            edits.push(Change::Remove(object.id));
+        }
+        let applied = env.apply(edits);
+        changes += applied.objects.len();
+        let mut batch = Batch {
+            at,
+            ..Batch::default()
+        };
+        for diff in applied.objects {
+            batch
+                .objects
+                .push(Write::replacing(ENV, diff.id, diff.after));
+        }
+        for link in &applied.links.created {
+            let key = calipso_aggregator::links::LinkKey::of(link);
+            batch.links.push(Write::first(ENV, key, link.clone()));
+        }
+        for link in &applied.links.changed {
+            let key = calipso_aggregator::links::LinkKey::of(link);
+            batch
+                .links
+                .push(Write::replacing(ENV, key, Some(link.clone())));
+        }
+        for key in applied.links.removed {
+            batch.links.push(Write::replacing(ENV, key, None));
+        }
+        for focal in applied.cliques.removed {
+            batch.cliques.push(Write::replacing(ENV, focal, None));
+        }
+        store.commit(&batch).await?;
+    }
+    let (from, to) = (
+        start,
+        Timestamp::from_unix_micros(start.unix_micros() + 3_600_000_000),
+    );
+    let query = DiffQuery {
+        environment: ENV.into(),
+        ..DiffQuery::default()
+    };
+    let mut times = Vec::new();
+    let mut listed = 0;
+    for _ in 0..20 {
+        let begun = Instant::now();
+        let diff = diff_between(&store, ENV, from, to, &query)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        times.push(begun.elapsed());
+        listed = diff.objects.changed.len() + diff.objects.removed.len();
+    }
+    times.sort();
+    println!(
+        "diff over an hour of {changes} object changes ({listed} objects in it, 20 runs): p50 {:?}, max {:?}",
+        percentile(&times, 0.5),
+        times[times.len() - 1]
+    );
+    Ok(())
+}
+
 fn session(host: usize) -> AgentSession {
     AgentSession {
         host: host_name(host),
@@ -540,6 +665,10 @@ async fn main() -> anyhow::Result<()> {
         let (mut env, _) = build();
         COUNTING.store(false, std::sync::atomic::Ordering::Relaxed);
         analysis(&mut env);
+    }
+    if run("diff") {
+        let dir = tempfile::tempdir()?;
+        diff_over_an_hour(SqliteStore::open(&dir.path().join("diff.db")).await?).await?;
     }
     if run("criterion") {
         let (mut env, _) = build();

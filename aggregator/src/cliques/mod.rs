@@ -157,15 +157,31 @@ struct Walk {
     expanded: Vec<(ObjectId, Expanded)>,
 }
 
-/// A walk's expansions, one record per node (sorted by node).
-fn merged(mut expansions: Vec<Expansion>) -> Vec<(ObjectId, Expanded)> {
-    expansions.sort_unstable();
+/// A walk's expansions, one record per node. Most walks expand a dozen nodes: their records
+/// are merged by a scan (the same shared id compares by pointer), a network's thousands by a
+/// hash index.
+fn merged(expansions: Vec<Expansion>) -> Vec<(ObjectId, Expanded)> {
+    const SCANNED: usize = 32;
     let mut out: Vec<(ObjectId, Expanded)> = Vec::with_capacity(expansions.len());
+    let mut index: FxHashMap<ObjectId, usize> = FxHashMap::default();
     for (id, link_type) in expansions {
-        let bits = Expanded::of(link_type);
-        match out.last_mut() {
-            Some((last, expanded)) if *last == id => expanded.0 |= bits.0,
-            _ => out.push((id, bits)),
+        let bits = Expanded::of(link_type).0;
+        let seen = if out.len() <= SCANNED {
+            out.iter().position(|(seen, _)| *seen == id)
+        } else {
+            if index.is_empty() {
+                index.extend(out.iter().enumerate().map(|(i, (id, _))| (id.clone(), i)));
+            }
+            index.get(&id).copied()
+        };
+        match seen {
+            Some(at) => out[at].1.0 |= bits,
+            None => {
+                if !index.is_empty() {
+                    index.insert(id.clone(), out.len());
+                }
+                out.push((id, Expanded(bits)));
+            }
         }
     }
     out

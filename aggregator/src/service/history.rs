@@ -353,31 +353,43 @@ impl Service {
                 "from ({from}) is after to ({to})"
             )));
         }
-        let store = self.store();
-        let (objects, links, cliques) = tokio::try_join!(
-            store.object_changes(environment, from, to),
-            store.link_changes(environment, from, to),
-            store.clique_changes(environment, from, to),
-        )?;
-        let filter = DiffFilter {
-            host: query.host.as_deref(),
-            object_type: query.object_type,
-        };
-        Ok(Diff {
-            environment: environment.to_owned(),
-            from: DiffPoint {
-                point: query.from.clone(),
-                at: from.to_string(),
-            },
-            to: DiffPoint {
-                point: to_text.to_owned(),
-                at: to.to_string(),
-            },
-            objects: object_diff(&objects, from, to, &filter),
-            links: link_diff(&links, from, to, &filter),
-            cliques: clique_diff(&cliques, from, to, &filter),
-        })
+        let mut diff = diff_between(self.store(), environment, from, to, query).await?;
+        diff.from.point = query.from.clone();
+        diff.to.point = to_text.to_owned();
+        Ok(diff)
     }
+}
+
+/// What changed in `environment` between two times, from the versions that began or ended
+/// between them (the query's host and type filters apply; its points are not read).
+pub async fn diff_between(
+    store: &impl Store,
+    environment: &str,
+    from: Timestamp,
+    to: Timestamp,
+    query: &DiffQuery,
+) -> Result<Diff, ServiceError> {
+    let (objects, links, cliques) = tokio::try_join!(
+        store.object_changes(environment, from, to),
+        store.link_changes(environment, from, to),
+        store.clique_changes(environment, from, to),
+    )?;
+    let filter = DiffFilter {
+        host: query.host.as_deref(),
+        object_type: query.object_type,
+    };
+    let point = |at: Timestamp| DiffPoint {
+        point: at.to_string(),
+        at: at.to_string(),
+    };
+    Ok(Diff {
+        environment: environment.to_owned(),
+        from: point(from),
+        to: point(to),
+        objects: object_diff(&objects, from, to, &filter),
+        links: link_diff(&links, from, to, &filter),
+        cliques: clique_diff(&cliques, from, to, &filter),
+    })
 }
 
 struct DiffFilter<'q> {

@@ -34,12 +34,18 @@ pub(super) fn current(table: &str, columns: &str) -> String {
     format!("SELECT environment, {columns} FROM {table} WHERE valid_to IS NULL")
 }
 
-/// Versions of a table in environment `$1` that began or ended in `($2, $3]`.
+/// Versions of a table in environment `$1` that began or ended in `($2, $3]`: two range reads,
+/// one on each validity index (an `OR` of the two ranges reads the whole environment), the
+/// second leaving out what the first found.
 pub(super) fn changes_sql(table: &str, columns: &str, order: &str) -> String {
     format!(
-        "SELECT {columns} FROM {table} WHERE environment = $1 AND \
-         ((valid_from > $2 AND valid_from <= $3) OR (valid_to > $2 AND valid_to <= $3)) \
-         ORDER BY {order}, valid_from"
+        "SELECT * FROM (\
+         SELECT {columns}, {order} FROM {table} WHERE environment = $1 \
+         AND valid_from > $2 AND valid_from <= $3 \
+         UNION ALL \
+         SELECT {columns}, {order} FROM {table} WHERE environment = $1 \
+         AND valid_to > $2 AND valid_to <= $3 AND valid_from <= $2\
+         ) AS changed ORDER BY {order}, valid_from"
     )
 }
 
