@@ -66,6 +66,29 @@ fn networks_of(env: &Environment, id: &ObjectId) -> Vec<String> {
     networks
 }
 
+/// Where an endpoint's side of a path ends: the tunnel endpoints and NICs its clique reaches.
+fn side(env: &Environment, id: &ObjectId) -> String {
+    let Some(clique) = env.cliques.get(id) else {
+        return "nothing it depends on (it has no clique)".to_owned();
+    };
+    let ends: Vec<String> = clique
+        .nodes
+        .iter()
+        .filter(|n| {
+            matches!(
+                n.object_type(),
+                Some(ObjectType::Otep | ObjectType::HostPnic)
+            )
+        })
+        .map(|n| format!("`{n}`"))
+        .collect();
+    if ends.is_empty() {
+        "no tunnel endpoint or NIC".to_owned()
+    } else {
+        ends.join(", ")
+    }
+}
+
 fn is_endpoint_type(object_type: ObjectType) -> bool {
     matches!(
         object_type,
@@ -136,12 +159,14 @@ pub fn path(
             Vec::new(),
             None,
             format!(
-                "no path: no chain of links joins `{from}` and `{to}`{}",
+                "no path{}: `{from}` reaches {} and `{to}` reaches {}, and no tunnel, shared vswitch, bridge or network joins them",
                 if shared.is_empty() {
                     String::new()
                 } else {
                     format!(" on {}", shared.join(", "))
-                }
+                },
+                side(env, from),
+                side(env, to),
             ),
         ));
     };

@@ -208,6 +208,48 @@ fn the_path_between_vms_on_two_hosts_crosses_both_plugs_and_the_tunnel() {
 }
 
 #[test]
+fn without_a_tunnel_between_them_the_path_names_where_each_side_ends() {
+    let mut env = lab();
+    // compute-0000's tunnels go: neither it nor its ring neighbours (compute-0001 and
+    // compute-0003) list a remote endpoint any more.
+    let otep_0 = on(0, "otep", "10.16.0.1");
+    change(&mut env, &otep_0, |n| {
+        n.object.attributes.extra.insert(
+            "remote_endpoints",
+            calipso_proto::AttrValue::List(Vec::new()),
+        );
+    });
+    for host in [1, 3] {
+        change(
+            &mut env,
+            &on(host, "otep", &format!("10.16.0.{}", host + 1)),
+            |n| {
+                n.object.attributes.extra.insert(
+                    "remote_endpoints",
+                    calipso_proto::AttrValue::List(Vec::new()),
+                );
+            },
+        );
+    }
+    let report = path(&env, &id(&vm(0, 0)), &id(&vm(1, 0))).expect("path");
+    assert_eq!(report.state, "none");
+    assert!(report.hops.is_empty());
+    assert_eq!(
+        report.summary,
+        format!(
+            "no path: `{}` reaches `{}`, `{}`, `{otep_0}` and `{}` reaches `{}`, `{}`, `{}`, and no tunnel, shared vswitch, bridge or network joins them",
+            vm(0, 0),
+            on(0, "host_pnic", "eth1"),
+            on(0, "host_pnic", "eth2"),
+            vm(1, 0),
+            on(1, "host_pnic", "eth1"),
+            on(1, "host_pnic", "eth2"),
+            on(1, "otep", "10.16.0.2"),
+        )
+    );
+}
+
+#[test]
 fn bad_questions_are_refused_by_name() {
     let env = lab();
     let unknown = id("instance:nope");

@@ -76,6 +76,42 @@ fn an_instance_clique_reaches_the_wire_through_its_hybrid_plug() {
 }
 
 #[test]
+fn an_instance_clique_reaches_the_switch_port_facing_its_carrying_nic_only() {
+    let mut objects = small_lab();
+    let switch = ObjectId::global(ObjectType::Switch, "chassis-1");
+    objects.push(Object::new(
+        switch.clone(),
+        ObjectType::Switch,
+        "tor-1",
+        "lab",
+    ));
+    // Port 1 faces compute-0000's tunnel NIC (eth1), port 2 its management NIC (eth0).
+    for (port, mac) in [("p1", "fa:16:00:00:00:01"), ("p2", "fa:16:00:00:00:00")] {
+        let mut object = Object::new(
+            ObjectId::global(ObjectType::SwitchPnic, &format!("chassis-1/{port}")),
+            ObjectType::SwitchPnic,
+            port,
+            "lab",
+        )
+        .with_parent(switch.clone(), ObjectType::Switch);
+        object.attributes.mac_address = mac.parse().ok();
+        objects.push(object);
+    }
+    let env = environment(objects);
+    let clique = env
+        .cliques
+        .get(&ObjectId::global(ObjectType::Instance, &vm_uuid(0, 0)))
+        .expect("instance clique");
+    let fabric: Vec<&str> = clique
+        .nodes
+        .iter()
+        .map(ObjectId::as_str)
+        .filter(|id| id.starts_with("switch"))
+        .collect();
+    assert_eq!(fabric, vec!["switch:chassis-1", "switch_pnic:chassis-1/p1"]);
+}
+
+#[test]
 fn the_original_walk_stays_available_and_ends_at_the_first_empty_step() {
     let mut types = default_clique_types();
     let instance_type = types
