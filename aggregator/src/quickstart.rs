@@ -162,6 +162,11 @@ pub async fn run(options: QuickstartOptions, shutdown: CancellationToken) -> any
     println!("  calipso --url {api_url} login admin");
     println!("  calipso --url {api_url} get inventory --env {env} --type vnic");
     println!("  calipso --url {api_url} watch --env {env}");
+    println!("  calipso --url {api_url} snapshot create before --env {env}   # then, later:");
+    println!("  calipso --url {api_url} diff --env {env} --from before");
+    println!(
+        "  calipso --url {api_url} impact host:{host} --env {env}     # what depends on this host"
+    );
     println!(
         "  curl -s -XPOST {api_url}/api/v1/auth/tokens -H 'content-type: application/json' -d '{{\"username\":\"admin\",\"password\":\"'$(cat {})'\"}}'",
         password_file.display()

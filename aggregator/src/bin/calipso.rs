@@ -667,10 +667,12 @@ fn diff_report(diff: &Value, markdown: bool) -> String {
             text(&diff["to"]["at"])
         )
     };
+    let mut empty = true;
     let mut section = |title: &str, lines: Vec<String>| {
         if lines.is_empty() {
             return;
         }
+        empty = false;
         out.push_str(&format!("\n{heading}{title} ({})\n", lines.len()));
         if markdown {
             out.push('\n');
@@ -764,6 +766,9 @@ fn diff_report(diff: &Value, markdown: bool) -> String {
             })
             .collect(),
     );
+    if empty {
+        out.push_str("\nNo changes.\n");
+    }
     out
 }
 
