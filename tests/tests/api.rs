@@ -1292,6 +1292,96 @@ async fn snapshots_diffs_and_retention_keep_what_is_pinned() -> anyhow::Result<(
     Ok(())
 }
 
+/// Issue 24, item 3: a schedule whose next run lies past year 9999 used to be stored, then
+/// fail every listing, deletion and scheduler tick for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_far_in_the_future_is_refused_and_an_unreadable_one_breaks_nothing()
+-> anyhow::Result<()> {
+    use calipso_aggregator::store::{ScanKind, ScheduleRecord, Store};
+    calipso_tests::init_test_logging();
+    let harness = ApiHarness::start(|_| {}).await?;
+    let _agent = harness.report_host(0, 1, 1).await?;
+    let admin = harness.admin().await?;
+    let schedule = |body: Value| {
+        let admin = &admin;
+        async move {
+            refusal(
+                admin
+                    .json(Method::POST, "/api/v1/scheduled_scans", &[], Some(&body))
+                    .await,
+            )
+        }
+    };
+    let (refused_with, message) = schedule(json!({"environment": ENV, "kind": "cliques_only",
+        "interval_seconds": 300_000_000_000u64}))
+    .await;
+    assert_eq!(refused_with, 400);
+    assert_eq!(
+        message,
+        "interval_seconds must be from 10 to 31622400 (a year)"
+    );
+    let (refused_with, message) = schedule(json!({"environment": ENV, "kind": "cliques_only",
+        "interval_seconds": 3600, "first_run": "9999-01-01T00:00:00Z"}))
+    .await;
+    assert_eq!(refused_with, 400);
+    assert!(message.contains("more than a year ahead"), "{message}");
+
+    // The store refuses what it could not read back.
+    let store = harness.aggregator.sink.store();
+    let mut record = ScheduleRecord {
+        id: "schedule-far".into(),
+        environment: ENV.into(),
+        host: None,
+        kind: ScanKind::CliquesOnly,
+        interval_seconds: 300_000_000_000,
+        next_run: Timestamp::from_unix_micros(i64::MAX / 2),
+        last_run: None,
+        last_scan: None,
+        created_by: "admin".into(),
+    };
+    let refused = store.put_schedule(&record).await.map_err(|e| e.to_string());
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("outside the years RFC 3339 writes")),
+        "{refused:?}"
+    );
+
+    // A row an older version wrote that way: listings, the scheduler and deletion go on.
+    record.next_run = Timestamp::now();
+    store.put_schedule(&record).await?;
+    let db = harness.dir.path().join("calipso.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display())).await?;
+    sqlx::query("UPDATE scheduled_scans SET body = replace(body, '\"next_run\":\"', '\"next_run\":\"@9') WHERE id = 'schedule-far'")
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    let (code, body) = admin
+        .send(
+            Method::POST,
+            "/api/v1/scheduled_scans",
+            &[],
+            Some(&json!({"environment": ENV, "kind": "cliques_only", "interval_seconds": 3600})),
+        )
+        .await?;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let listed = admin.get("/api/v1/scheduled_scans", &[]).await?;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(
+        status(
+            &admin,
+            Method::DELETE,
+            "/api/v1/scheduled_scans/schedule-far",
+            &[]
+        )
+        .await,
+        StatusCode::NO_CONTENT,
+        "an admin removes the unreadable one"
+    );
+    harness.stop().await;
+    Ok(())
+}
+
 async fn status_of(client: &ApiClient, method: Method, path: &str) -> StatusCode {
     status(client, method, path, &[("env_name", ENV)]).await
 }

@@ -388,14 +388,22 @@ macro_rules! record_methods {
         async fn schedules(
             &self,
         ) -> Result<Vec<$crate::store::ScheduleRecord>, $crate::store::StoreError> {
-            let found: Vec<(String,)> =
-                sqlx::query_as("SELECT body FROM scheduled_scans ORDER BY id")
+            let found: Vec<(String, String)> =
+                sqlx::query_as("SELECT id, body FROM scheduled_scans ORDER BY id")
                     .fetch_all(&self.pool)
                     .await?;
-            found
+            // A row this version cannot read (written before times were bounded) is left out
+            // with a warning, not allowed to fail every schedule; an admin can delete it.
+            Ok(found
                 .iter()
-                .map(|(body,)| $crate::store::decode("scheduled scan", body))
-                .collect()
+                .filter_map(|(id, body)| {
+                    $crate::store::decode("scheduled scan", body)
+                        .map_err(|error| {
+                            tracing::warn!(id, %error, "unreadable scheduled scan left out")
+                        })
+                        .ok()
+                })
+                .collect())
         }
 
         async fn delete_schedule(&self, id: &str) -> Result<bool, $crate::store::StoreError> {

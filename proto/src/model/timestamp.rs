@@ -63,7 +63,20 @@ impl FromStr for Timestamp {
 }
 
 impl Serialize for Timestamp {
+    /// As RFC 3339 text for people; a time RFC 3339 cannot write (past year 9999) is refused
+    /// rather than written in a form nothing reads back.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable()
+            && self
+                .to_datetime()
+                .and_then(|dt| dt.format(&Rfc3339).ok())
+                .is_none()
+        {
+            return Err(serde::ser::Error::custom(format!(
+                "timestamp {}µs since 1970 is outside the years RFC 3339 writes (0000 to 9999)",
+                self.micros_since_epoch
+            )));
+        }
         serialize_dual(self, &self.micros_since_epoch, serializer)
     }
 }
@@ -88,5 +101,23 @@ mod tests {
         assert!("yesterday".parse::<Timestamp>().is_err());
         let json = serde_json::to_string(&ts).unwrap_or_default();
         assert_eq!(serde_json::from_str::<Timestamp>(&json).ok(), Some(ts));
+    }
+
+    #[test]
+    fn a_time_past_year_9999_is_not_written_as_text_nothing_reads_back() {
+        // 300 000 000 000 s after 2026: a schedule's next run that once made every schedule
+        // unreadable.
+        let far = Timestamp::from_unix_micros(1_764_000_000_000_000 + 300_000_000_000_000_000);
+        let refused = serde_json::to_string(&far).map_err(|e| e.to_string());
+        assert_eq!(
+            refused,
+            Err(format!(
+                "timestamp {}µs since 1970 is outside the years RFC 3339 writes (0000 to 9999)",
+                far.unix_micros()
+            ))
+        );
+        let last: Timestamp = "9999-12-31T23:59:59.999999Z".parse().expect("valid");
+        let json = serde_json::to_string(&last).unwrap_or_default();
+        assert_eq!(serde_json::from_str::<Timestamp>(&json).ok(), Some(last));
     }
 }
