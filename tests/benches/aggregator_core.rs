@@ -88,17 +88,6 @@ const HOSTS: usize = 1000;
 const OBJECTS_PER_HOST: usize = 500;
 const DELTAS: usize = 20_000;
 
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
@@ -130,7 +119,10 @@ fn build() -> (Environment, Duration) {
     }
     let counting = COUNTING.load(std::sync::atomic::Ordering::Relaxed);
     let graph_heap = held_mib();
-    println!("  RSS with the graph alone: {:.0} MiB", rss_mib());
+    println!(
+        "  RSS with the graph alone: {:.0} MiB",
+        calipso_tests::rss_mib()
+    );
     let start = Instant::now();
     let links = LinkSet::build(&graph);
     let links_time = start.elapsed();
@@ -644,12 +636,15 @@ async fn main() -> anyhow::Result<()> {
             env.links.len(),
             env.cliques.len()
         );
-        println!("RSS with the environment built: {:.0} MiB", rss_mib());
+        println!(
+            "RSS with the environment built: {:.0} MiB",
+            calipso_tests::rss_mib()
+        );
         COUNTING.store(false, std::sync::atomic::Ordering::Relaxed);
         incremental(&mut env);
         println!(
             "RSS after the deltas (the allocator has returned the build's temporaries): {:.0} MiB",
-            rss_mib()
+            calipso_tests::rss_mib()
         );
         drop(env);
         for round in 1..3 {

@@ -369,3 +369,15 @@ pub fn workspace_binary(package: &str, name: &str, release: bool) -> anyhow::Res
         .ok_or_else(|| anyhow::anyhow!("unexpected location of {}", running.display()))?;
     Ok(target.join(name))
 }
+
+/// This process's resident memory in MiB (0 where /proc does not say).
+pub fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}

@@ -1382,6 +1382,119 @@ async fn a_schedule_far_in_the_future_is_refused_and_an_unreadable_one_breaks_no
     Ok(())
 }
 
+/// Issue 24, items 1 and 2: logins cost the same for unknown users, failures lock a user (and
+/// a client address) for a growing time, and a flood of logins is answered at once past a
+/// bounded number of password checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_resist_guessing_and_floods() -> anyhow::Result<()> {
+    calipso_tests::init_test_logging();
+    let harness = ApiHarness::start(|_| {}).await?;
+    let admin = harness.admin().await?;
+    let alice = json!({"password": "alice-password", "grants": {"view-env": [ENV]}});
+    admin
+        .send(Method::PUT, "/api/v1/users/alice", &[], Some(&alice))
+        .await?;
+    let anonymous = ApiClient::new(&harness.url)?;
+    let login = |username: String, password: &'static str| {
+        let anonymous = &anonymous;
+        async move {
+            let body = json!({"username": username, "password": password});
+            let started = std::time::Instant::now();
+            let (code, answer) = anonymous
+                .send(Method::POST, "/api/v1/auth/tokens", &[], Some(&body))
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            anyhow::Ok((code, answer, started.elapsed()))
+        }
+    };
+
+    // An unknown user takes a password check too: names cannot be told apart by time.
+    let mut unknown = Vec::new();
+    let mut wrong = Vec::new();
+    for round in 0..5 {
+        let (code, _, took) = login(format!("nobody-{round}"), "guess").await?;
+        assert_eq!(code, StatusCode::UNAUTHORIZED);
+        unknown.push(took);
+        let (code, _, took) = login("alice".into(), "guess").await?;
+        assert_eq!(code, StatusCode::UNAUTHORIZED);
+        wrong.push(took);
+    }
+    unknown.sort();
+    wrong.sort();
+    assert!(
+        unknown[2] * 3 >= wrong[2],
+        "an unknown user answered in {:?}, a wrong password in {:?}",
+        unknown[2],
+        wrong[2]
+    );
+
+    // Five failures are free; the sixth locks the user for a second, even for the right
+    // password; then it works and the count starts again.
+    for _ in 0..6 {
+        let (code, _, _) = login("admin".into(), "guess").await?;
+        assert_eq!(code, StatusCode::UNAUTHORIZED);
+    }
+    let (code, answer, _) = login("admin".into(), calipso_tests::api::ADMIN_PASSWORD).await?;
+    assert_eq!(code, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+    assert_eq!(
+        answer["error"]["message"],
+        "too many failed logins for user `admin`; retry in 1 s"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (code, answer, _) = login("admin".into(), calipso_tests::api::ADMIN_PASSWORD).await?;
+    assert_eq!(code, StatusCode::CREATED, "{answer}");
+
+    // A flood of 64 logins at once (distinct names): at most a bounded number are checked,
+    // the rest answered at once; the API's other answers stay quick; the memory comes back.
+    let rss_before = calipso_tests::rss_mib();
+    let flood = futures::future::join_all((0..64).map(|i| login(format!("flood-{i}"), "guess")));
+    let health = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        let answer = reqwest::get(format!("{}/healthz", harness.url)).await;
+        (answer.map(|r| r.status()), started.elapsed())
+    };
+    let (answers, (healthz, healthz_took)) = tokio::join!(flood, health);
+    let codes: Vec<StatusCode> = answers
+        .into_iter()
+        .map(|a| a.map(|(code, _, _)| code))
+        .collect::<anyhow::Result<_>>()?;
+    assert!(
+        codes.iter().all(|c| [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::SERVICE_UNAVAILABLE
+        ]
+        .contains(c)),
+        "{codes:?}"
+    );
+    let checked = codes
+        .iter()
+        .filter(|c| **c == StatusCode::UNAUTHORIZED)
+        .count();
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    assert!(
+        checked <= cores * 9 + 20,
+        "{checked} of 64 were checked: {codes:?}"
+    );
+    assert!(
+        codes.contains(&StatusCode::SERVICE_UNAVAILABLE),
+        "{codes:?}"
+    );
+    assert_eq!(healthz.ok(), Some(StatusCode::OK));
+    assert!(
+        healthz_took < Duration::from_secs(1),
+        "/healthz took {healthz_took:?}"
+    );
+    assert!(
+        calipso_tests::rss_mib() < rss_before + 256.0,
+        "RSS {rss_before:.0} -> {:.0} MiB",
+        calipso_tests::rss_mib()
+    );
+    harness.stop().await;
+    Ok(())
+}
+
 async fn status_of(client: &ApiClient, method: Method, path: &str) -> StatusCode {
     status(client, method, path, &[("env_name", ENV)]).await
 }

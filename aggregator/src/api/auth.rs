@@ -49,14 +49,22 @@ pub fn routes() -> Router<Service> {
 #[utoipa::path(post, path = "/api/v1/auth/tokens", tag = "auth", security(()),
     request_body = Credentials,
     responses((status = 201, body = TokenView), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
 pub async fn create_token(
     State(service): State<Service>,
+    axum::extract::ConnectInfo(super::ClientAddr(client)): axum::extract::ConnectInfo<
+        super::ClientAddr,
+    >,
     Body(credentials): Body<Credentials>,
 ) -> ApiResult<(StatusCode, axum::Json<TokenView>)> {
     let issued = service
         .auth()
-        .login(&credentials.username, &credentials.password)
+        .login(
+            &credentials.username,
+            &credentials.password,
+            Some(client.ip()),
+        )
         .await?;
     let method = match issued.record.method {
         crate::store::AuthMethod::Password => "password",

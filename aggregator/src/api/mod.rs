@@ -40,6 +40,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds, for a `Retry-After` header.
+    retry_after: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -61,6 +63,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             code: "bad_request",
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -69,6 +72,7 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             code: "not_found",
             message: message.into(),
+            retry_after: None,
         }
     }
 }
@@ -82,6 +86,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ServiceError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ServiceError::TooManyRequests { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too_many_requests")
+            }
             ServiceError::Internal(_) | ServiceError::Store(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
@@ -89,10 +96,15 @@ impl From<ServiceError> for ApiError {
         if status.is_server_error() {
             tracing::error!(%err, "request failed");
         }
+        let retry_after = match &err {
+            ServiceError::TooManyRequests { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        };
         ApiError {
             status,
             code,
             message: err.to_string(),
+            retry_after,
         }
     }
 }
@@ -106,6 +118,11 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -238,6 +255,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
                 status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 code: "unsupported_media_type",
                 message: "the body must be application/json".into(),
+                retry_after: None,
             });
         }
         let bytes = axum::body::Bytes::from_request(request, state)
@@ -418,6 +436,7 @@ async fn json_method_errors(request: Request, next: axum::middleware::Next) -> R
             status,
             code,
             message,
+            retry_after: None,
         }
         .into_response();
         if let Some(allow) = response.headers().get(header::ALLOW) {
@@ -504,6 +523,27 @@ pub async fn start(
 }
 
 /// Serves `app` on `listener` until `shutdown`.
+/// The client's address, which the login throttle counts failures by.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls::TlsListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tls::TlsListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
 fn spawn_server<L>(
     listener: L,
     app: Router,
@@ -512,8 +552,10 @@ fn spawn_server<L>(
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
+    for<'a> ClientAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
     tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<ClientAddr>();
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;

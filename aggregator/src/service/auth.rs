@@ -100,7 +100,97 @@ pub struct Auth {
     /// Tokens seen recently, by hash, so that a request costs no store read; revocation and
     /// user removal go through this process, which drops the entries.
     cache: Mutex<HashMap<String, TokenRecord>>,
+    gate: LoginGate,
+    failures: Mutex<HashMap<FailureKey, Failures>>,
 }
+
+/// Password checks in flight. An argon2 check holds 19 MiB and a core for ~20 ms: one runs per
+/// core, a bounded number waits behind them, and past that a login is answered 503 at once —
+/// a flood of logins costs neither gigabytes nor the API's other answers.
+#[derive(Debug)]
+struct LoginGate {
+    running: tokio::sync::Semaphore,
+    admitted: std::sync::atomic::AtomicUsize,
+    max_admitted: usize,
+}
+
+/// Logins that wait for a password check, per core.
+const WAITING_PER_CORE: usize = 8;
+
+impl LoginGate {
+    fn new() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        LoginGate {
+            running: tokio::sync::Semaphore::new(cores),
+            admitted: std::sync::atomic::AtomicUsize::new(0),
+            max_admitted: cores * (1 + WAITING_PER_CORE),
+        }
+    }
+
+    /// Runs one password check when a core is free, or refuses at once when too many wait.
+    async fn check(&self, password: String, hash: String) -> Result<bool, ServiceError> {
+        use std::sync::atomic::Ordering;
+        let admitted = self.admitted.fetch_add(1, Ordering::AcqRel);
+        let _leave = scopeguard(|| {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+        });
+        if admitted >= self.max_admitted {
+            return Err(ServiceError::Unavailable(
+                "too many logins in progress; retry in a moment".into(),
+            ));
+        }
+        let _core = self
+            .running
+            .acquire()
+            .await
+            .map_err(|err| ServiceError::Internal(format!("password check: {err}")))?;
+        tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .map_err(|err| ServiceError::Internal(format!("password check: {err}")))
+    }
+}
+
+/// Runs `leave` when dropped (on every way out of a scope, cancellation included).
+fn scopeguard(leave: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(leave) = self.0.take() {
+                leave();
+            }
+        }
+    }
+    Guard(Some(leave))
+}
+
+/// Whose failed logins are counted: a user name (whether or not it exists, so that a lock
+/// tells nothing), or a client address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum FailureKey {
+    User(String),
+    Client(std::net::IpAddr),
+}
+
+impl FailureKey {
+    /// Failures allowed before each further one locks the key.
+    fn free(&self) -> u32 {
+        match self {
+            FailureKey::User(_) => 5,
+            FailureKey::Client(_) => 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: std::time::Instant,
+    locked_until: Option<std::time::Instant>,
+}
+
+/// The longest lock, and how long failures are remembered without a new one.
+const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
+const FORGET_FAILURES: Duration = Duration::from_secs(3600);
 
 /// Passwords longer than this are refused before hashing (argon2 would accept megabytes).
 const MAX_PASSWORD: usize = 1024;
@@ -113,6 +203,75 @@ impl Auth {
             ldap,
             token_lifetime,
             cache: Mutex::new(HashMap::new()),
+            gate: LoginGate::new(),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<FailureKey, Failures>> {
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Refuses a login while its user or its client is locked by earlier failures.
+    fn check_locks(&self, keys: &[FailureKey]) -> Result<(), ServiceError> {
+        let now = std::time::Instant::now();
+        let failures = self.failures();
+        for key in keys {
+            let Some(until) = failures.get(key).and_then(|f| f.locked_until) else {
+                continue;
+            };
+            if until > now {
+                let seconds = (until - now).as_secs().max(1);
+                let whose = match key {
+                    FailureKey::User(name) => format!("user `{name}`"),
+                    FailureKey::Client(ip) => format!("client {ip}"),
+                };
+                return Err(ServiceError::TooManyRequests {
+                    message: format!("too many failed logins for {whose}; retry in {seconds} s"),
+                    retry_after: seconds,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a failed login; past the free ones, each locks for twice as long as the last
+    /// (1 s, 2 s, 4 s … 15 min).
+    fn record_failure(&self, keys: &[FailureKey]) {
+        let now = std::time::Instant::now();
+        let mut failures = self.failures();
+        if failures.len() > 10_000 {
+            failures.retain(|_, f| now.duration_since(f.last) < FORGET_FAILURES);
+        }
+        for key in keys {
+            let entry = failures.entry(key.clone()).or_insert(Failures {
+                count: 0,
+                last: now,
+                locked_until: None,
+            });
+            if now.duration_since(entry.last) >= FORGET_FAILURES {
+                entry.count = 0;
+            }
+            entry.count += 1;
+            entry.last = now;
+            if let Some(over) = entry.count.checked_sub(key.free()).filter(|&n| n > 0) {
+                let lock = Duration::from_secs(1u64 << (over - 1).min(20)).min(MAX_LOCK);
+                if entry.locked_until.is_none() {
+                    tracing::warn!(
+                        ?key,
+                        failures = entry.count,
+                        "failed logins: locking further attempts"
+                    );
+                }
+                entry.locked_until = Some(now + lock);
+            }
+        }
+    }
+
+    fn forget_failures(&self, keys: &[FailureKey]) {
+        let mut failures = self.failures();
+        for key in keys {
+            failures.remove(key);
         }
     }
 
@@ -144,39 +303,62 @@ impl Auth {
 
     /// Checks a user name and password (locally, then against LDAP when configured) and issues
     /// a token.
-    pub async fn login(&self, username: &str, password: &str) -> Result<IssuedToken, ServiceError> {
+    ///
+    /// Failed logins are counted per user name and per client address: past 5 for a user (20
+    /// for an address), each further one locks it for twice as long as the last, up to 15
+    /// minutes (429 with `Retry-After`, also for the right password). An unknown user costs
+    /// the same password check as a known one, so answers do not tell which names exist.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<IssuedToken, ServiceError> {
         let refused = || ServiceError::Unauthorized("wrong user name or password".into());
         if username.is_empty() || password.is_empty() || password.len() > MAX_PASSWORD {
             return Err(refused());
         }
+        let mut keys = vec![FailureKey::User(username.to_owned())];
+        keys.extend(client.map(FailureKey::Client));
+        self.check_locks(&keys)?;
         let local = self.store.user(username).await?;
-        let (method, grants) = match local.as_ref().and_then(|u| u.password_hash.as_deref()) {
+        let checked = match local.as_ref().and_then(|u| u.password_hash.as_deref()) {
             Some(hash) => {
-                let hash = hash.to_owned();
-                let password = password.to_owned();
-                let verified =
-                    tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-                        .await
-                        .map_err(|err| ServiceError::Internal(format!("password check: {err}")))?;
-                if !verified {
-                    return Err(refused());
-                }
-                let grants = local.map(|u| u.grants).unwrap_or_default();
-                (AuthMethod::Password, grants)
+                let verified = self
+                    .gate
+                    .check(password.to_owned(), hash.to_owned())
+                    .await?;
+                verified.then(|| {
+                    (
+                        AuthMethod::Password,
+                        local.map(|u| u.grants).unwrap_or_default(),
+                    )
+                })
             }
-            None => {
-                let Some(ldap) = &self.ldap else {
-                    return Err(refused());
-                };
-                let mut grants = ldap_authenticate(ldap, username, password)
-                    .await?
-                    .ok_or_else(refused)?;
-                if let Some(user) = local {
-                    grants.merge(&user.grants);
+            None => match &self.ldap {
+                None => {
+                    self.gate
+                        .check(password.to_owned(), dummy_hash()?.to_owned())
+                        .await?;
+                    None
                 }
-                (AuthMethod::Ldap, grants)
-            }
+                Some(ldap) => {
+                    ldap_authenticate(ldap, username, password)
+                        .await?
+                        .map(|mut grants| {
+                            if let Some(user) = local {
+                                grants.merge(&user.grants);
+                            }
+                            (AuthMethod::Ldap, grants)
+                        })
+                }
+            },
         };
+        let Some((method, grants)) = checked else {
+            self.record_failure(&keys);
+            return Err(refused());
+        };
+        self.forget_failures(&keys);
         let token = format!("{TOKEN_PREFIX}{}", random_hex(32)?);
         let issued_at = Timestamp::now();
         let lifetime = i64::try_from(self.token_lifetime.as_micros()).unwrap_or(i64::MAX);
@@ -315,6 +497,17 @@ fn hash_password(password: &str) -> Result<String, ServiceError> {
         .hash_password(password.as_bytes())
         .map(|hash| hash.to_string())
         .map_err(|err| ServiceError::Internal(format!("cannot hash a password: {err}")))
+}
+
+/// A hash to check unknown users' passwords against, made once: a login for a name that does
+/// not exist takes as long as one with a wrong password.
+fn dummy_hash() -> Result<&'static str, ServiceError> {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(hash) = DUMMY.get() {
+        return Ok(hash);
+    }
+    let hash = hash_password(&random_hex(16)?)?;
+    Ok(DUMMY.get_or_init(|| hash))
 }
 
 fn verify_password(password: &str, hash: &str) -> bool {
