@@ -1495,6 +1495,47 @@ async fn logins_resist_guessing_and_floods() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Issue 24, item 8 (part): liveness tells nothing about the environments, an oversized body
+/// is a 413, answers carry `nosniff` and `no-store`.
+#[tokio::test]
+async fn liveness_limits_and_headers() -> anyhow::Result<()> {
+    calipso_tests::init_test_logging();
+    // Plain HTTP, but reqwest's client wants a TLS provider chosen all the same.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let harness = ApiHarness::start(|_| {}).await?;
+    let _agent = harness.report_host(0, 1, 1).await?;
+    let health = reqwest::get(format!("{}/healthz", harness.url)).await?;
+    assert_eq!(
+        health
+            .headers()
+            .get("x-content-type-options")
+            .map(|v| v.as_bytes()),
+        Some(&b"nosniff"[..])
+    );
+    assert_eq!(
+        health.headers().get("cache-control").map(|v| v.as_bytes()),
+        Some(&b"no-store"[..])
+    );
+    let body: Value = health.json().await?;
+    assert_eq!(
+        body.as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["status".to_owned(), "version".to_owned()]),
+        "{body}"
+    );
+    let oversized = reqwest::Client::new()
+        .post(format!("{}/api/v1/auth/tokens", harness.url))
+        .header("content-type", "application/json")
+        .body(vec![b' '; 2 << 20])
+        .send()
+        .await?;
+    assert_eq!(oversized.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let answer: Value = oversized.json().await?;
+    assert_eq!(answer["error"]["code"], "payload_too_large");
+    harness.stop().await;
+    Ok(())
+}
+
 async fn status_of(client: &ApiClient, method: Method, path: &str) -> StatusCode {
     status(client, method, path, &[("env_name", ENV)]).await
 }

@@ -51,6 +51,14 @@ async fn the_cli_lists_shows_scans_and_watches() -> anyhow::Result<()> {
         session: harness.dir.path().join("session.json"),
     };
     assert!(cli.run(&["login", "admin"]).await?.contains("logged in"));
+    // The session file holds a token: readable by its owner only, also when it was not.
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777);
+    assert_eq!(mode(&cli.session)?, 0o600);
+    std::fs::set_permissions(&cli.session, std::fs::Permissions::from_mode(0o644))?;
+    assert!(cli.run(&["login", "admin"]).await?.contains("logged in"));
+    assert_eq!(mode(&cli.session)?, 0o600, "a second login closes it again");
 
     let table = cli
         .run(&["get", "inventory", "--env", ENV, "--type", "instance"])

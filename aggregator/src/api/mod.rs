@@ -16,8 +16,6 @@ mod scans;
 mod settings;
 pub mod tls;
 
-use std::collections::BTreeMap;
-
 use axum::Router;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -260,7 +258,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
         }
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
-            .map_err(|err| ApiError::bad_request(format!("request body: {err}")))?;
+            .map_err(|err| match err.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    code: "payload_too_large",
+                    message: format!("the request body is larger than {MAX_BODY} bytes"),
+                    retry_after: None,
+                },
+                _ => ApiError::bad_request(format!("request body: {err}")),
+            })?;
         serde_json::from_slice(&bytes)
             .map(Body)
             .map_err(|err| ApiError::bad_request(format!("request body: {err}")))
@@ -323,25 +329,16 @@ pub struct Constants {
 pub struct Health {
     pub status: String,
     pub version: String,
-    pub environments: BTreeMap<String, usize>,
 }
 
-/// `GET /healthz`: liveness, no token needed.
+/// `GET /healthz`: liveness, no token needed — and so nothing about the environments (their
+/// names and sizes are behind a token, in `/aggregates`).
 #[utoipa::path(get, path = "/healthz", tag = "meta", security(()),
     responses((status = 200, body = Health)))]
-async fn healthz(
-    axum::extract::State(service): axum::extract::State<Service>,
-) -> axum::Json<Health> {
-    let environments = service
-        .sink()
-        .engine()
-        .environments()
-        .map(|e| (e.config.name.clone(), e.graph.len()))
-        .collect();
+async fn healthz() -> axum::Json<Health> {
     axum::Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        environments,
     })
 }
 
@@ -413,7 +410,17 @@ pub fn router(service: Service) -> Router {
 /// Axum answers a wrong method (405) and some rejections in plain text; this keeps every
 /// error in the API's JSON shape.
 async fn json_method_errors(request: Request, next: axum::middleware::Next) -> Response {
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    // Answers are data, never to be sniffed into something else, and may hold what a shared
+    // cache must not keep.
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(header::HeaderValue::from_static("no-store"));
     let status = response.status();
     let is_json = response
         .headers()

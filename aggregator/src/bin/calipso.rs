@@ -253,6 +253,9 @@ fn save_session(cli: &Cli, session: &Session) -> anyhow::Result<()> {
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot write {}", path.display()))?;
+    // `mode` applies only when the file is created: a session file made readable by others
+    // since (or by an older version) is closed again before the token goes in.
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     file.write_all(serde_json::to_string(session)?.as_bytes())?;
     Ok(())
 }
