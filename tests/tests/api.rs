@@ -1627,6 +1627,31 @@ async fn the_live_stream_delivers_agent_changes_and_resumes() -> anyhow::Result<
         )
         .await?;
     assert_eq!(code, StatusCode::BAD_REQUEST);
+    // Issue 24, item 4: a resume id in the future is refused, not a silent stream.
+    let future = format!("{}.0", Timestamp::now().unix_micros() + 3_600_000_000);
+    let (code, answer) = admin
+        .send(Method::GET, "/api/v1/events", &[("since", &future)], None)
+        .await?;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("lies in the future")),
+        "{answer}"
+    );
+
+    // A stream ends when its token is revoked, whether events come or not.
+    let viewer = harness.admin().await?;
+    let mut watched = Box::pin(viewer.events(&[("env_name", ENV)], None).await?);
+    assert_eq!(
+        status(&viewer, Method::DELETE, "/api/v1/auth/tokens", &[]).await,
+        StatusCode::NO_CONTENT
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        while watched.next().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its revoked token");
     harness.stop().await;
     Ok(())
 }

@@ -383,7 +383,19 @@ impl Auth {
         if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
             return Err(missing());
         }
-        let hash = token_hash(token);
+        self.authenticate_hash(token_hash(token)).await
+    }
+
+    /// Whether a principal's token still stands for it — not expired, not revoked, the same
+    /// grants: what a long-lived stream checks as it goes.
+    pub async fn still_valid(&self, who: &Principal) -> bool {
+        self.authenticate_hash(who.token_hash.clone())
+            .await
+            .is_ok_and(|now| now.username == who.username && now.grants == who.grants)
+    }
+
+    async fn authenticate_hash(&self, hash: String) -> Result<Principal, ServiceError> {
+        let missing = || ServiceError::Unauthorized("unknown, expired or revoked token".into());
         let cached = self.cache().get(&hash).cloned();
         let record = match cached {
             Some(record) => record,

@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use calipso_proto::{ObjectId, ObjectType, Timestamp};
 use futures::{Stream, StreamExt};
@@ -301,6 +302,13 @@ impl Service {
                 "focal_point needs env_name".into(),
             ));
         }
+        if let Some(after) = filter.resume_after
+            && after.at > Timestamp::now().unix_micros()
+        {
+            return Err(ServiceError::BadRequest(format!(
+                "the resume id {after} lies in the future: no event has it yet"
+            )));
+        }
         let log = self.events();
         // Subscribe before reading the buffer, so nothing falls between the two.
         let live = log.feed.subscribe();
@@ -355,19 +363,39 @@ struct StreamState {
     last_sent: Option<EventId>,
 }
 
+/// How often a quiet stream checks that its token still stands (expiry, revocation, grants).
+const TOKEN_RECHECK: Duration = Duration::from_secs(5);
+
 impl StreamState {
+    /// The next item for this client; `None` ends the stream — also when its token expired,
+    /// was revoked, or its user's grants changed (checked before each event, and every few
+    /// seconds while nothing comes).
     async fn next(&mut self) -> Option<StreamItem> {
         loop {
             let item = match self.first.pop_front() {
                 Some(item) => item,
-                None => match self.live.recv().await {
-                    Ok(item) => item,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        StreamItem::Reset(format!("this client fell {missed} events behind"))
+                None => {
+                    let received = tokio::select! {
+                        received = self.live.recv() => received,
+                        () = tokio::time::sleep(TOKEN_RECHECK) => {
+                            if !self.service.auth().still_valid(&self.grants).await {
+                                return None;
+                            }
+                            continue;
+                        }
+                    };
+                    match received {
+                        Ok(item) => item,
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            StreamItem::Reset(format!("this client fell {missed} events behind"))
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
                     }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
+                }
             };
+            if !self.service.auth().still_valid(&self.grants).await {
+                return None;
+            }
             match &item {
                 StreamItem::Reset(_) => return Some(item),
                 StreamItem::Event(event) => {
