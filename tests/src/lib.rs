@@ -381,3 +381,16 @@ pub fn rss_mib() -> f64 {
         })
         .map_or(0.0, |kib| kib / 1024.0)
 }
+
+/// An API answer's refusal as status and message (status 0 and a description when it was no
+/// refusal), for tests that state what a bad request gets.
+pub fn refusal(
+    result: Result<serde_json::Value, calipso_aggregator::client::ClientError>,
+) -> (u16, String) {
+    match result {
+        Err(calipso_aggregator::client::ClientError::Api { status, message }) => {
+            (status.as_u16(), message)
+        }
+        other => (0, format!("{other:?}")),
+    }
+}

@@ -10,9 +10,9 @@ use calipso_aggregator::client::{ApiClient, SseEvent};
 use calipso_aggregator::service::LdapSettings;
 use calipso_aggregator::store::Grants;
 use calipso_proto::Timestamp;
-use calipso_tests::ENV;
 use calipso_tests::api::{ADMIN_PASSWORD, ApiHarness};
 use calipso_tests::ldap::{SUFFIX, TestDirectory};
+use calipso_tests::{ENV, refusal};
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -1074,16 +1074,6 @@ async fn time_travel_answers_from_history() -> anyhow::Result<()> {
     );
     harness.stop().await;
     Ok(())
-}
-
-/// An API error's status and message.
-fn refusal(result: Result<Value, calipso_aggregator::client::ClientError>) -> (u16, String) {
-    match result {
-        Err(calipso_aggregator::client::ClientError::Api { status, message }) => {
-            (status.as_u16(), message)
-        }
-        other => (0, format!("{other:?}")),
-    }
 }
 
 fn ids_of(list: &Value) -> BTreeSet<String> {

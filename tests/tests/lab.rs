@@ -702,13 +702,7 @@ async fn analysis_follows_a_tunnel_nic_going_down(
     running.lab.set_device("compute-1", "eth0", true)?;
 
     // Bad questions get a 4xx that names the problem.
-    let refused = |result: Result<Value, calipso_aggregator::client::ClientError>| match result {
-        Err(calipso_aggregator::client::ClientError::Api { status, message }) => {
-            (status.as_u16(), message)
-        }
-        other => (0, format!("{other:?}")),
-    };
-    let (status, message) = refused(
+    let (status, message) = calipso_tests::refusal(
         client
             .get(
                 "/api/v1/impact",
@@ -718,7 +712,7 @@ async fn analysis_follows_a_tunnel_nic_going_down(
     );
     assert_eq!(status, 404);
     assert!(message.contains("vnic:nowhere:x"), "{message}");
-    let (status, message) = refused(
+    let (status, message) = calipso_tests::refusal(
         client
             .get(
                 "/api/v1/cliques/host:compute-1/diagnosis",
@@ -730,7 +724,7 @@ async fn analysis_follows_a_tunnel_nic_going_down(
         (status, message.as_str()),
         (404, "`host:compute-1` has no clique")
     );
-    let (status, message) = refused(
+    let (status, message) = calipso_tests::refusal(
         client
             .get(
                 "/api/v1/path",
@@ -747,7 +741,8 @@ async fn analysis_follows_a_tunnel_nic_going_down(
         message.contains("a path runs between instances, vservices or vNICs"),
         "{message}"
     );
-    let (status, _) = refused(client.get("/api/v1/impact", &[("env_name", &env)]).await);
+    let (status, _) =
+        calipso_tests::refusal(client.get("/api/v1/impact", &[("env_name", &env)]).await);
     assert_eq!(status, 400, "an impact names at least one object");
     Ok(())
 }

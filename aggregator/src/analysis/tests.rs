@@ -1,27 +1,16 @@
 //! Analyses on the synthetic lab (four hybrid-plugged OVS hosts on a tunnel ring, two VMs and a
 //! DHCP namespace each), with what an operator of it knows written out.
 
-use calipso_proto::{LinkState, ObjectId, StatusLevel, Timestamp};
+use calipso_proto::{LinkState, ObjectId, StatusLevel};
 
 use super::*;
-use crate::cliques::{EnvironmentConfig, Plan, default_clique_constraints, default_clique_types};
 use crate::engine::{Change, Environment};
-use crate::graph::{Graph, Node};
+use crate::graph::Node;
 use crate::links::tests::small_lab;
 use crate::synthetic::{host_name, network_uuid, vm_uuid};
 
 fn lab() -> Environment {
-    let mut graph = Graph::new();
-    for object in small_lab() {
-        graph.upsert(Node::new(object, Timestamp::default()));
-    }
-    let config = EnvironmentConfig::named("lab");
-    let plan = Plan::choose(
-        &config,
-        &default_clique_types(),
-        &default_clique_constraints(),
-    );
-    Environment::build(config, graph, plan)
+    crate::cliques::tests::environment(small_lab())
 }
 
 fn id(text: &str) -> ObjectId {

@@ -787,4 +787,4 @@ impl CliqueSet {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

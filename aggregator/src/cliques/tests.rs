@@ -6,7 +6,8 @@ use crate::engine::Environment;
 use crate::links::tests::{changes_for, edits, small_lab};
 use crate::synthetic::{host_name, network_uuid, vm_uuid};
 
-fn environment(objects: Vec<Object>) -> Environment {
+/// An environment of `objects` with the default clique types, as a fresh aggregator has them.
+pub(crate) fn environment(objects: Vec<Object>) -> Environment {
     let mut graph = Graph::new();
     for object in objects {
         graph.upsert(Node::new(object, Timestamp::default()));

@@ -58,13 +58,8 @@ impl Service {
         focal_point: &ObjectId,
     ) -> Result<Diagnosis, ServiceError> {
         who.require_view(environment)?;
-        let disconnected: Vec<(String, Timestamp)> = self
-            .sink()
-            .agents()
-            .into_iter()
-            .filter(|a| a.environment == environment && a.state == AgentState::Disconnected)
-            .map(|a| (a.host, a.last_seen))
-            .collect();
+        // The agents are read only if a finding is stale: most diagnoses have none.
+        let mut disconnected: Option<Vec<(String, Timestamp)>> = None;
         let engine = self.sink().engine();
         let env = environment_of(&engine, environment)?;
         let mut diagnosis = analysis::diagnose(env, focal_point)?;
@@ -77,8 +72,13 @@ impl Service {
                 .host
                 .as_deref()
                 .filter(|_| node.stale)
-                .and_then(|host| disconnected.iter().find(|(h, _)| h == host))
-                .map(|(_, at)| *at);
+                .and_then(|host| {
+                    disconnected
+                        .get_or_insert_with(|| self.disconnected_agents(environment))
+                        .iter()
+                        .find(|(h, _)| h == host)
+                        .map(|(_, at)| *at)
+                });
             let status = &node.object.status;
             let status_since = matches!(status.level, StatusLevel::Warning | StatusLevel::Error)
                 .then(|| status.timestamp.unwrap_or(node.last_seen));
@@ -88,6 +88,16 @@ impl Service {
             finding.since = starts.into_iter().flatten().min().map(|t| t.to_string());
         }
         Ok(diagnosis)
+    }
+
+    /// The hosts of an environment whose agents are disconnected, with when they went.
+    fn disconnected_agents(&self, environment: &str) -> Vec<(String, Timestamp)> {
+        self.sink()
+            .agents()
+            .into_iter()
+            .filter(|a| a.environment == environment && a.state == AgentState::Disconnected)
+            .map(|a| (a.host, a.last_seen))
+            .collect()
     }
 
     /// The chain between two endpoints and where it breaks.

@@ -404,32 +404,28 @@ impl DiffFilter<'_> {
             && self.object_type.is_none_or(|t| node.object_type() == t)
     }
 
-    /// An id's host, as ids name it (`type:host:key`), for links and cliques whose objects
-    /// the diff does not hold.
     fn keeps_id(&self, id: &ObjectId) -> bool {
-        let on_host = |h: &str| {
-            let mut parts = id.as_str().splitn(3, ':');
-            parts.next();
-            parts.next() == Some(h) && parts.next().is_some()
-        };
-        self.host.is_none_or(on_host)
+        self.host.is_none_or(|h| names_host(id, h))
             && self.object_type.is_none_or(|t| id.object_type() == Some(t))
     }
 
     fn keeps_link(&self, link: &Link) -> bool {
-        let host = self.host.is_none_or(|h| {
-            link.host.as_deref() == Some(h)
-                || DiffFilter {
-                    host: Some(h),
-                    object_type: None,
-                }
-                .keeps_id(&link.source)
-        });
+        let host = self
+            .host
+            .is_none_or(|h| link.host.as_deref() == Some(h) || names_host(&link.source, h));
         let of_type = self.object_type.is_none_or(|t| {
             link.source.object_type() == Some(t) || link.target.object_type() == Some(t)
         });
         host && of_type
     }
+}
+
+/// Whether an id names `host` (`type:host:key`): links and cliques are filtered by host
+/// through their ids, since the diff does not hold their objects.
+fn names_host(id: &ObjectId, host: &str) -> bool {
+    let mut parts = id.as_str().splitn(3, ':');
+    parts.next();
+    parts.next() == Some(host) && parts.next().is_some()
 }
 
 /// The versions of each key in force at `from` and at `to`, from a list ordered by key.

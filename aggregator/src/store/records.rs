@@ -475,9 +475,31 @@ macro_rules! record_methods {
                     compacted: true,
                 }));
             }
-            let (first,): (Option<i64>,) = sqlx::query_as("SELECT MIN(valid_from) FROM objects")
-                .fetch_one(&self.pool)
-                .await?;
+            // The first version's time never changes once there is one (only a compaction moves
+            // the start, and it writes `history_start`): found by a scan once, then kept.
+            let kept: Option<(String,)> =
+                sqlx::query_as("SELECT value FROM store_meta WHERE key = 'first_version'")
+                    .fetch_optional(&self.pool)
+                    .await?;
+            let first = match kept.and_then(|(v,)| v.parse::<i64>().ok()) {
+                Some(first) => Some(first),
+                None => {
+                    let (first,): (Option<i64>,) =
+                        sqlx::query_as("SELECT MIN(valid_from) FROM objects")
+                            .fetch_one(&self.pool)
+                            .await?;
+                    if let Some(first) = first {
+                        sqlx::query(
+                            "INSERT INTO store_meta (key, value) VALUES ('first_version', $1) \
+                             ON CONFLICT (key) DO NOTHING",
+                        )
+                        .bind(first.to_string())
+                        .execute(&self.pool)
+                        .await?;
+                    }
+                    first
+                }
+            };
             Ok(first.map(|at| $crate::store::HistoryStart {
                 at: calipso_proto::Timestamp::from_unix_micros(at),
                 compacted: false,
