@@ -1240,9 +1240,11 @@ async fn snapshots_diffs_and_retention_keep_what_is_pinned() -> anyhow::Result<(
     assert_eq!(status, 400, "from is required");
 
     // Retention: everything that ended before now goes, except what the snapshots pin.
-    let between = Timestamp::now();
+    // A time strictly before the cutoff: two `now()` calls can fall in the same microsecond.
+    let cutoff = Timestamp::now();
+    let between = Timestamp::from_unix_micros(cutoff.unix_micros() - 1);
     let store = harness.aggregator.sink.store();
-    store.compact_history(Timestamp::now()).await?;
+    store.compact_history(cutoff).await?;
     let again = diff_of(vec![("from", "before".into()), ("to", "after".into())]).await?;
     assert_eq!(
         ids_of(&again["objects"]["removed"]),
