@@ -2,6 +2,7 @@
 //! history, and derives links and cliques.
 //!
 //! * [`api`]: the REST API, OpenAPI and the live stream, over [`service`].
+//! * [`ui`]: the web UI (ES modules embedded in the binary), served beside the API.
 //! * [`ca`]: the deployment CA tool.
 //! * [`tls`]: server-side mutual TLS with revocation.
 //! * [`ingest`]: agent sessions and the sinks they deliver into.
@@ -38,3 +39,4 @@ pub mod sorted_set;
 pub mod store;
 pub mod synthetic;
 pub mod tls;
+pub mod ui;

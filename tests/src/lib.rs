@@ -3,6 +3,7 @@
 //! Everything runs for real: QUIC over UDP on 127.0.0.1, TLS with certificates from the CA tool.
 
 pub mod api;
+pub mod browser;
 pub mod lab;
 pub mod ldap;
 pub mod netlab;
@@ -29,6 +30,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub const SERVER_NAME: &str = "localhost";
+
+/// reqwest is built without a TLS provider of its own: the process installs ring's, once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 pub const ENV: &str = "lab";
 
 /// A CA in a temporary directory with a server certificate for `localhost`.

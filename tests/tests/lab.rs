@@ -11,66 +11,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use calipso_aggregator::client::ApiClient;
+use calipso_tests::lab::RunningLab;
 use calipso_tests::lab::expect::{Expected, Ids, LinkTriple};
 use calipso_tests::lab::topology::Switch;
 use calipso_tests::lab::topology::{Plug, Vm};
-use calipso_tests::lab::{Lab, LabOptions, Topology};
 use serde_json::Value;
 
 /// Discovery of a whole lab, and each change, must show within this.
 const CONVERGE: Duration = Duration::from_secs(30);
-
-/// A lab that is taken down when the test ends, whatever happened.
-struct RunningLab {
-    lab: Lab,
-    /// Holds the state directory for the lab's life.
-    _state: tempfile::TempDir,
-}
-
-impl Drop for RunningLab {
-    fn drop(&mut self) {
-        if let Err(error) = Lab::down(self.lab.state_dir()) {
-            eprintln!("lab down: {error:#}");
-        }
-    }
-}
-
-impl RunningLab {
-    /// The lab of a checked-in topology file, under its own name, fabric and environment so
-    /// that it runs beside a lab an operator brought up from the same file.
-    fn up(topology: &str, name: &str, fabric: &str) -> anyhow::Result<Self> {
-        let mut topology: Topology = toml::from_str(topology)?;
-        topology.name = name.into();
-        topology.environment = format!("{}-e2e", topology.environment);
-        topology.fabric = fabric.parse().map_err(anyhow::Error::msg)?;
-        // What a crashed run of this test left behind.
-        Lab::sweep(&topology.name)?;
-        let state = tempfile::tempdir()?;
-        let options = LabOptions {
-            state_dir: state.path().join("lab"),
-            agent_bin: calipso_tests::workspace_binary("calipso-agent", "calipso-agent", false)?,
-            aggregator_bin: calipso_tests::workspace_binary(
-                "calipso-aggregator",
-                "calipso-aggregator",
-                false,
-            )?,
-            lab_bin: calipso_tests::workspace_binary("calipso-tests", "calipso-lab", false)?,
-            api_listen: "127.0.0.1:0".parse()?,
-        };
-        let lab = Lab::up(topology, &options)?;
-        Ok(RunningLab { lab, _state: state })
-    }
-
-    async fn client(&self) -> anyhow::Result<ApiClient> {
-        let mut client = ApiClient::new(&self.lab.api_url())?;
-        client.login("admin", self.lab.admin_password()).await?;
-        Ok(client)
-    }
-
-    fn env(&self) -> String {
-        self.lab.topology().environment.clone()
-    }
-}
 
 /// What the API shows of an environment.
 #[derive(Debug, PartialEq)]

@@ -237,18 +237,23 @@ async fn conformance<S: Store>(store: S) -> anyhow::Result<()> {
         messages[0].message.related_object,
         Some(ObjectId::host("h1"))
     );
-    let none: [&dyn Fn(&mut MessageQuery); 6] = [
+    let none: [&dyn Fn(&mut MessageQuery); 7] = [
         &|q| q.from = Some(t2),
         &|q| q.to = Some(t1),
         &|q| q.level = Some(MessageLevel::Error),
         &|q| q.environments = Some(vec!["other".into()]),
         &|q| q.environments = Some(vec![]),
         &|q| q.after = Some(messages[0].id),
+        &|q| {
+            q.newest_first = true;
+            q.after = Some(messages[0].id);
+        },
     ];
     for edit in none {
         assert!(store.query_messages(&query(edit)).await?.is_empty());
     }
-    let all: [&dyn Fn(&mut MessageQuery); 3] = [
+    let all: [&dyn Fn(&mut MessageQuery); 4] = [
+        &|q| q.newest_first = true,
         &|q| q.environments = Some(vec!["lab".into(), "other".into()]),
         &|q| q.related_object = Some(ObjectId::host("h1")),
         &|q| q.source = Some("test".into()),

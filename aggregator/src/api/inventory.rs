@@ -1,5 +1,5 @@
-//! Reads: inventory, links, cliques (live or `at` a past time), aggregates, agents, messages,
-//! constants.
+//! Reads: inventory, the tree a level at a time, an object's versions, links, cliques (live or
+//! `at` a past time), aggregates, agents, messages, constants.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -14,6 +14,7 @@ use super::{
     ApiError, ApiResult, Caller, Constants, ErrorBody, Params, QueryParams, parse_bool,
     parse_param, parse_time,
 };
+use crate::service::browse::{GraphOf, GraphView, ObjectVersionView, TreeLevel};
 use crate::service::inventory::{
     AgentView, Aggregates, CliqueQuery, CliqueView, InventoryQuery, LinkQuery, LinkView,
     MessageView, ObjectView, parse_level,
@@ -25,6 +26,8 @@ pub fn routes() -> Router<Service> {
     Router::new()
         .route("/inventory", get(list_inventory))
         .route("/inventory/{*id}", get(get_object))
+        .route("/tree", get(tree))
+        .route("/graph", get(graph))
         .route("/links", get(list_links))
         .route("/cliques", get(list_cliques))
         .route("/cliques/{*focal_point}", get(get_clique))
@@ -187,8 +190,15 @@ pub async fn get_object(
     Caller(who): Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
-    Params { params, .. }: Params<ObjectParams>,
+    uri: axum::http::Uri,
 ) -> ApiResult<Response> {
+    if let Some(id) = id.strip_suffix("/versions") {
+        let Params { params, .. } = Params::<VersionParams>::parse(&uri)?;
+        return Ok(object_versions(service, who, id, params)
+            .await?
+            .into_response());
+    }
+    let Params { params, .. } = Params::<ObjectParams>::parse(&uri)?;
     let at = parse_time("at", params.at.as_deref())?;
     let object = service
         .object(&who, &params.env_name, &ObjectId::from_raw(id), at)
@@ -221,6 +231,115 @@ pub async fn get_object(
         response.headers_mut().insert(header::ETAG, value);
     }
     Ok(response)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct VersionParams {
+    pub env_name: String,
+    /// 1 to 1000; 1000 by default.
+    pub limit: Option<String>,
+}
+
+impl QueryParams for VersionParams {}
+
+/// The versions of an object, newest first: each with its validity and the object as it was
+/// (answered by the object route, whose id may hold `/`).
+#[utoipa::path(get, path = "/api/v1/inventory/{id}/versions", tag = "inventory",
+    params(("id" = String, Path, description = "The object id"), VersionParams),
+    responses((status = 200, body = [ObjectVersionView]), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn object_versions(
+    service: Service,
+    who: crate::service::Principal,
+    id: &str,
+    params: VersionParams,
+) -> ApiResult<axum::Json<Vec<ObjectVersionView>>> {
+    Ok(axum::Json(
+        service
+            .object_versions(
+                &who,
+                &params.env_name,
+                &ObjectId::from_raw(id),
+                parse_limit(params.limit.as_deref())?,
+            )
+            .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TreeParams {
+    pub env_name: String,
+    /// The object whose children to list; without it, the environment's roots.
+    pub parent_id: Option<String>,
+    /// RFC 3339: the tree as it was then.
+    pub at: Option<String>,
+}
+
+impl QueryParams for TreeParams {}
+
+/// One level of the environment tree (regions, zones, hosts, then what each holds): the
+/// children of `parent_id`, or the roots, by type then name, each with its number of children.
+#[utoipa::path(get, path = "/api/v1/tree", tag = "inventory", params(TreeParams),
+    responses((status = 200, body = TreeLevel), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn tree(
+    State(service): State<Service>,
+    Caller(who): Caller,
+    Params { params, .. }: Params<TreeParams>,
+) -> ApiResult<axum::Json<TreeLevel>> {
+    let parent = params.parent_id.map(ObjectId::from_raw);
+    let at = parse_time("at", params.at.as_deref())?;
+    Ok(axum::Json(
+        service
+            .tree(&who, &params.env_name, parent.as_ref(), at)
+            .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct GraphParams {
+    pub env_name: String,
+    /// The graph of this focal point's clique…
+    pub focal_point: Option<String>,
+    /// …or of this host's objects and links (one of the two).
+    pub host: Option<String>,
+    /// RFC 3339: the graph as it was then.
+    pub at: Option<String>,
+}
+
+impl QueryParams for GraphParams {}
+
+/// What a graph of a clique or a host draws: its objects (type, name, state, status) and links.
+#[utoipa::path(get, path = "/api/v1/graph", tag = "inventory", params(GraphParams),
+    responses((status = 200, body = GraphView), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn graph(
+    State(service): State<Service>,
+    Caller(who): Caller,
+    Params { params, .. }: Params<GraphParams>,
+) -> ApiResult<axum::Json<GraphView>> {
+    let of = match (params.focal_point, params.host) {
+        (Some(focal), None) => GraphOf::Clique(ObjectId::from_raw(focal)),
+        (None, Some(host)) => GraphOf::Host(host),
+        _ => {
+            return Err(ApiError::bad_request(
+                "give one of focal_point (a clique's graph) or host (a host's graph)",
+            ));
+        }
+    };
+    let at = parse_time("at", params.at.as_deref())?;
+    Ok(axum::Json(
+        service.graph(&who, &params.env_name, &of, at).await?,
+    ))
 }
 
 /// Link filters. `attributes:<key>=<value>` filters on link attributes as well.
@@ -422,13 +541,15 @@ pub struct MessageParams {
     pub start_time: Option<String>,
     /// RFC 3339, exclusive.
     pub end_time: Option<String>,
+    /// `oldest` (first; the default) or `newest` first.
+    pub order: Option<String>,
     pub cursor: Option<String>,
     pub limit: Option<String>,
 }
 
 impl QueryParams for MessageParams {}
 
-/// Messages (hosts going away, refused deltas, …), oldest first.
+/// Messages (hosts going away, refused deltas, …), oldest first unless `order=newest`.
 #[utoipa::path(get, path = "/api/v1/messages", tag = "inventory", params(MessageParams),
     responses((status = 200, body = MessagePage), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
@@ -454,6 +575,15 @@ pub async fn messages(
         from: parse_time("start_time", params.start_time.as_deref())?,
         to: parse_time("end_time", params.end_time.as_deref())?,
         after: None,
+        newest_first: match params.order.as_deref() {
+            None | Some("oldest") => false,
+            Some("newest") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "order: `{other}` is neither oldest nor newest"
+                )));
+            }
+        },
         limit: 0,
     };
     let page = service

@@ -65,7 +65,7 @@ impl ApiError {
         }
     }
 
-    fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         ApiError {
             status: StatusCode::NOT_FOUND,
             code: "not_found",
@@ -367,7 +367,8 @@ impl Modify for BearerAuth {
     paths(
         healthz,
         auth::create_token, auth::current_token, auth::revoke_token,
-        inventory::list_inventory, inventory::get_object, inventory::list_links,
+        inventory::list_inventory, inventory::get_object, inventory::object_versions,
+        inventory::tree, inventory::graph, inventory::list_links,
         inventory::list_cliques, inventory::get_clique, inventory::aggregates,
         inventory::agents, inventory::messages, inventory::constants,
         analysis::impact, analysis::diagnosis, analysis::path,
@@ -400,6 +401,7 @@ pub fn router(service: Service) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", api)
+        .merge(crate::ui::routes())
         .merge(SwaggerUi::new("/api/docs").url("/api/v1/openapi.json", ApiDoc::openapi()))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

@@ -43,6 +43,8 @@ const MAX_IN_FLIGHT: usize = 64;
 pub struct GroupChanges {
     pub at: Timestamp,
     pub changes: Vec<(String, Applied)>,
+    /// The messages the group wrote (hosts going away, refused deltas, …).
+    pub messages: Vec<crate::store::Message>,
 }
 
 /// What the committer tells the live stream.
@@ -560,10 +562,15 @@ impl Committer {
         // Published as the API shows it (queries read the engine), not after the commit: a slow
         // commit must not hold the live stream. A failed commit rolls the engine back and the
         // stream says so (`RolledBack`).
-        if !changes.is_empty() {
+        if !changes.is_empty() || !batch.messages.is_empty() {
+            let messages = batch.messages.clone();
             let _ = self
                 .published
-                .send(Arc::new(Published::Changes(GroupChanges { at, changes })));
+                .send(Arc::new(Published::Changes(GroupChanges {
+                    at,
+                    changes,
+                    messages,
+                })));
         }
         let write = ToWriter::Group(Box::new(GroupWrite {
             batch,

@@ -57,13 +57,14 @@ pub struct Event {
     /// The commit time.
     pub at: String,
     pub environment: String,
-    /// `object`, `link` or `clique`.
+    /// `object`, `link`, `clique` or `message`.
     pub kind: String,
-    /// `upsert` or `remove`.
+    /// `upsert` or `remove` (a message is an `upsert`).
     pub action: String,
-    /// The object id, the link id (`type:source->target`) or the clique's focal point.
+    /// The object id, the link id (`type:source->target`), the clique's focal point, or a
+    /// message's related object (empty when it has none).
     pub key: String,
-    /// The object's type, the link's type or the focal point's type.
+    /// The object's type, the link's type, the focal point's type, or a message's level.
     pub item_type: String,
     pub host: Option<String>,
     /// The object, link or clique after the change (absent for a removal).
@@ -203,6 +204,31 @@ fn events_of(commit: &GroupChanges) -> Vec<Arc<Event>> {
     let mut events = Vec::new();
     for (environment, applied) in &commit.changes {
         push_events(&mut events, environment, commit.at, applied);
+    }
+    // The aggregator's own messages (no environment) stay in `/messages`, for admins.
+    for message in &commit.messages {
+        if let Some(environment) = &message.environment {
+            events.push(event(
+                environment,
+                commit.at,
+                "message",
+                message
+                    .related_object
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                message.level.as_str().to_owned(),
+                None,
+                Some(serde_json::json!({
+                    "environment": environment,
+                    "level": message.level.as_str(),
+                    "source": message.source,
+                    "related_object": message.related_object.as_ref().map(ToString::to_string),
+                    "text": message.text,
+                    "at": message.at.to_string(),
+                })),
+            ));
+        }
     }
     events
         .into_iter()

@@ -82,6 +82,8 @@ pub struct Aggregates {
     pub objects_by_type: BTreeMap<String, usize>,
     pub objects_by_state: BTreeMap<String, usize>,
     pub objects_by_status: BTreeMap<String, usize>,
+    /// Per object type, its objects by status.
+    pub status_by_type: BTreeMap<String, BTreeMap<String, usize>>,
     pub stale_objects: usize,
     pub links: usize,
     pub links_by_type: BTreeMap<String, usize>,
@@ -166,16 +168,32 @@ pub struct CliqueQuery {
 /// How deep a parent chain is followed: a cycle in reported parents must not hang a request.
 const MAX_DEPTH: usize = 32;
 
+/// The node above `node` in the inventory tree: its parent; for a host its agent reported
+/// without one, the availability zone whose Nova host list names it; for a zone without one,
+/// the environment's region when there is exactly one. So the tree reads region → zone →
+/// host → … as the original's did, though agents know nothing of zones.
+pub fn tree_parent<'g>(graph: &'g Graph, node: &Node) -> Option<&'g Node> {
+    if let Some(parent) = &node.object.parent {
+        return graph.get(&parent.id).filter(|p| p.id() != node.id());
+    }
+    match node.object_type() {
+        ObjectType::Host => graph
+            .of_type(ObjectType::AvailabilityZone)
+            .find(|zone| zone.texts("hosts").contains(&node.object.name.as_str())),
+        ObjectType::AvailabilityZone => {
+            let mut regions = graph.of_type(ObjectType::Region);
+            let first = regions.next();
+            first.filter(|_| regions.next().is_none())
+        }
+        _ => None,
+    }
+}
+
 /// The ids and names from the root down to `node`.
 fn paths(graph: &Graph, node: &Node) -> (String, String) {
     let mut chain = vec![node];
     let mut current = node;
-    while let Some(parent) = current
-        .object
-        .parent
-        .as_ref()
-        .and_then(|p| graph.get(&p.id))
-    {
+    while let Some(parent) = tree_parent(graph, current) {
         if chain.len() >= MAX_DEPTH || chain.iter().any(|n| n.id() == parent.id()) {
             break;
         }
@@ -328,7 +346,7 @@ impl InventoryQuery {
 
 impl Service {
     /// The graph a read is answered from: the live one, or one rebuilt from history at `at`.
-    async fn with_graph<T>(
+    pub(super) async fn with_graph<T>(
         &self,
         environment: &str,
         at: Option<Timestamp>,
@@ -623,6 +641,7 @@ impl Service {
             objects_by_type: BTreeMap::new(),
             objects_by_state: BTreeMap::new(),
             objects_by_status: BTreeMap::new(),
+            status_by_type: BTreeMap::new(),
             stale_objects: 0,
             links: env.links.len(),
             links_by_type: BTreeMap::new(),
@@ -639,11 +658,17 @@ impl Service {
                 .objects_by_state
                 .entry(node.state().as_str().to_owned())
                 .or_default() += 1;
-            let status = serde_json::to_value(node.object.status.level)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            *aggregates.objects_by_status.entry(status).or_default() += 1;
+            let status = node.object.status.level.as_str();
+            *aggregates
+                .objects_by_status
+                .entry(status.to_owned())
+                .or_default() += 1;
+            *aggregates
+                .status_by_type
+                .entry(node.object_type().to_string())
+                .or_default()
+                .entry(status.to_owned())
+                .or_default() += 1;
             aggregates.stale_objects += usize::from(node.stale);
         }
         for link in env.links.links() {

@@ -9,9 +9,12 @@
 //! * [`scans`]: scan requests, their worker and the scheduler that runs scheduled scans.
 //! * [`events`]: the live stream of committed changes, with resume.
 //! * [`history`]: snapshots, diffs between two points, retention.
+//! * [`browse`]: the environment tree a level at a time, an object's versions, the graph of
+//!   a clique or a host with its objects.
 
 pub mod analysis;
 pub mod auth;
+pub mod browse;
 pub mod events;
 pub mod history;
 pub mod inventory;

@@ -64,6 +64,7 @@ impl Store for AnyStore {
         fn links_at(&self, environment: &str, at: Timestamp) -> Vec<Link>;
         fn cliques_at(&self, environment: &str, at: Timestamp) -> Vec<Clique>;
         fn object_changes(&self, environment: &str, from: Timestamp, to: Timestamp) -> Vec<ObjectVersion>;
+        fn object_versions(&self, environment: &str, id: &calipso_proto::ObjectId, limit: usize) -> Vec<ObjectVersion>;
         fn link_changes(&self, environment: &str, from: Timestamp, to: Timestamp) -> Vec<Version<Link>>;
         fn clique_changes(&self, environment: &str, from: Timestamp, to: Timestamp) -> Vec<Version<Clique>>;
         fn history_start(&self) -> Option<HistoryStart>;

@@ -288,6 +288,14 @@ pub trait Store: Send + Sync + 'static {
         to: Timestamp,
     ) -> impl Future<Output = Result<Vec<ObjectVersion>, StoreError>> + Send;
 
+    /// The versions of one object, newest first, at most `limit`.
+    fn object_versions(
+        &self,
+        environment: &str,
+        id: &ObjectId,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ObjectVersion>, StoreError>> + Send;
+
     /// Link versions that began or ended in `(from, to]`, by key then time.
     fn link_changes(
         &self,

@@ -200,7 +200,9 @@ pub struct MessageQuery {
     pub related_object: Option<ObjectId>,
     pub from: Option<Timestamp>,
     pub to: Option<Timestamp>,
+    /// Past this id: above it oldest first, below it newest first.
     pub after: Option<i64>,
+    pub newest_first: bool,
     pub limit: u32,
 }
 
@@ -598,10 +600,15 @@ macro_rules! record_methods {
             if let Some(to) = query.to {
                 sql.push(" AND at < ").push_bind(to.unix_micros());
             }
+            let (past, order) = if query.newest_first {
+                (" AND id < ", " ORDER BY id DESC LIMIT ")
+            } else {
+                (" AND id > ", " ORDER BY id LIMIT ")
+            };
             if let Some(after) = query.after {
-                sql.push(" AND id > ").push_bind(after);
+                sql.push(past).push_bind(after);
             }
-            sql.push(" ORDER BY id LIMIT ").push_bind(i64::from(query.limit));
+            sql.push(order).push_bind(i64::from(query.limit));
             let found: Vec<(i64, Option<String>, String, String, Option<String>, String, i64)> =
                 sql.build_query_as().fetch_all(&self.pool).await?;
             Ok(found

@@ -244,6 +244,27 @@ macro_rules! shared_methods {
             found.into_iter().map(rows::object_version).collect()
         }
 
+        async fn object_versions(
+            &self,
+            environment: &str,
+            id: &calipso_proto::ObjectId,
+            limit: usize,
+        ) -> Result<Vec<$crate::store::ObjectVersion>, $crate::store::StoreError> {
+            use $crate::store::rows;
+            let sql = format!(
+                "SELECT {} FROM objects WHERE environment = $1 AND id = $2 \
+                 ORDER BY valid_from DESC LIMIT $3",
+                rows::OBJECT_COLUMNS
+            );
+            let found: Vec<rows::ObjectRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(environment)
+                .bind(id.as_str())
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_all(&self.pool)
+                .await?;
+            found.into_iter().map(rows::object_version).collect()
+        }
+
         async fn link_changes(
             &self,
             environment: &str,

@@ -240,6 +240,10 @@ impl Expected {
 pub struct Ids<'t>(pub &'t Topology);
 
 impl Ids<'_> {
+    pub fn host(&self, host: &str) -> String {
+        format!("host:{host}")
+    }
+
     pub fn instance(&self, vm: &str) -> String {
         format!("instance:{}", self.0.instance_uuid(vm))
     }

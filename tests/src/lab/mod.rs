@@ -678,3 +678,56 @@ pub async fn serve_cloud(
         }
     }
 }
+
+/// A lab that is taken down when the test ends, whatever happened.
+#[derive(Debug)]
+pub struct RunningLab {
+    pub lab: Lab,
+    /// Holds the state directory for the lab's life.
+    _state: tempfile::TempDir,
+}
+
+impl Drop for RunningLab {
+    fn drop(&mut self) {
+        if let Err(error) = Lab::down(self.lab.state_dir()) {
+            eprintln!("lab down: {error:#}");
+        }
+    }
+}
+
+impl RunningLab {
+    /// The lab of a checked-in topology file, under its own name, fabric and environment so
+    /// that it runs beside a lab an operator brought up from the same file.
+    pub fn up(topology: &str, name: &str, fabric: &str) -> anyhow::Result<Self> {
+        let mut topology: Topology = toml::from_str(topology)?;
+        topology.name = name.into();
+        topology.environment = format!("{}-e2e", topology.environment);
+        topology.fabric = fabric.parse().map_err(anyhow::Error::msg)?;
+        // What a crashed run of this test left behind.
+        Lab::sweep(&topology.name)?;
+        let state = tempfile::tempdir()?;
+        let options = LabOptions {
+            state_dir: state.path().join("lab"),
+            agent_bin: crate::workspace_binary("calipso-agent", "calipso-agent", false)?,
+            aggregator_bin: crate::workspace_binary(
+                "calipso-aggregator",
+                "calipso-aggregator",
+                false,
+            )?,
+            lab_bin: crate::workspace_binary("calipso-tests", "calipso-lab", false)?,
+            api_listen: "127.0.0.1:0".parse()?,
+        };
+        let lab = Lab::up(topology, &options)?;
+        Ok(RunningLab { lab, _state: state })
+    }
+
+    pub async fn client(&self) -> anyhow::Result<calipso_aggregator::client::ApiClient> {
+        let mut client = calipso_aggregator::client::ApiClient::new(&self.lab.api_url())?;
+        client.login("admin", self.lab.admin_password()).await?;
+        Ok(client)
+    }
+
+    pub fn env(&self) -> String {
+        self.lab.topology().environment.clone()
+    }
+}
