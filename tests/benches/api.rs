@@ -11,17 +11,10 @@
 //! `cargo bench -p calipso-tests --bench api` (needs `wrk`: `apt-get install wrk`).
 
 use std::process::Command;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use calipso_aggregator::client::ApiClient;
-use calipso_aggregator::config::ApiSection;
-use calipso_aggregator::graph::Node;
-use calipso_aggregator::ingest::DurableSink;
-use calipso_aggregator::store::{Batch, SqliteStore, Store, Write};
-use calipso_aggregator::synthetic::{Layout, host_objects};
-use calipso_proto::Timestamp;
-use tokio_util::sync::CancellationToken;
+use calipso_tests::api::SyntheticApi;
 
 const ENV: &str = "bench";
 const HOSTS: usize = 1000;
@@ -128,45 +121,8 @@ async fn main() -> anyhow::Result<()> {
         "wrk is not installed: apt-get install wrk"
     );
     let dir = tempfile::tempdir()?;
-    let layout = Layout::with_objects_per_host(HOSTS, OBJECTS_PER_HOST);
-    let started = Instant::now();
-    let store = SqliteStore::open(&dir.path().join("calipso.db")).await?;
-    let at = Timestamp::now();
-    let mut objects = Vec::new();
-    for host in 0..HOSTS {
-        for object in host_objects(ENV, host, &layout) {
-            let id = object.id.clone();
-            objects.push(Write::first(ENV, id, Node::new(object, at)));
-        }
-    }
-    let count = objects.len();
-    store
-        .commit(&Batch {
-            at,
-            objects,
-            ..Batch::default()
-        })
-        .await?;
-    let sink = Arc::new(DurableSink::open(store).await?);
-    let (links, cliques) = {
-        let engine = sink.engine();
-        let env = engine
-            .environment(ENV)
-            .ok_or_else(|| anyhow::anyhow!("no environment"))?;
-        (env.links.len(), env.cliques.len())
-    };
-    println!(
-        "loaded {count} objects, {links} links, {cliques} cliques in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    let shutdown = CancellationToken::new();
-    let section = ApiSection {
-        listen: ([127, 0, 0, 1], 0).into(),
-        admin_password: Some("bench-password".into()),
-        ..ApiSection::default()
-    };
-    let api = calipso_aggregator::api::start(&section, sink, None, shutdown.clone()).await?;
-    let url = format!("http://{}", api.local_addr);
+    let synthetic = SyntheticApi::start(ENV, HOSTS, OBJECTS_PER_HOST, "bench-password").await?;
+    let url = synthetic.url.clone();
     let token = ApiClient::new(&url)?
         .login("admin", "bench-password")
         .await?;
@@ -190,7 +146,7 @@ async fn main() -> anyhow::Result<()> {
     );
     for kind in ["clique", "first_page", "host_page", "cursor_page"] {
         let path = dir.path().join(format!("{kind}.lua"));
-        std::fs::write(&path, script(kind, layout.vms_per_host))?;
+        std::fs::write(&path, script(kind, synthetic.layout.vms_per_host))?;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let run = tokio::task::spawn_blocking({
             let (url, token) = (url.clone(), token.clone());
@@ -209,7 +165,6 @@ async fn main() -> anyhow::Result<()> {
             }
         );
     }
-    shutdown.cancel();
-    let _ = api.task.await;
+    synthetic.stop().await;
     Ok(())
 }

@@ -128,3 +128,80 @@ impl ApiHarness {
         self.aggregator.stop().await;
     }
 }
+
+/// An aggregator holding a synthetic environment of OVS compute hosts in SQLite (written to the
+/// store, then loaded as at a restart), its API on loopback: what the API and UI benchmarks
+/// load.
+#[derive(Debug)]
+pub struct SyntheticApi {
+    pub url: String,
+    pub layout: Layout,
+    pub api: RunningApi,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl SyntheticApi {
+    /// `hosts` hosts of about `objects_per_host` objects each in `environment`; the admin's
+    /// password is `admin_password`. Prints what it loaded and how long it took.
+    pub async fn start(
+        environment: &str,
+        hosts: usize,
+        objects_per_host: usize,
+        admin_password: &str,
+    ) -> anyhow::Result<Self> {
+        use calipso_aggregator::graph::Node;
+        use calipso_aggregator::store::{Batch, Store, Write};
+        let dir = tempfile::tempdir()?;
+        let layout = Layout::with_objects_per_host(hosts, objects_per_host);
+        let started = std::time::Instant::now();
+        let store = SqliteStore::open(&dir.path().join("calipso.db")).await?;
+        let at = calipso_proto::Timestamp::now();
+        let mut objects = Vec::new();
+        for host in 0..hosts {
+            for object in host_objects(environment, host, &layout) {
+                let id = object.id.clone();
+                objects.push(Write::first(environment, id, Node::new(object, at)));
+            }
+        }
+        let count = objects.len();
+        store
+            .commit(&Batch {
+                at,
+                objects,
+                ..Batch::default()
+            })
+            .await?;
+        let sink = Arc::new(DurableSink::open(store).await?);
+        let (links, cliques) = {
+            let engine = sink.engine();
+            let env = engine
+                .environment(environment)
+                .ok_or_else(|| anyhow::anyhow!("no environment"))?;
+            (env.links.len(), env.cliques.len())
+        };
+        println!(
+            "loaded {count} objects, {links} links, {cliques} cliques in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let shutdown = CancellationToken::new();
+        let section = ApiSection {
+            listen: ([127, 0, 0, 1], 0).into(),
+            admin_password: Some(admin_password.into()),
+            ..ApiSection::default()
+        };
+        let api = api::start(&section, sink, None, shutdown.clone()).await?;
+        Ok(SyntheticApi {
+            url: format!("http://{}", api.local_addr),
+            layout,
+            api,
+            shutdown,
+            _dir: dir,
+        })
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.api.task.await;
+    }
+}

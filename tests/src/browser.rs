@@ -154,6 +154,17 @@ impl Browser {
         .await
     }
 
+    /// Runs `script`, whose last argument is a callback it calls with its result (for what
+    /// the page measures itself, e.g. with the Performance API, when something appears).
+    pub async fn script_async(&self, script: &str, args: Vec<Value>) -> anyhow::Result<Value> {
+        self.command(
+            "POST",
+            "/execute/async",
+            json!({ "script": script, "args": args }),
+        )
+        .await
+    }
+
     /// Polls `script` until it returns something other than null/false/empty, or fails with
     /// `what` after `timeout`.
     pub async fn wait_for(

@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use rustc_hash::FxHashMap;
+
 use calipso_proto::{Link, ObjectId, ObjectType, Timestamp};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -105,18 +107,51 @@ pub fn summary(node: &Node) -> ObjectBrief {
     }
 }
 
+/// The host whose objects may hang under `node`: a host's own, or the host `node` is on.
+fn host_of(node: &Node) -> Option<&str> {
+    if node.object_type() == ObjectType::Host {
+        Some(node.object.name.as_str())
+    } else {
+        node.object.host.as_deref()
+    }
+}
+
+/// What may hang under a node of `host` (under a cloud-level node or at the top when `None`):
+/// an agent's objects hang under something on their own host, so a host's level is read from
+/// the host index (hundreds of objects), never from the whole environment; cloud-level
+/// objects (and hosts, under their zones) are read by type.
+fn candidates<'g>(graph: &'g Graph, host: Option<&str>) -> Vec<&'g Node> {
+    match host {
+        Some(host) => graph
+            .ids_on_host(host)
+            .filter_map(|id| graph.get(id))
+            .collect(),
+        None => ObjectType::ALL
+            .iter()
+            .filter(|t| !t.is_host_local() || **t == ObjectType::Host)
+            .flat_map(|t| graph.of_type(*t))
+            // Instances are cloud-level but on a host: they hang under it.
+            .filter(|n| n.object.host.is_none() || n.object_type() == ObjectType::Host)
+            .collect(),
+    }
+}
+
 /// The level under `parent` (the roots when `None`), each row with its number of children.
-/// Two passes over the graph: one finds the level, one counts what hangs under it. Levels
-/// follow [`tree_parent`]: a host sits under the zone that lists it.
+/// Levels follow [`tree_parent`]: a host sits under the zone that lists it.
 pub fn tree_level(graph: &Graph, environment: &str, parent: Option<&ObjectId>) -> TreeLevel {
-    let mut level: Vec<&Node> = graph
-        .nodes()
+    let parent_node = parent.and_then(|p| graph.get(p));
+    let mut level: Vec<&Node> = candidates(graph, parent_node.and_then(host_of))
+        .into_iter()
         .filter(|n| tree_parent(graph, n).map(Node::id) == parent)
         .collect();
-    let mut children: HashMap<&ObjectId, usize> = level.iter().map(|n| (n.id(), 0)).collect();
-    for node in graph.nodes() {
-        if let Some(count) = tree_parent(graph, node).and_then(|p| children.get_mut(p.id())) {
-            *count += 1;
+    // Children counted once per host the rows are on (one pass over each), not per row.
+    let mut children: FxHashMap<&ObjectId, usize> = level.iter().map(|n| (n.id(), 0)).collect();
+    let hosts: BTreeSet<Option<&str>> = level.iter().map(|n| host_of(n)).collect();
+    for host in hosts {
+        for node in candidates(graph, host) {
+            if let Some(count) = tree_parent(graph, node).and_then(|p| children.get_mut(p.id())) {
+                *count += 1;
+            }
         }
     }
     let rank = |t: ObjectType| ObjectType::ALL.iter().position(|x| *x == t);
@@ -357,8 +392,19 @@ mod tests {
 
     use super::*;
 
-    fn node(id: &str, object_type: ObjectType, parent: Option<(&str, ObjectType)>) -> Node {
-        let mut object = Object::new(ObjectId::from_raw(id), object_type, id, "env");
+    /// An object as the agents and the cloud adapter make them: an id, a name, the host it is
+    /// on (agents' objects), a parent.
+    fn node(
+        id: &str,
+        object_type: ObjectType,
+        name: &str,
+        host: Option<&str>,
+        parent: Option<(&str, ObjectType)>,
+    ) -> Node {
+        let mut object = Object::new(ObjectId::from_raw(id), object_type, name, "env");
+        if let Some(host) = host {
+            object = object.with_host(host);
+        }
         if let Some((parent, parent_type)) = parent {
             object = object.with_parent(ObjectId::from_raw(parent), parent_type);
         }
@@ -366,57 +412,63 @@ mod tests {
     }
 
     fn graph() -> Graph {
-        let mut graph = Graph::new();
-        for n in [
-            node("region:r1", ObjectType::Region, None),
-            node(
-                "host:h1",
-                ObjectType::Host,
-                Some(("region:r1", ObjectType::Region)),
-            ),
-            // Its zone was never read: the host is a root rather than lost.
-            node(
-                "host:h2",
-                ObjectType::Host,
-                Some(("zone:gone", ObjectType::AvailabilityZone)),
-            ),
-            node(
-                "vm:b",
-                ObjectType::Instance,
-                Some(("host:h1", ObjectType::Host)),
-            ),
-            node(
-                "vm:a",
-                ObjectType::Instance,
-                Some(("host:h1", ObjectType::Host)),
-            ),
-            node(
-                "tap:a",
-                ObjectType::Vnic,
-                Some(("vm:a", ObjectType::Instance)),
-            ),
-            node(
-                "pnic:1",
-                ObjectType::HostPnic,
-                Some(("host:h1", ObjectType::Host)),
-            ),
-            // A parent that names itself would make a cycle of one.
-            node(
-                "loop",
-                ObjectType::Network,
-                Some(("loop", ObjectType::Network)),
-            ),
-            // Agents give hosts no parent: Nova's zone lists them, the sole region holds it.
-            node("host:h3", ObjectType::Host, None),
-        ] {
-            graph.upsert(n);
-        }
-        let mut zone = node("zone:z1", ObjectType::AvailabilityZone, None);
+        use ObjectType::{AvailabilityZone, Host, HostPnic, Instance, Network, Region, Vnic};
+        let h1 = Some("h1");
+        let mut zone = node("zone:z1", AvailabilityZone, "z1", None, None);
         zone.object
             .attributes
             .extra
-            .insert("hosts", vec!["host:h3".to_owned()].into());
-        graph.upsert(zone);
+            .insert("hosts", vec!["h3".to_owned()].into());
+        let mut graph = Graph::new();
+        for n in [
+            node("region:r1", Region, "r1", None, None),
+            node("host:h1", Host, "h1", h1, Some(("region:r1", Region))),
+            // Its zone was never read: the host is a root rather than lost.
+            node(
+                "host:h2",
+                Host,
+                "h2",
+                Some("h2"),
+                Some(("zone:gone", AvailabilityZone)),
+            ),
+            node("instance:b", Instance, "vm-b", h1, Some(("host:h1", Host))),
+            node("instance:a", Instance, "vm-a", h1, Some(("host:h1", Host))),
+            node(
+                "vnic:h1:tap-a",
+                Vnic,
+                "tap-a",
+                h1,
+                Some(("instance:a", Instance)),
+            ),
+            node(
+                "host_pnic:h1:1",
+                HostPnic,
+                "eth0",
+                h1,
+                Some(("host:h1", Host)),
+            ),
+            // Its instance is gone: it hangs under its host.
+            node(
+                "vnic:h1:tap-c",
+                Vnic,
+                "tap-c",
+                h1,
+                Some(("instance:c", Instance)),
+            ),
+            // A parent that names itself would make a cycle of one.
+            node(
+                "network:loop",
+                Network,
+                "loop",
+                None,
+                Some(("network:loop", Network)),
+            ),
+            // Agents give hosts no parent: Nova's zone lists them, the sole region holds it.
+            node("host:h3", Host, "h3", Some("h3"), None),
+            zone,
+        ] {
+            graph.upsert(n);
+        }
         graph
     }
 
@@ -434,7 +486,7 @@ mod tests {
         let level = tree_level(&graph, "env", None);
         assert_eq!(
             ids_and_children(&level),
-            vec![("region:r1", 2), ("host:h2", 0), ("loop", 0)]
+            vec![("region:r1", 2), ("host:h2", 0), ("network:loop", 0)]
         );
         assert_eq!(level.left_out, 0);
     }
@@ -445,7 +497,7 @@ mod tests {
         let region = tree_level(&graph, "env", Some(&ObjectId::from_raw("region:r1")));
         assert_eq!(
             ids_and_children(&region),
-            vec![("zone:z1", 1), ("host:h1", 3)]
+            vec![("zone:z1", 1), ("host:h1", 4)]
         );
         let zone = tree_level(&graph, "env", Some(&ObjectId::from_raw("zone:z1")));
         assert_eq!(ids_and_children(&zone), vec![("host:h3", 0)]);
@@ -457,7 +509,12 @@ mod tests {
         let level = tree_level(&graph, "env", Some(&ObjectId::from_raw("host:h1")));
         assert_eq!(
             ids_and_children(&level),
-            vec![("vm:a", 1), ("vm:b", 0), ("pnic:1", 0)]
+            vec![
+                ("instance:a", 1),
+                ("instance:b", 0),
+                ("vnic:h1:tap-c", 0),
+                ("host_pnic:h1:1", 0)
+            ]
         );
         assert_eq!(level.parent.as_deref(), Some("host:h1"));
     }

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use calipso_proto::{Link, LinkState, ObjectId, ObjectType, Timestamp};
+use calipso_proto::{Link, LinkState, LinkType, ObjectId, ObjectType, StatusLevel, Timestamp};
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -170,11 +171,19 @@ const MAX_DEPTH: usize = 32;
 
 /// The node above `node` in the inventory tree: its parent; for a host its agent reported
 /// without one, the availability zone whose Nova host list names it; for a zone without one,
-/// the environment's region when there is exactly one. So the tree reads region → zone →
-/// host → … as the original's did, though agents know nothing of zones.
+/// the environment's region when there is exactly one; for another object on a host whose
+/// parent is not (or no longer) in the model, that host. So the tree reads region → zone →
+/// host → … as the original's did, though agents know nothing of zones, and nothing on a host
+/// is lost from it.
 pub fn tree_parent<'g>(graph: &'g Graph, node: &Node) -> Option<&'g Node> {
-    if let Some(parent) = &node.object.parent {
-        return graph.get(&parent.id).filter(|p| p.id() != node.id());
+    if let Some(parent) = node
+        .object
+        .parent
+        .as_ref()
+        .and_then(|p| graph.get(&p.id))
+        .filter(|p| p.id() != node.id())
+    {
+        return Some(parent);
     }
     match node.object_type() {
         ObjectType::Host => graph
@@ -185,7 +194,12 @@ pub fn tree_parent<'g>(graph: &'g Graph, node: &Node) -> Option<&'g Node> {
             let first = regions.next();
             first.filter(|_| regions.next().is_none())
         }
-        _ => None,
+        // An agent's object whose parent is gone (or that has none) hangs under its host.
+        _ => node
+            .object
+            .host
+            .as_deref()
+            .and_then(|host| graph.get(&ObjectId::host(host))),
     }
 }
 
@@ -649,37 +663,53 @@ impl Service {
             cliques: env.cliques.len(),
             cliques_by_focal_point_type: BTreeMap::new(),
         };
+        // Counted by value, named once at the end: half a million objects and more links
+        // are read here, and a string made for each would cost more than the reading.
+        let mut by_type_and_status: FxHashMap<(ObjectType, StatusLevel), usize> =
+            FxHashMap::default();
+        let mut by_state: FxHashMap<LinkState, usize> = FxHashMap::default();
         for node in env.graph.nodes() {
-            *aggregates
-                .objects_by_type
-                .entry(node.object_type().to_string())
+            *by_type_and_status
+                .entry((node.object_type(), node.object.status.level))
                 .or_default() += 1;
-            *aggregates
-                .objects_by_state
-                .entry(node.state().as_str().to_owned())
-                .or_default() += 1;
-            let status = node.object.status.level.as_str();
-            *aggregates
-                .objects_by_status
-                .entry(status.to_owned())
-                .or_default() += 1;
-            *aggregates
-                .status_by_type
-                .entry(node.object_type().to_string())
-                .or_default()
-                .entry(status.to_owned())
-                .or_default() += 1;
+            *by_state.entry(node.state()).or_default() += 1;
             aggregates.stale_objects += usize::from(node.stale);
         }
+        for ((object_type, status), count) in by_type_and_status {
+            let (object_type, status) = (object_type.to_string(), status.as_str().to_owned());
+            *aggregates
+                .objects_by_type
+                .entry(object_type.clone())
+                .or_default() += count;
+            *aggregates
+                .objects_by_status
+                .entry(status.clone())
+                .or_default() += count;
+            *aggregates
+                .status_by_type
+                .entry(object_type)
+                .or_default()
+                .entry(status)
+                .or_default() += count;
+        }
+        for (state, count) in by_state {
+            aggregates
+                .objects_by_state
+                .insert(state.as_str().to_owned(), count);
+        }
+        let mut links_by: FxHashMap<(LinkType, LinkState), usize> = FxHashMap::default();
         for link in env.links.links() {
+            *links_by.entry((link.link_type, link.state)).or_default() += 1;
+        }
+        for ((link_type, state), count) in links_by {
             *aggregates
                 .links_by_type
-                .entry(link.link_type.to_string())
-                .or_default() += 1;
+                .entry(link_type.to_string())
+                .or_default() += count;
             *aggregates
                 .links_by_state
-                .entry(link.state.as_str().to_owned())
-                .or_default() += 1;
+                .entry(state.as_str().to_owned())
+                .or_default() += count;
         }
         for clique in env.cliques.cliques() {
             *aggregates

@@ -203,5 +203,8 @@ onChange((event) => {
   }
 });
 window.addEventListener('hashchange', render);
+// A stream left open by a page being left would hold one of the browser's few connections to
+// this server until the server next writes to it.
+window.addEventListener('pagehide', () => follow(null));
 window.addEventListener('calipso:logged-out', () => { window.location.hash = '#/login'; });
 render();
