@@ -154,7 +154,7 @@ pub async fn run(options: QuickstartOptions, shutdown: CancellationToken) -> any
     }
     let api_url = format!("http://{}", api.local_addr);
     println!(
-        "API on {api_url} (docs: {api_url}/api/docs); user `admin`, password in {} (`cat` it)",
+        "web UI on {api_url}/ and API on {api_url}/api/v1 (docs: {api_url}/api/docs); user `admin`, password in {} (`cat` it)",
         password_file.display()
     );
     let env = &agent_config.environment;

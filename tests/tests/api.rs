@@ -1647,3 +1647,147 @@ async fn the_live_stream_delivers_agent_changes_and_resumes() -> anyhow::Result<
     harness.stop().await;
     Ok(())
 }
+
+/// What the web UI reads: the tree a level at a time with child counts, the graph of a host
+/// or a clique, an object's versions, messages newest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tree_graphs_and_versions_read_what_the_ui_shows() -> anyhow::Result<()> {
+    calipso_tests::init_test_logging();
+    let harness = ApiHarness::start(|_| {}).await?;
+    let mut agent = harness.report_host(0, 1, 2).await?;
+    let admin = harness.admin().await?;
+    let env = [("env_name", ENV)];
+    let host = "host:compute-0000";
+    let rows = |level: &Value| -> Vec<(String, String, u64)> {
+        level["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                (
+                    r["type"].as_str().unwrap_or_default().to_owned(),
+                    r["id"].as_str().unwrap_or_default().to_owned(),
+                    r["children"].as_u64().unwrap_or(u64::MAX),
+                )
+            })
+            .collect()
+    };
+
+    // The only root is the host. It holds its three NICs, its vswitch, its DHCP namespace and,
+    // per VM, the instance, its tap, qbr bridge and qvb/qvo pair; the vswitch holds the tunnel
+    // endpoint, the namespace its port.
+    let roots = admin.get("/api/v1/tree", &env).await?;
+    assert_eq!(rows(&roots), vec![("host".into(), host.into(), 15)]);
+    let level = admin
+        .get("/api/v1/tree", &[("env_name", ENV), ("parent_id", host)])
+        .await?;
+    let level = rows(&level);
+    let count = |t: &str| level.iter().filter(|(ty, _, _)| ty == t).count();
+    assert_eq!(
+        [
+            "instance",
+            "vnic",
+            "vconnector",
+            "vedge",
+            "host_pnic",
+            "vservice"
+        ]
+        .map(count),
+        [2, 6, 2, 1, 3, 1]
+    );
+    for (object_type, _, children) in &level {
+        let expected = u64::from(object_type == "vedge" || object_type == "vservice");
+        assert_eq!(*children, expected, "{object_type}");
+    }
+    let (status, message) = refusal(
+        admin
+            .get("/api/v1/tree", &[("env_name", ENV), ("parent_id", "nope")])
+            .await,
+    );
+    assert_eq!(
+        (status, message.as_str()),
+        (404, "no object `nope` in `lab`")
+    );
+
+    // Graphs: of a host, its 18 objects; of a VM, its clique's members and links.
+    let graph = admin
+        .get(
+            "/api/v1/graph",
+            &[("env_name", ENV), ("host", "compute-0000")],
+        )
+        .await?;
+    assert_eq!(graph["nodes"].as_array().map(Vec::len), Some(18));
+    let vm = format!("instance:{}", calipso_aggregator::synthetic::vm_uuid(0, 1));
+    let clique = admin.get(&format!("/api/v1/cliques/{vm}"), &env).await?;
+    let drawn = admin
+        .get(
+            "/api/v1/graph",
+            &[("env_name", ENV), ("focal_point", vm.as_str())],
+        )
+        .await?;
+    let ids = |list: &Value, key: &str| -> BTreeSet<String> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| {
+                if key.is_empty() {
+                    v.as_str()
+                } else {
+                    v[key].as_str()
+                }
+                .map(str::to_owned)
+            })
+            .collect()
+    };
+    assert_eq!(ids(&drawn["nodes"], "id"), ids(&clique["nodes"], ""));
+    assert_eq!(
+        drawn["links"].as_array().map(Vec::len),
+        clique["links"].as_array().map(Vec::len)
+    );
+    for bad in [
+        vec![("env_name", ENV)],
+        vec![("env_name", ENV), ("host", "a"), ("focal_point", "b")],
+    ] {
+        let (status, message) = refusal(admin.get("/api/v1/graph", &bad).await);
+        assert_eq!(status, 400);
+        assert!(message.contains("focal_point"), "{message}");
+    }
+
+    // Versions, newest first: a vNIC added, then its MTU changed, which ended the first.
+    agent.change("extra0", 1500);
+    assert!(agent.wait_acked(Duration::from_secs(10)).await);
+    agent.change("extra0", 9000);
+    assert!(agent.wait_acked(Duration::from_secs(10)).await);
+    let versions = admin
+        .get("/api/v1/inventory/vnic:compute-0000:extra0/versions", &env)
+        .await?;
+    let versions = versions.as_array().cloned().unwrap_or_default();
+    assert_eq!(versions.len(), 2);
+    assert_eq!(versions[0]["object"]["attributes"]["mtu"], 9000);
+    assert_eq!(versions[0]["valid_to"], Value::Null);
+    assert_eq!(versions[1]["object"]["attributes"]["mtu"], 1500);
+    assert_eq!(versions[1]["valid_to"], versions[0]["valid_from"]);
+    let (status, _) = refusal(
+        admin
+            .get("/api/v1/inventory/vnic:compute-0000:nothing/versions", &env)
+            .await,
+    );
+    assert_eq!(status, 404);
+
+    // Messages newest first; an unknown order is named.
+    let (status, message) = refusal(
+        admin
+            .get("/api/v1/messages", &[("env_name", ENV), ("order", "up")])
+            .await,
+    );
+    assert_eq!(status, 400);
+    assert!(message.contains("order"), "{message}");
+    admin
+        .get(
+            "/api/v1/messages",
+            &[("env_name", ENV), ("order", "newest")],
+        )
+        .await?;
+    harness.stop().await;
+    Ok(())
+}

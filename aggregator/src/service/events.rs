@@ -505,4 +505,46 @@ mod tests {
             assert!(bad.parse::<EventId>().is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn an_environments_messages_are_events_and_the_aggregators_own_are_not() {
+        use crate::store::{Message, MessageLevel};
+        let at = Timestamp::from_unix_micros(5_000_000);
+        let message = |environment: Option<&str>| Message {
+            environment: environment.map(str::to_owned),
+            level: MessageLevel::Warning,
+            source: "ingest".into(),
+            related_object: Some(ObjectId::host("h1")),
+            text: "h1 went away".into(),
+            at,
+        };
+        let events = events_of(&GroupChanges {
+            at,
+            changes: vec![],
+            messages: vec![message(Some("lab")), message(None)],
+        });
+        assert_eq!(events.len(), 1);
+        let event = &events[0];
+        assert_eq!(
+            (
+                event.kind.as_str(),
+                event.action.as_str(),
+                event.key.as_str(),
+                event.item_type.as_str(),
+                event.environment.as_str(),
+                event.id.as_str()
+            ),
+            (
+                "message",
+                "upsert",
+                "host:h1",
+                "warning",
+                "lab",
+                "5000000.0"
+            )
+        );
+        let data = event.data.as_ref().expect("a message has its text");
+        assert_eq!(data["text"], "h1 went away");
+        assert_eq!(data["source"], "ingest");
+    }
 }
