@@ -63,7 +63,7 @@ fn the_lab_command_brings_a_lab_up_churns_it_and_takes_it_down() -> anyhow::Resu
     );
 
     let (ok, text) = lab_command(&state, &["status"])?;
-    assert!(ok && text.contains("API: http://127.0.0.1:"), "{text}");
+    assert!(ok && text.contains("web UI: http://127.0.0.1:"), "{text}");
     assert!(
         text.contains("OpenStack (Keystone/Neutron double): http://127.0.0.1:"),
         "{text}"

@@ -157,7 +157,8 @@ fn existing(path: &Path) -> anyhow::Result<PathBuf> {
 
 fn status(lab: &Lab) {
     println!(
-        "API: {} (user admin, password {})",
+        "web UI: {}/ and API: {}/api/v1 (user admin, password {})",
+        lab.api_url(),
         lab.api_url(),
         lab.admin_password()
     );
