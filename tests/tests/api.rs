@@ -1788,6 +1788,52 @@ async fn the_tree_graphs_and_versions_read_what_the_ui_shows() -> anyhow::Result
             &[("env_name", ENV), ("order", "newest")],
         )
         .await?;
+
+    // Issue 24, item 8: an agent's epoch (a random 64-bit number) is a string, which
+    // JavaScript cannot round.
+    let agents = admin.get("/api/v1/agents", &env).await?;
+    let epoch = agents[0]["epoch"].as_str().unwrap_or_default();
+    assert!(epoch.parse::<u64>().is_ok(), "epoch {}", agents[0]["epoch"]);
+
+    // The UI's files: the page under a policy that allows only its own scripts, never framed.
+    let http = reqwest::Client::new();
+    let page = http.get(format!("{}/", harness.url)).send().await?;
+    assert_eq!(page.status(), StatusCode::OK);
+    let header = |name: &str| {
+        page.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(header("content-security-policy").contains("script-src 'self';"));
+    assert!(header("content-security-policy").contains("frame-ancestors 'none'"));
+    assert_eq!(header("x-frame-options"), "DENY");
+    assert_eq!(header("content-type"), "text/html; charset=utf-8");
+    let etag = header("etag");
+    assert!(page.text().await?.contains("/ui/js/main.js"));
+    let again = http
+        .get(format!("{}/", harness.url))
+        .header("if-none-match", &etag)
+        .send()
+        .await?;
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    let module = http
+        .get(format!("{}/ui/js/graph.js", harness.url))
+        .send()
+        .await?;
+    assert_eq!(
+        module
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/javascript; charset=utf-8")
+    );
+    let missing = http
+        .get(format!("{}/ui/js/nothing.js", harness.url))
+        .send()
+        .await?;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     harness.stop().await;
     Ok(())
 }

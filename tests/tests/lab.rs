@@ -166,7 +166,7 @@ async fn agent_state(
         .unwrap_or_default();
     Ok((
         agent["state"].as_str().unwrap_or_default().to_owned(),
-        agent["epoch"].as_u64(),
+        agent["epoch"].as_str().and_then(|e| e.parse().ok()),
     ))
 }
 

@@ -101,7 +101,8 @@ pub struct AgentView {
     /// `connected` or `disconnected`.
     pub state: String,
     pub last_seen: String,
-    pub epoch: Option<u64>,
+    /// The agent's run, a 64-bit number sent as a string: JavaScript's numbers would round it.
+    pub epoch: Option<String>,
     pub seq: u64,
 }
 
@@ -828,7 +829,7 @@ fn agent_view(record: AgentRecord) -> AgentView {
         agent_version: record.agent_version,
         state: record.state.as_str().to_owned(),
         last_seen: record.last_seen.to_string(),
-        epoch: record.epoch,
+        epoch: record.epoch.map(|e| e.to_string()),
         seq: record.seq,
     }
 }
