@@ -80,18 +80,30 @@ impl StateFile {
             .map_err(|e| invalid(format!("unreadable ({e})")))
     }
 
-    /// Writes the state durably: a temporary file, synced, then renamed over the old one, so
-    /// that a crash leaves either the old state or the new one.
+    /// Writes the state durably: a temporary file (mode 0600), synced, then renamed over the
+    /// old one, so that a crash leaves either the old state or the new one.
     pub fn save(&self, state: &SavedState) -> Result<(), StateError> {
         let body = codec::encode(state).map_err(|e| StateError::Invalid {
             path: self.path.clone(),
             problem: e.to_string(),
         })?;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| self.io(e))?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| self.io(e))?;
         }
         let staged = self.path.with_extension("tmp");
-        let mut file = std::fs::File::create(&staged).map_err(|e| self.io(e))?;
+        // The host's model is for the agent alone (0600), whatever the umask.
+        let _ = std::fs::remove_file(&staged);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&staged)
+            .map_err(|e| self.io(e))?;
         file.write_all(MAGIC).map_err(|e| self.io(e))?;
         file.write_all(&body).map_err(|e| self.io(e))?;
         file.sync_all().map_err(|e| self.io(e))?;
@@ -133,6 +145,18 @@ mod tests {
         later.seq = 8;
         file.save(&later).expect("save again");
         assert_eq!(file.load().expect("load"), Some(later));
+    }
+
+    /// Issue 24, item 6: the host's model was 0644.
+    #[test]
+    fn the_state_and_its_directory_are_the_agents_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let file = StateFile::new(dir.path().join("sub/state"));
+        file.save(&state()).expect("save");
+        let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("sub/state")), 0o600);
+        assert_eq!(mode(&dir.path().join("sub")), 0o700);
     }
 
     #[test]

@@ -126,6 +126,9 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Serve { config } => {
             let mut config = AggregatorConfig::load(&config)?;
+            // A password the operator chose is theirs: never echoed into the journal.
+            let chosen = config.api.admin_password.is_some()
+                || std::env::var_os("CALIPSO_ADMIN_PASSWORD").is_some();
             if config.api.admin_password.is_none() {
                 config.api.admin_password = std::env::var("CALIPSO_ADMIN_PASSWORD").ok();
             }
@@ -153,10 +156,10 @@ async fn run() -> anyhow::Result<()> {
             )
             .await?;
             tracing::info!(listen = %api.local_addr, "API listening");
-            if let Some((user, password)) = &api.first_admin {
-                println!(
-                    "created the first admin: user `{user}`, password `{password}` (shown once; change it with PUT /api/v1/users/{user})"
-                );
+            if let Some(notice) =
+                calipso_aggregator::api::first_admin_notice(api.first_admin.as_ref(), chosen)
+            {
+                println!("{notice}");
             }
             server.run(shutdown.cancelled_owned()).await;
             let _ = api.task.await;

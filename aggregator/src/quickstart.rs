@@ -116,12 +116,17 @@ fn print_summary(sink: &DurableSink, host: &str, seq: u64) {
 }
 
 pub async fn run(options: QuickstartOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&options.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            options.data_dir.display()
-        )
-    })?;
+    // The store, the CA's keys and the admin's password live here: the user's alone.
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let dir = &options.data_dir;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    }
     let mut agent_config = AgentConfig::default();
     let host = agent_config.host_id()?;
     let (server_tls, agent_tls) = prepare_ca(&options.data_dir.join("ca"), &host)?;

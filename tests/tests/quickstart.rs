@@ -40,6 +40,12 @@ async fn quickstart_exchanges_the_host_model_and_reuses_its_data_directory() -> 
         std::fs::metadata(&password_file)?.permissions().mode() & 0o777,
         0o600
     );
+    // Issue 24, item 6: the data directory and the store are the user's alone.
+    let mode = |p: &std::path::Path| -> anyhow::Result<u32> {
+        Ok(std::fs::metadata(p)?.permissions().mode() & 0o777)
+    };
+    assert_eq!(mode(&dir.path().join("data"))?, 0o700);
+    assert_eq!(mode(&dir.path().join("data/calipso.db"))?, 0o600);
     let ca_cert = std::fs::read(ca.join("ca.pem"))?;
     let index = std::fs::read(ca.join("index.json"))?;
 

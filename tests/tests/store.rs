@@ -603,6 +603,18 @@ async fn sqlite_store_conforms() -> anyhow::Result<()> {
     // Reopening applies no migration twice and keeps everything.
     let reopened = SqliteStore::open(&path).await?;
     assert_eq!(lab_objects(&reopened).await?, 2);
+    // Issue 24, item 6: the database and its log hold password hashes and secrets: 0600, as
+    // they are after an open whatever the umask made them.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+    let _again = SqliteStore::open(&path).await?;
+    for file in ["calipso.db", "calipso.db-wal"] {
+        let mode = std::fs::metadata(dir.path().join(file))?
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
     Ok(())
 }
 

@@ -531,7 +531,21 @@ pub async fn start(
     })
 }
 
-/// Serves `app` on `listener` until `shutdown`.
+/// What `serve` tells the operator of the first admin: a generated password, once; never a
+/// password the operator chose (printed, it would land in the journal).
+pub fn first_admin_notice(first_admin: Option<&(String, String)>, chosen: bool) -> Option<String> {
+    let (user, password) = first_admin?;
+    Some(if chosen {
+        format!(
+            "created the first admin: user `{user}`, with the password given in the configuration"
+        )
+    } else {
+        format!(
+            "created the first admin: user `{user}`, password `{password}` (shown once; change it with PUT /api/v1/users/{user})"
+        )
+    })
+}
+
 /// The client's address, which the login throttle counts failures by.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::SocketAddr);
@@ -572,4 +586,23 @@ where
             tracing::error!(%err, "the API server stopped");
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_admin_notice;
+
+    /// Issue 24, item 6: `serve` printed the admin password from its configuration.
+    #[test]
+    fn a_chosen_admin_password_is_never_printed() {
+        let admin = ("admin".to_owned(), "s3cret-from-config".to_owned());
+        let chosen = first_admin_notice(Some(&admin), true).unwrap_or_default();
+        assert!(
+            chosen.contains("`admin`") && !chosen.contains("s3cret"),
+            "{chosen}"
+        );
+        let generated = first_admin_notice(Some(&admin), false).unwrap_or_default();
+        assert!(generated.contains("s3cret-from-config"), "{generated}");
+        assert_eq!(first_admin_notice(None, false), None);
+    }
 }

@@ -51,6 +51,12 @@ pub enum StoreError {
     },
     #[error("store URL `{0}` is neither sqlite:… nor postgres://…")]
     UnknownScheme(String),
+    #[error("cannot make {path} readable by its owner only: {source}")]
+    Permissions {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Whether an agent is connected.

@@ -47,15 +47,37 @@ impl SqliteStore {
             // holds gigabytes, and copying it back inside the next small commit stalled acks
             // for a second. A background task checkpoints instead.
             .pragma("wal_autocheckpoint", "0");
+        let database = options.get_filename().to_owned();
         // Writes are serialized by the committer; a few connections serve history reads.
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        owner_only(&database)?;
         tokio::spawn(checkpoint(pool.clone()));
         Ok(SqliteStore { pool })
     }
+}
+
+/// Makes the database file and its log readable by the aggregator's user alone: they hold
+/// password hashes and environment secrets. SQLite gives the log files it creates later the
+/// database file's mode.
+fn owner_only(database: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let name = database.as_os_str().to_string_lossy();
+    if name.is_empty() || name == ":memory:" {
+        return Ok(());
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let path = std::path::PathBuf::from(format!("{name}{suffix}"));
+        match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(StoreError::Permissions { path, source }),
+        }
+    }
+    Ok(())
 }
 
 /// Copies the write-ahead log back into the database five times a second (so a burst never
