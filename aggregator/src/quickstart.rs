@@ -176,6 +176,12 @@ pub async fn run(options: QuickstartOptions, shutdown: CancellationToken) -> any
         "  curl -s -XPOST {api_url}/api/v1/auth/tokens -H 'content-type: application/json' -d '{{\"username\":\"admin\",\"password\":\"'$(cat {})'\"}}'",
         password_file.display()
     );
+    println!(
+        "this host alone shows little; for VMs, tunnels and cliques to look at, build a three-host cloud in namespaces (root, Open vSwitch):"
+    );
+    println!(
+        "  cargo build --release --workspace && sudo target/release/calipso-lab up tests/labs/ovs-3.toml"
+    );
 
     let agent = Agent::new(&agent_config)?;
     let outbox = agent.outbox().clone();

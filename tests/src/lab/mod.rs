@@ -115,6 +115,17 @@ fn wait_until(
     Ok(())
 }
 
+/// Whether `tool` is an executable in one of `$PATH`'s directories.
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(dir.join(tool))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
 impl Lab {
     /// Builds the topology, starts the aggregator and one agent per host.
     pub fn up(topology: Topology, options: &LabOptions) -> anyhow::Result<Lab> {
@@ -123,6 +134,21 @@ impl Lab {
             crate::netlab::is_root(),
             "the lab creates namespaces and interfaces: run it as root"
         );
+        if topology
+            .hosts
+            .iter()
+            .any(|h| h.switch == topology::Switch::Ovs)
+        {
+            let missing: Vec<&str> = ["ovsdb-tool", "ovsdb-server", "ovs-vswitchd", "ovs-vsctl"]
+                .into_iter()
+                .filter(|tool| !on_path(tool))
+                .collect();
+            ensure!(
+                missing.is_empty(),
+                "the lab's Open vSwitch hosts need Open vSwitch (apt-get install openvswitch-switch); missing: {}",
+                missing.join(", ")
+            );
+        }
         let state_dir = &options.state_dir;
         ensure!(
             !run_state_path(state_dir).exists(),
