@@ -77,6 +77,29 @@ pub struct ApiSection {
     pub tls_cert: Option<PathBuf>,
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// Connections served at once; one more is answered 503 and closed. Keep it under the
+    /// process's file limit, which the store, the agents' sessions and the log files share.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How long a client has to send a request's headers (also a quiet connection's life
+    /// between requests): a client that sends nothing, or a byte now and then, is closed.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Live streams (`/events`) one token may hold open at once; one more is a 429.
+    #[serde(default = "default_max_streams_per_token")]
+    pub max_streams_per_token: usize,
+}
+
+fn default_max_connections() -> usize {
+    512
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_streams_per_token() -> usize {
+    16
 }
 
 impl Default for ApiSection {
@@ -89,6 +112,9 @@ impl Default for ApiSection {
             ldap: None,
             tls_cert: None,
             tls_key: None,
+            max_connections: default_max_connections(),
+            header_timeout: default_header_timeout(),
+            max_streams_per_token: default_max_streams_per_token(),
         }
     }
 }

@@ -1837,3 +1837,93 @@ async fn the_tree_graphs_and_versions_read_what_the_ui_shows() -> anyhow::Result
     harness.stop().await;
     Ok(())
 }
+
+/// Issue 24, item 5: connections that send nothing, or their headers a little at a time, stayed
+/// open for good; past the process's file limit nothing was answered; a token could open any
+/// number of live streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_slow_clients_are_closed_and_connections_and_streams_are_capped()
+-> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    calipso_tests::init_test_logging();
+    let harness = ApiHarness::start(|api| {
+        api.header_timeout = Duration::from_secs(1);
+        api.max_connections = 8;
+        api.max_streams_per_token = 2;
+    })
+    .await?;
+    let address = harness.api.local_addr;
+    let closed_within = |mut stream: tokio::net::TcpStream, limit: Duration| async move {
+        let mut buffer = [0u8; 256];
+        let started = std::time::Instant::now();
+        loop {
+            match tokio::time::timeout(limit, stream.read(&mut buffer)).await {
+                Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
+                Ok(Ok(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    };
+
+    // Slowloris: half a request's headers, then nothing; and a client that sends nothing.
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: calipso\r\nX-Slow: ")
+            .await?;
+        slow.push(stream);
+    }
+    slow.push(tokio::net::TcpStream::connect(address).await?);
+    for stream in slow {
+        let closed = closed_within(stream, Duration::from_secs(4)).await;
+        assert!(
+            closed.is_some(),
+            "a slow client is still connected after 4 s"
+        );
+    }
+
+    // Eight connections are served at once; the ninth is told so and closed.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(tokio::net::TcpStream::connect(address).await?);
+    }
+    let mut ninth = tokio::net::TcpStream::connect(address).await?;
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(2), ninth.read_to_string(&mut answer)).await??;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("as many connections as it may"), "{answer}");
+    // Once the held ones time out, the API answers again.
+    drop(held);
+    let admin = harness.admin().await?;
+    admin.get("/api/v1/auth/tokens", &[]).await?;
+
+    // Two live streams per token; a third is refused until one closes.
+    let env = [("env_name", ENV)];
+    let first = admin.events(&env, None).await?;
+    let _second = admin.events(&env, None).await?;
+    match admin.events(&env, None).await {
+        Err(calipso_aggregator::client::ClientError::Api { status, message }) => {
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+            assert!(message.contains("2 live streams"), "{message}");
+        }
+        Err(other) => anyhow::bail!("a third stream failed otherwise: {other}"),
+        Ok(_) => anyhow::bail!("a third stream was opened"),
+    }
+    drop(first);
+    let started = std::time::Instant::now();
+    loop {
+        match admin.events(&env, None).await {
+            Ok(_) => break,
+            Err(err) => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "a closed stream's slot was not given back: {err}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    harness.stop().await;
+    Ok(())
+}

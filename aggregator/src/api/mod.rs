@@ -13,6 +13,7 @@ mod events;
 mod history;
 mod inventory;
 mod scans;
+mod serve;
 mod settings;
 pub mod tls;
 
@@ -497,7 +498,11 @@ pub async fn start(
         section.token_lifetime,
     );
     let first_admin = auth.ensure_admin(section.admin_password.as_deref()).await?;
-    let service = Service::new(sink, ingest, auth, section.event_buffer, shutdown.clone());
+    let streams = crate::service::events::StreamLimits {
+        buffer: section.event_buffer,
+        per_token: section.max_streams_per_token,
+    };
+    let service = Service::new(sink, ingest, auth, streams, shutdown.clone());
     let listener = tokio::net::TcpListener::bind(section.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -510,6 +515,10 @@ pub async fn start(
     })?;
     tokio::spawn(service.clone().run_scans(shutdown.clone()));
     let app = router(service.clone());
+    let limits = serve::Limits {
+        max_connections: section.max_connections,
+        header_timeout: section.header_timeout,
+    };
     let task = match tls {
         Some(config) => {
             let listener =
@@ -519,9 +528,9 @@ pub async fn start(
                         source,
                     }
                 })?;
-            spawn_server(listener, app, shutdown)
+            serve::spawn(listener, app, limits, shutdown)
         }
-        None => spawn_server(listener, app, shutdown),
+        None => serve::spawn(listener, app, limits, shutdown),
     };
     Ok(RunningApi {
         local_addr,
@@ -549,44 +558,6 @@ pub fn first_admin_notice(first_admin: Option<&(String, String)>, chosen: bool) 
 /// The client's address, which the login throttle counts failures by.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::SocketAddr);
-
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
-    for ClientAddr
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        ClientAddr(*stream.remote_addr())
-    }
-}
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls::TlsListener>>
-    for ClientAddr
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tls::TlsListener>) -> Self {
-        ClientAddr(*stream.remote_addr())
-    }
-}
-
-fn spawn_server<L>(
-    listener: L,
-    app: Router,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> tokio::task::JoinHandle<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-    for<'a> ClientAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
-{
-    tokio::spawn(async move {
-        let app = app.into_make_service_with_connect_info::<ClientAddr>();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-        if let Err(err) = served {
-            tracing::error!(%err, "the API server stopped");
-        }
-    })
-}
 
 #[cfg(test)]
 mod tests {

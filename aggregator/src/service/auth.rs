@@ -55,6 +55,11 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// What identifies the token the principal came with (its hash), for per-token limits.
+    pub(crate) fn token_key(&self) -> &str {
+        &self.token_hash
+    }
+
     pub fn require_admin(&self) -> Result<(), ServiceError> {
         if self.grants.admin {
             Ok(())

@@ -104,16 +104,70 @@ struct Buffer {
     horizon: EventId,
 }
 
+/// How many changes the log keeps for reconnecting clients, and how many streams one token may
+/// hold open at once.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    pub buffer: usize,
+    pub per_token: usize,
+}
+
 /// The recent events and the feed of new ones.
 #[derive(Debug)]
 pub struct EventLog {
     buffer: Arc<Mutex<Buffer>>,
     feed: broadcast::Sender<StreamItem>,
+    /// Open streams by token (its hash), each bounded by `per_token`.
+    open: Arc<Mutex<std::collections::HashMap<String, usize>>>,
+    per_token: usize,
+}
+
+/// One open stream of a token, counted until it is dropped (the stream ended or the client
+/// went away).
+#[derive(Debug)]
+struct StreamSlot {
+    open: Arc<Mutex<std::collections::HashMap<String, usize>>>,
+    token: String,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.token) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.token);
+            }
+        }
+    }
+}
+
+impl EventLog {
+    /// A slot for one more stream of `token`, unless it holds as many as it may.
+    fn open_stream(&self, token: &str) -> Result<StreamSlot, ServiceError> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(token.to_owned()).or_default();
+        if *count >= self.per_token {
+            return Err(ServiceError::TooManyRequests {
+                message: format!(
+                    "this token has {} live streams open, as many as one token may: close one first",
+                    self.per_token
+                ),
+                retry_after: 5,
+            });
+        }
+        *count += 1;
+        Ok(StreamSlot {
+            open: self.open.clone(),
+            token: token.to_owned(),
+        })
+    }
 }
 
 impl EventLog {
     /// Follows the sink's commits from now on.
-    pub fn start(sink: &DurableSink, capacity: usize) -> Self {
+    pub fn start(sink: &DurableSink, limits: StreamLimits) -> Self {
+        let capacity = limits.buffer;
         let started = EventId {
             at: Timestamp::now().unix_micros(),
             index: u32::MAX,
@@ -171,7 +225,12 @@ impl EventLog {
                 }
             }
         });
-        EventLog { buffer, feed }
+        EventLog {
+            buffer,
+            feed,
+            open: Arc::default(),
+            per_token: limits.per_token.max(1),
+        }
     }
 }
 
@@ -336,6 +395,7 @@ impl Service {
             )));
         }
         let log = self.events();
+        let slot = log.open_stream(who.token_key())?;
         // Subscribe before reading the buffer, so nothing falls between the two.
         let live = log.feed.subscribe();
         let (backlog, reset) = {
@@ -370,6 +430,7 @@ impl Service {
             first: first.into(),
             live,
             last_sent,
+            _slot: slot,
         };
         let stop = self.inner.stop.clone().cancelled_owned();
         Ok(futures::stream::unfold(state, |mut state| async move {
@@ -387,6 +448,8 @@ struct StreamState {
     first: VecDeque<StreamItem>,
     live: broadcast::Receiver<StreamItem>,
     last_sent: Option<EventId>,
+    /// Counts this stream against its token's limit while it lives.
+    _slot: StreamSlot,
 }
 
 /// How often a quiet stream checks that its token still stands (expiry, revocation, grants).

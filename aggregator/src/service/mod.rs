@@ -94,10 +94,10 @@ impl Service {
         sink: Arc<DurableSink>,
         ingest: Option<IngestHandle>,
         auth: Auth,
-        event_buffer: usize,
+        streams: events::StreamLimits,
         stop: tokio_util::sync::CancellationToken,
     ) -> Self {
-        let events = events::EventLog::start(&sink, event_buffer);
+        let events = events::EventLog::start(&sink, streams);
         Service {
             inner: Arc::new(Inner {
                 sink,
