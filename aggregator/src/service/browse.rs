@@ -277,12 +277,8 @@ impl Service {
                 }
             }
             Some(at) => {
-                self.answerable(Some(at)).await?;
+                let graph = self.graph_at(environment, at).await?;
                 let store = self.store();
-                let mut graph = Graph::new();
-                for node in store.objects_at(environment, at).await? {
-                    graph.upsert(node);
-                }
                 let links = store.links_at(environment, at).await?;
                 match of {
                     GraphOf::Clique(focal) => {

@@ -7,7 +7,7 @@
 //! (or older than this process) gets a `reset` instead of a silent gap: it must re-read the
 //! listings, then follow the stream again.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -117,16 +117,19 @@ pub struct StreamLimits {
 pub struct EventLog {
     buffer: Arc<Mutex<Buffer>>,
     feed: broadcast::Sender<StreamItem>,
-    /// Open streams by token (its hash), each bounded by `per_token`.
-    open: Arc<Mutex<std::collections::HashMap<String, usize>>>,
+    /// Each bounded by `per_token`.
+    open: OpenStreams,
     per_token: usize,
 }
+
+/// How many streams each token (by its hash) holds open.
+type OpenStreams = Arc<Mutex<HashMap<String, usize>>>;
 
 /// One open stream of a token, counted until it is dropped (the stream ended or the client
 /// went away).
 #[derive(Debug)]
 struct StreamSlot {
-    open: Arc<Mutex<std::collections::HashMap<String, usize>>>,
+    open: OpenStreams,
     token: String,
 }
 

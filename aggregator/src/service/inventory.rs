@@ -361,22 +361,29 @@ impl InventoryQuery {
 
 impl Service {
     /// The graph a read is answered from: the live one, or one rebuilt from history at `at`.
+    /// The objects of an environment as they were at `at`, from history (refused before a
+    /// compaction's cutoff).
+    pub(super) async fn graph_at(
+        &self,
+        environment: &str,
+        at: Timestamp,
+    ) -> Result<Graph, ServiceError> {
+        self.answerable(Some(at)).await?;
+        let mut graph = Graph::new();
+        for node in self.store().objects_at(environment, at).await? {
+            graph.upsert(node);
+        }
+        Ok(graph)
+    }
+
     pub(super) async fn with_graph<T>(
         &self,
         environment: &str,
         at: Option<Timestamp>,
         read: impl FnOnce(&Graph) -> Result<T, ServiceError>,
     ) -> Result<T, ServiceError> {
-        self.answerable(at).await?;
         match at {
-            Some(at) => {
-                let nodes = self.store().objects_at(environment, at).await?;
-                let mut graph = Graph::new();
-                for node in nodes {
-                    graph.upsert(node);
-                }
-                read(&graph)
-            }
+            Some(at) => read(&self.graph_at(environment, at).await?),
             None => {
                 let engine = self.sink().engine();
                 let env = environment_of(&engine, environment)?;

@@ -53,7 +53,6 @@ const shell = {
   tree: null,
   treeKey: null,
   cleanup: null,
-  unsubscribe: null,
 };
 
 function header(env, at) {

@@ -129,21 +129,21 @@ export class Tree {
     for (const ancestor of ancestors) {
       const li = this.items.get(ancestor);
       if (!li) continue;
-      const folder = li.closest('[data-folder]');
-      if (folder && folder.getAttribute('aria-expanded') !== 'true') await this.expand(folder);
+      await this.show(li);
       await this.expand(li);
-      const inner = [...li.querySelectorAll(':scope > ul > [data-folder]')];
-      for (const f of inner) {
-        if (f.querySelector(`:scope > ul > [data-id="${CSS.escape(id)}"]`) || ancestors.some((a) => f.querySelector(`:scope > ul > [data-id="${CSS.escape(a)}"]`))) await this.expand(f);
-      }
     }
     const target = this.items.get(id);
     if (target) {
-      const folder = target.parentElement?.closest('[data-folder]');
-      if (folder) await this.expand(folder);
+      await this.show(target);
       this.focus(target);
       this.mark(id);
     }
+  }
+
+  /** Opens the type folder `li` sits in, if any. */
+  async show(li) {
+    const folder = li.parentElement?.closest('[data-folder]');
+    if (folder && folder.getAttribute('aria-expanded') !== 'true') await this.expand(folder);
   }
 
   /** Shows `id` as the current object. */
