@@ -8,7 +8,11 @@
 //! | `crl.pem` | the revocation list, signed by the CA, re-issued on every revocation |
 //! | `index.json` | every certificate issued: serial, kind, subject, expiry, revocation time |
 //! | `server-<name>.pem`, `.key` | an aggregator's certificate (EKU serverAuth) |
-//! | `agent-<host>.pem`, `.key` | an agent's certificate (EKU clientAuth, CN = host id) |
+//! | `agent-<host>.pem`, `.key` | an agent's certificate (EKU clientAuth, CN = host id, OU = environment) |
+//!
+//! An agent certificate binds its host to one environment (the subject's organizational
+//! unit): the aggregator refuses the agent's session for any other, so a host's key cannot
+//! write into, or create, an environment it was not issued for.
 //!
 //! Private keys are written with mode 0600 and no file is overwritten without `force`.
 
@@ -78,6 +82,10 @@ pub struct IssuedCert {
     pub kind: CertKind,
     /// The host id (agents) or server name.
     pub subject: String,
+    /// The environment an agent certificate is bound to (absent in certificates issued before
+    /// binding, and in server certificates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub not_after: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -162,20 +170,29 @@ impl CaDir {
         self.issue(
             CertKind::Server,
             name,
+            None,
             sans,
             ExtendedKeyUsagePurpose::ServerAuth,
             force,
         )
     }
 
-    /// Issues an agent certificate whose identity (subject CN) is the host id.
-    pub fn issue_agent(&self, host: &str, force: bool) -> Result<Issued, CaError> {
+    /// Issues an agent certificate whose identity is the host id (subject CN), bound to one
+    /// environment (subject OU).
+    pub fn issue_agent(
+        &self,
+        host: &str,
+        environment: &str,
+        force: bool,
+    ) -> Result<Issued, CaError> {
         validate_name(host, "host id")?;
+        validate_name(environment, "environment name")?;
         // A DNS SAN only where the host id is a valid DNS name; the CN is the identity.
         let sans = san(host).ok().into_iter().collect();
         self.issue(
             CertKind::Agent,
             host,
+            Some(environment),
             sans,
             ExtendedKeyUsagePurpose::ClientAuth,
             force,
@@ -206,6 +223,7 @@ impl CaDir {
         &self,
         kind: CertKind,
         subject: &str,
+        environment: Option<&str>,
         sans: Vec<SanType>,
         usage: ExtendedKeyUsagePurpose,
         force: bool,
@@ -223,6 +241,11 @@ impl CaDir {
         let serial = random_serial();
         let mut params = CertificateParams::default();
         params.distinguished_name = distinguished_name(subject);
+        if let Some(environment) = environment {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationalUnitName, environment);
+        }
         params.subject_alt_names = sans;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![usage];
@@ -238,6 +261,7 @@ impl CaDir {
             serial: serial_hex.clone(),
             kind,
             subject: subject.to_owned(),
+            environment: environment.map(str::to_owned),
             not_after: params.not_after,
             revoked_at: None,
         });
@@ -427,7 +451,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = CaDir::new(dir.path().join("ca"));
         assert!(matches!(
-            ca.issue_agent("h1", false),
+            ca.issue_agent("h1", "lab", false),
             Err(CaError::NotInitialised(_))
         ));
         ca.init("test CA", false).expect("init");
@@ -437,16 +461,20 @@ mod tests {
             .ok();
         assert_eq!(mode, Some(0o600));
 
-        let agent = ca.issue_agent("compute-1", false).expect("issue agent");
+        let agent = ca
+            .issue_agent("compute-1", "lab", false)
+            .expect("issue agent");
         let mode = fs::metadata(&agent.key)
             .map(|m| m.permissions().mode() & 0o777)
             .ok();
         assert_eq!(mode, Some(0o600));
         assert!(matches!(
-            ca.issue_agent("compute-1", false),
+            ca.issue_agent("compute-1", "lab", false),
             Err(CaError::Exists(_))
         ));
-        let again = ca.issue_agent("compute-1", true).expect("force reissue");
+        let again = ca
+            .issue_agent("compute-1", "lab", true)
+            .expect("force reissue");
         assert_ne!(again.serial, agent.serial);
         ca.issue_server(
             "aggregator",
@@ -455,7 +483,7 @@ mod tests {
         )
         .expect("issue server");
         assert!(matches!(
-            ca.issue_agent("../etc", false),
+            ca.issue_agent("../etc", "lab", false),
             Err(CaError::InvalidName(..))
         ));
 
@@ -463,8 +491,17 @@ mod tests {
         let revoked = ca.revoke(&lowered).expect("revoke");
         assert!(revoked.revoked_at.is_some());
         assert!(matches!(ca.revoke("00"), Err(CaError::UnknownSerial(_))));
+        assert!(matches!(
+            ca.issue_agent("compute-2", "lab/../x", false),
+            Err(CaError::InvalidName(..))
+        ));
         let list = ca.list().expect("list");
         assert_eq!(list.len(), 3);
+        assert_eq!(list[0].environment.as_deref(), Some("lab"));
+        assert_eq!(
+            list[2].environment, None,
+            "a server serves every environment"
+        );
         assert_eq!(list.iter().filter(|e| e.revoked_at.is_some()).count(), 1);
         let crl = fs::read_to_string(ca.crl_path()).unwrap_or_default();
         assert!(crl.starts_with("-----BEGIN X509 CRL-----"));

@@ -10,12 +10,17 @@
 //! max_frame_bytes = 16777216
 //! idle_timeout = "30s"
 //! hello_timeout = "10s"
+//! # allow_unbound_agents = false  # accept agent certificates that name no environment
+//! #                               # (issued by an earlier version) while they are re-issued
 //!
 //! [store]
 //! # sqlite:PATH (the default, created if missing) or postgres://user@host/database
 //! url = "sqlite:///var/lib/calipso/calipso.db"
 //! # history_retention = "90d"     # compact older versions, except what snapshots pin
 //! #                               # (default: keep history forever)
+//! # The key that seals the passwords in environment configurations, kept apart from the
+//! # database: created (0600) on first start; $CALIPSO_SECRET_KEY (base64) overrides it.
+//! secret_key_file = "/etc/calipso/secret.key"
 //!
 //! [api]
 //! listen = "127.0.0.1:8080"
@@ -140,6 +145,9 @@ pub struct StoreSection {
     /// snapshot; absent: history is kept forever.
     #[serde(default, with = "humantime_serde")]
     pub history_retention: Option<Duration>,
+    /// The key that seals environment secrets (see [`crate::secrets`]).
+    #[serde(default = "default_secret_key_file")]
+    pub secret_key_file: PathBuf,
 }
 
 impl Default for StoreSection {
@@ -147,8 +155,13 @@ impl Default for StoreSection {
         StoreSection {
             url: default_store_url(),
             history_retention: None,
+            secret_key_file: default_secret_key_file(),
         }
     }
+}
+
+fn default_secret_key_file() -> PathBuf {
+    "/etc/calipso/secret.key".into()
 }
 
 fn default_store_url() -> String {
@@ -170,6 +183,10 @@ pub struct IngestSection {
     pub idle_timeout: Duration,
     #[serde(default = "default_hello", with = "humantime_serde")]
     pub hello_timeout: Duration,
+    /// Accept agent certificates issued before environments were bound (see
+    /// [`IngestConfig::allow_unbound_agents`]); for an upgrade, until every agent is re-issued.
+    #[serde(default)]
+    pub allow_unbound_agents: bool,
 }
 
 fn default_listen() -> SocketAddr {
@@ -232,6 +249,18 @@ impl AggregatorConfig {
                 "must be between 1h and 100 years (e.g. \"90d\")",
             ));
         }
+        let database_dir = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .map(|file| Path::new(file.split('?').next().unwrap_or(file)))
+            .and_then(Path::parent)
+            .filter(|dir| !dir.as_os_str().is_empty());
+        if database_dir.is_some_and(|dir| config.store.secret_key_file.starts_with(dir)) {
+            return Err(invalid(
+                "store.secret_key_file",
+                "must not be in the database's directory: a copy of it would hold both the sealed secrets and their key",
+            ));
+        }
         let api = &config.api;
         if api.token_lifetime < Duration::from_secs(60) {
             return Err(invalid("api.token_lifetime", "must be at least 1m"));
@@ -276,6 +305,7 @@ impl AggregatorConfig {
             max_frame_bytes: section.max_frame_bytes,
             idle_timeout: section.idle_timeout,
             hello_timeout: section.hello_timeout,
+            allow_unbound_agents: section.allow_unbound_agents,
         }
     }
 }
@@ -312,6 +342,12 @@ mod tests {
             (
                 format!("[ingest]\n{PATHS}[store]\nhistory_retention = \"5m\"\n"),
                 "store.history_retention",
+            ),
+            (
+                format!(
+                    "[ingest]\n{PATHS}[store]\nurl = \"sqlite:///var/lib/calipso/calipso.db\"\nsecret_key_file = \"/var/lib/calipso/keys/secret.key\"\n"
+                ),
+                "store.secret_key_file",
             ),
             (
                 format!("[ingest]\n{PATHS}[store]\nhistory_retention = \"soon\"\n"),

@@ -17,6 +17,7 @@
 //! * [`synthetic`]: generated host models for tests and benchmarks.
 //! * [`openstack`]: the OpenStack adapter (Keystone, Neutron, the notification bus).
 //! * [`config`]: the configuration file.
+//! * [`secrets`]: environment secrets sealed at rest.
 //! * [`quickstart`]: everything on one machine.
 
 pub mod analysis;
@@ -34,6 +35,7 @@ pub mod links;
 pub mod openstack;
 mod parallel;
 pub mod quickstart;
+pub mod secrets;
 pub mod service;
 pub mod sorted_set;
 pub mod store;

@@ -7,6 +7,7 @@ use calipso_aggregator::ca::CaDir;
 use calipso_aggregator::config::AggregatorConfig;
 use calipso_aggregator::ingest::{DurableSink, IngestServer};
 use calipso_aggregator::quickstart::{self, QuickstartOptions};
+use calipso_aggregator::secrets::{KeyOrigin, SecretKey};
 use clap::{Parser, Subcommand};
 
 /// mimalloc instead of glibc's allocator: the engine makes millions of small allocations, and
@@ -75,12 +76,16 @@ enum CaCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Issue an agent certificate; its identity is the host id.
+    /// Issue an agent certificate; its identity is the host id, and the aggregator accepts it
+    /// for the one environment named here.
     IssueAgent {
         #[arg(long)]
         dir: PathBuf,
         #[arg(long)]
         host: String,
+        /// The environment the host reports into (its agent's `environment`).
+        #[arg(long)]
+        environment: String,
         #[arg(long)]
         force: bool,
     },
@@ -132,8 +137,9 @@ async fn run() -> anyhow::Result<()> {
             if config.api.admin_password.is_none() {
                 config.api.admin_password = std::env::var("CALIPSO_ADMIN_PASSWORD").ok();
             }
+            let secrets = open_secret_key(&config.store.secret_key_file)?;
             let sink = Arc::new(
-                DurableSink::connect(&config.store.url)
+                DurableSink::connect(&config.store.url, secrets)
                     .await
                     .context("opening the store named by store.url")?,
             );
@@ -169,6 +175,32 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The key that seals environment secrets, said once in the log so operators know to back
+/// it up.
+fn open_secret_key(path: &std::path::Path) -> anyhow::Result<SecretKey> {
+    let (key, origin) = SecretKey::load_or_create(path)?;
+    match origin {
+        KeyOrigin::Created(path) => tracing::warn!(
+            key = key.id(),
+            "created the key that seals environment secrets at {}: back it up apart from the database, the stored cloud passwords cannot be read without it",
+            path.display()
+        ),
+        KeyOrigin::File(path) => {
+            tracing::info!(
+                key = key.id(),
+                "environment secrets sealed with the key in {}",
+                path.display()
+            )
+        }
+        KeyOrigin::Variable => tracing::info!(
+            key = key.id(),
+            "environment secrets sealed with the key in ${}",
+            calipso_aggregator::secrets::KEY_VARIABLE
+        ),
+    }
+    Ok(key)
+}
+
 fn run_ca(command: CaCommand) -> anyhow::Result<()> {
     match command {
         CaCommand::Init { dir, name, force } => {
@@ -189,8 +221,13 @@ fn run_ca(command: CaCommand) -> anyhow::Result<()> {
                 issued.serial
             );
         }
-        CaCommand::IssueAgent { dir, host, force } => {
-            let issued = CaDir::new(&dir).issue_agent(&host, force)?;
+        CaCommand::IssueAgent {
+            dir,
+            host,
+            environment,
+            force,
+        } => {
+            let issued = CaDir::new(&dir).issue_agent(&host, &environment, force)?;
             println!(
                 "certificate: {}\nkey: {}\nserial: {}",
                 issued.cert.display(),
@@ -212,8 +249,15 @@ fn run_ca(command: CaCommand) -> anyhow::Result<()> {
                 } else {
                     "valid"
                 };
+                let bound = match (&cert.kind, &cert.environment) {
+                    (_, Some(environment)) => format!("  environment {environment}"),
+                    (calipso_aggregator::ca::CertKind::Agent, None) => {
+                        "  no environment (issued before binding)".to_owned()
+                    }
+                    (calipso_aggregator::ca::CertKind::Server, None) => String::new(),
+                };
                 println!(
-                    "{}  {:<7} {:<8} {}",
+                    "{}  {:<7} {:<8} {}{bound}",
                     cert.serial,
                     state,
                     format!("{:?}", cert.kind).to_lowercase(),

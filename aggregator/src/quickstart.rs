@@ -13,8 +13,9 @@ use calipso_agent::{Agent, AgentConfig, Uplink, UplinkEvent};
 use calipso_proto::wire::Resume;
 use tokio_util::sync::CancellationToken;
 
-use crate::ca::CaDir;
+use crate::ca::{CaDir, CertKind};
 use crate::ingest::{DurableSink, IngestConfig, IngestServer};
+use crate::secrets::SecretKey;
 use crate::store::SqliteStore;
 use crate::tls::ServerTlsPaths;
 
@@ -32,7 +33,11 @@ pub struct QuickstartOptions {
 }
 
 /// Creates what is missing in the CA directory and returns the paths both sides need.
-fn prepare_ca(ca_dir: &Path, host: &str) -> anyhow::Result<(ServerTlsPaths, UplinkTls)> {
+fn prepare_ca(
+    ca_dir: &Path,
+    host: &str,
+    environment: &str,
+) -> anyhow::Result<(ServerTlsPaths, UplinkTls)> {
     let ca = CaDir::new(ca_dir);
     if !ca.ca_cert_path().exists() {
         ca.init("Calipso quickstart CA", false)?;
@@ -43,8 +48,16 @@ fn prepare_ca(ca_dir: &Path, host: &str) -> anyhow::Result<(ServerTlsPaths, Upli
         ca.issue_server(SERVER_NAME, &["127.0.0.1".into(), "::1".into()], false)?;
     }
     let agent_cert = ca_dir.join(format!("agent-{host}.pem"));
-    if !agent_cert.exists() {
-        ca.issue_agent(host, false)?;
+    // A data directory from before certificates named their environment holds one the
+    // aggregator refuses: issue it again, bound.
+    let bound = ca
+        .list()?
+        .into_iter()
+        .rev()
+        .find(|cert| cert.kind == CertKind::Agent && cert.subject == host)
+        .and_then(|cert| cert.environment);
+    if !agent_cert.exists() || bound.as_deref() != Some(environment) {
+        ca.issue_agent(host, environment, true)?;
     }
     let server = ServerTlsPaths {
         ca_cert: ca.ca_cert_path(),
@@ -129,10 +142,17 @@ pub async fn run(options: QuickstartOptions, shutdown: CancellationToken) -> any
     }
     let mut agent_config = AgentConfig::default();
     let host = agent_config.host_id()?;
-    let (server_tls, agent_tls) = prepare_ca(&options.data_dir.join("ca"), &host)?;
+    let (server_tls, agent_tls) = prepare_ca(
+        &options.data_dir.join("ca"),
+        &host,
+        &agent_config.environment,
+    )?;
 
     let store_path = options.data_dir.join("calipso.db");
-    let sink = Arc::new(DurableSink::open(SqliteStore::open(&store_path).await?).await?);
+    // Beside the database, unlike a packaged install (/etc/calipso): everything of the quick
+    // start is in one directory only its user can read.
+    let (secrets, _) = SecretKey::load_or_create(&options.data_dir.join("secret.key"))?;
+    let sink = Arc::new(DurableSink::open(SqliteStore::open(&store_path).await?, secrets).await?);
     let server = IngestServer::bind(IngestConfig::new(options.listen, server_tls), sink.clone())?;
     let listen = server.local_addr()?;
     agent_config.host = Some(host.clone());

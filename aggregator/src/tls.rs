@@ -1,6 +1,7 @@
 //! Server-side TLS for agent sessions: mandatory client certificates signed by the deployment
 //! CA, checked against the CA's revocation list on every handshake, and the agent identity
-//! (the certificate's subject CN) read back after the handshake.
+//! (the certificate's subject CN, and the environment it is bound to, the subject OU) read back
+//! after the handshake.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -57,17 +58,34 @@ pub fn server_config(paths: &ServerTlsPaths) -> Result<rustls::ServerConfig, Tls
     Ok(config)
 }
 
-/// The identity an agent's certificate proves: its subject common name.
-pub fn peer_identity(connection: &quinn::Connection) -> Option<String> {
-    let identity = connection.peer_identity()?;
-    let chain = identity.downcast_ref::<Vec<CertificateDer<'static>>>()?;
-    common_name(chain.first()?)
+/// What an agent's certificate proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentIdentity {
+    /// The host id: the subject's common name.
+    pub host: String,
+    /// The one environment the host may report into: the subject's organizational unit
+    /// (absent in certificates issued before environments were bound).
+    pub environment: Option<String>,
 }
 
-fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+/// The identity of the agent at the other end of a connection; `None` when its certificate
+/// has no subject common name.
+pub fn peer_identity(connection: &quinn::Connection) -> Option<AgentIdentity> {
+    let identity = connection.peer_identity()?;
+    let chain = identity.downcast_ref::<Vec<CertificateDer<'static>>>()?;
+    agent_identity(chain.first()?)
+}
+
+fn agent_identity(cert: &CertificateDer<'_>) -> Option<AgentIdentity> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let cn = parsed.subject().iter_common_name().next()?;
-    cn.as_str().ok().map(str::to_owned)
+    let subject = parsed.subject();
+    let host = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
+    let environment = subject
+        .iter_organizational_unit()
+        .next()
+        .and_then(|ou| ou.as_str().ok())
+        .map(str::to_owned);
+    Some(AgentIdentity { host, environment })
 }
 
 /// A file's identity for change detection.

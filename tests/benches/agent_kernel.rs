@@ -130,7 +130,7 @@ fn main() -> anyhow::Result<()> {
         let pki = Pki::new()?;
         let sink = Arc::new(MemorySink::new());
         let aggregator = TestAggregator::start(&pki, sink.clone(), ([127, 0, 0, 1], 0).into())?;
-        let (tls, _) = pki.agent(HOST)?;
+        let (tls, _) = pki.agent_in(HOST, "bench")?;
         let config_dir = tempfile::tempdir()?;
         let config = config_dir.path().join("agent.toml");
         std::fs::write(

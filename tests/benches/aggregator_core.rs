@@ -683,7 +683,7 @@ async fn main() -> anyhow::Result<()> {
         let sqlite = SqliteStore::open(&dir.path().join("ingest.db")).await?;
         ingest(
             "sqlite sink",
-            Arc::new(DurableSink::open(sqlite).await?),
+            Arc::new(DurableSink::open(sqlite, calipso_tests::secret_key()).await?),
             64,
             20,
         )
@@ -692,7 +692,7 @@ async fn main() -> anyhow::Result<()> {
         let postgres = PostgresStore::connect(&db.url).await?;
         ingest(
             "postgres sink",
-            Arc::new(DurableSink::open(postgres).await?),
+            Arc::new(DurableSink::open(postgres, calipso_tests::secret_key()).await?),
             64,
             20,
         )

@@ -87,16 +87,18 @@ async fn main() -> anyhow::Result<()> {
     let api_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let server = pki.server_paths();
     let config = dir.path().join("aggregator.toml");
+    std::fs::create_dir(dir.path().join("data"))?;
     std::fs::write(
         &config,
         format!(
             "[ingest]\nlisten = \"127.0.0.1:{ingest_port}\"\nca_cert = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\ncrl = \"{}\"\n\
-             [store]\nurl = \"sqlite://{}\"\n[api]\nlisten = \"127.0.0.1:{api_port}\"\nadmin_password = \"bench-password\"\n",
+             [store]\nurl = \"sqlite://{}\"\nsecret_key_file = \"{}\"\n[api]\nlisten = \"127.0.0.1:{api_port}\"\nadmin_password = \"bench-password\"\n",
             server.ca_cert.display(),
             server.cert.display(),
             server.key.display(),
             server.crl.display(),
-            dir.path().join("calipso.db").display(),
+            dir.path().join("data").join("calipso.db").display(),
+            dir.path().join("secret.key").display(),
         ),
     )?;
     let child = Command::new(&binary)

@@ -182,7 +182,7 @@ fn main() -> anyhow::Result<()> {
         let pki = Pki::new()?;
         let sink = Arc::new(MemorySink::new());
         let aggregator = TestAggregator::start(&pki, sink.clone(), ([127, 0, 0, 1], 0).into())?;
-        let (tls, _) = pki.agent(HOST)?;
+        let (tls, _) = pki.agent_in(HOST, "bench")?;
         let mut rss = Vec::new();
         for socket in [server.socket().display().to_string(), "/nonexistent/db.sock".to_owned()] {
             let dir = tempfile::tempdir()?;

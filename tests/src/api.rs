@@ -42,7 +42,11 @@ impl ApiHarness {
         let dir = tempfile::tempdir()?;
         let pki = Pki::new()?;
         let sink = Arc::new(
-            DurableSink::open(SqliteStore::open(&dir.path().join("calipso.db")).await?).await?,
+            DurableSink::open(
+                SqliteStore::open(&dir.path().join("calipso.db")).await?,
+                crate::secret_key(),
+            )
+            .await?,
         );
         let aggregator = TestAggregator::start(&pki, sink.clone(), ([127, 0, 0, 1], 0).into())?;
         let mut section = ApiSection {
@@ -172,7 +176,7 @@ impl SyntheticApi {
                 ..Batch::default()
             })
             .await?;
-        let sink = Arc::new(DurableSink::open(store).await?);
+        let sink = Arc::new(DurableSink::open(store, crate::secret_key()).await?);
         let (links, cliques) = {
             let engine = sink.engine();
             let env = engine

@@ -32,6 +32,16 @@ use tokio_util::sync::CancellationToken;
 pub const SERVER_NAME: &str = "localhost";
 
 /// reqwest is built without a TLS provider of its own: the process installs ring's, once.
+/// The key that seals environment secrets in tests: the same on every call, so a test that
+/// reopens a store opens what it sealed.
+pub fn secret_key() -> calipso_aggregator::secrets::SecretKey {
+    calipso_aggregator::secrets::SecretKey::parse(
+        "Y2FsaXBzby10ZXN0cy1zZWNyZXQta2V5LTMyLWJ5dGU=",
+        "the tests' key",
+    )
+    .unwrap_or_else(|err| panic!("{err}"))
+}
+
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
@@ -68,9 +78,43 @@ impl Pki {
         }
     }
 
-    /// Issues (once) an agent certificate for `host`; returns its paths and serial.
+    /// Issues an agent certificate for `host` in the tests' environment ([`ENV`]); returns
+    /// its paths and serial.
     pub fn agent(&self, host: &str) -> anyhow::Result<(UplinkTls, String)> {
-        let issued = self.ca.issue_agent(host, true)?;
+        self.agent_in(host, ENV)
+    }
+
+    /// An agent certificate as the CA issued them before environments were bound: signed by
+    /// the same CA, CN = host, no environment.
+    pub fn unbound_agent(&self, host: &str) -> anyhow::Result<UplinkTls> {
+        use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair};
+        let ca_key = KeyPair::from_pem(&std::fs::read_to_string(self.root.join("ca.key"))?)?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&std::fs::read_to_string(self.ca.ca_cert_path())?, ca_key)?;
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Calipso");
+        params.distinguished_name.push(DnType::CommonName, host);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &issuer)?;
+        let (cert_path, key_path) = (
+            self.root.join(format!("unbound-{host}.pem")),
+            self.root.join(format!("unbound-{host}.key")),
+        );
+        std::fs::write(&cert_path, cert.pem())?;
+        std::fs::write(&key_path, key.serialize_pem())?;
+        Ok(UplinkTls {
+            ca_cert: self.ca.ca_cert_path(),
+            cert: cert_path,
+            key: key_path,
+        })
+    }
+
+    /// Issues an agent certificate for `host` bound to `environment`.
+    pub fn agent_in(&self, host: &str, environment: &str) -> anyhow::Result<(UplinkTls, String)> {
+        let issued = self.ca.issue_agent(host, environment, true)?;
         Ok((
             UplinkTls {
                 ca_cert: self.ca.ca_cert_path(),

@@ -30,7 +30,9 @@ fn layout() -> Layout {
 
 async fn sqlite_sink(dir: &tempfile::TempDir) -> anyhow::Result<Arc<DurableSink>> {
     let store = SqliteStore::open(&dir.path().join("calipso.db")).await?;
-    Ok(Arc::new(DurableSink::open(store).await?))
+    Ok(Arc::new(
+        DurableSink::open(store, calipso_tests::secret_key()).await?,
+    ))
 }
 
 /// Starts an agent for synthetic host `index` reporting its whole model.
@@ -373,7 +375,7 @@ async fn restart_keeps_everything(url_or_dir: Option<String>) -> anyhow::Result<
     let url = url_or_dir
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("calipso.db").display()));
     let pki = Pki::new()?;
-    let sink = Arc::new(DurableSink::connect(&url).await?);
+    let sink = Arc::new(DurableSink::connect(&url, calipso_tests::secret_key()).await?);
     let aggregator = TestAggregator::start(&pki, sink.clone(), ([127, 0, 0, 1], 0).into())?;
     let addr = aggregator.addr;
     let mut agents = vec![start_host(&pki, addr, 0)?, start_host(&pki, addr, 1)?];
@@ -407,7 +409,7 @@ async fn restart_keeps_everything(url_or_dir: Option<String>) -> anyhow::Result<
     aggregator.stop().await;
     drop(sink);
 
-    let sink = Arc::new(DurableSink::connect(&url).await?);
+    let sink = Arc::new(DurableSink::connect(&url, calipso_tests::secret_key()).await?);
     let aggregator = TestAggregator::start(&pki, sink.clone(), addr)?;
     // The agents reconnect and resume where the store left off: no snapshot.
     for agent in &mut agents {
@@ -697,7 +699,7 @@ async fn a_failed_commit_rolls_the_engine_back_and_the_stream_resets() -> anyhow
 
     calipso_tests::init_test_logging();
     let db = calipso_tests::pg::TestDatabase::create().await?;
-    let sink = DurableSink::connect(&db.url).await?;
+    let sink = DurableSink::connect(&db.url, calipso_tests::secret_key()).await?;
     let mut stream = sink.subscribe();
     let host = host_name(0);
     let a = session(&host, 1);
@@ -768,4 +770,99 @@ async fn a_failed_commit_rolls_the_engine_back_and_the_stream_resets() -> anyhow
     );
     drop(sink);
     db.drop_database().await
+}
+
+/// Issue 24, item 6: a copy of the database holds no cloud password; the key that opens them
+/// is needed (and named when it is the wrong one); secrets an earlier version stored in clear
+/// are sealed on the next start.
+#[tokio::test]
+async fn environment_secrets_are_sealed_at_rest_with_a_key_apart() -> anyhow::Result<()> {
+    use calipso_aggregator::cliques::EnvironmentConfig;
+    use calipso_aggregator::ingest::{AdminChange, OpenError};
+    use calipso_aggregator::secrets::SecretKey;
+
+    const PASSWORD: &str = "keystone-admin-pw-7Qx";
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("calipso.db");
+    let mut config = EnvironmentConfig::named("cloud-1");
+    config.configuration.insert(
+        "OpenStack".into(),
+        [("host", "10.0.0.5"), ("user", "admin"), ("pwd", PASSWORD)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    );
+    let sink = sqlite_sink(&dir).await?;
+    sink.admin(AdminChange::Environment(config))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    drop(sink);
+
+    let read_stored = || async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display())).await?;
+        let (stored,): (String,) =
+            sqlx::query_as("SELECT config FROM environments WHERE name = 'cloud-1'")
+                .fetch_one(&pool)
+                .await?;
+        pool.close().await;
+        anyhow::Ok(stored)
+    };
+    let stored = read_stored().await?;
+    assert!(!stored.contains(PASSWORD), "{stored}");
+    assert!(stored.contains("\"pwd\":\"sealed:v1:"), "{stored}");
+    assert!(stored.contains("\"host\":\"10.0.0.5\""), "{stored}");
+    for entry in std::fs::read_dir(dir.path())? {
+        let bytes = std::fs::read(entry?.path())?;
+        assert!(
+            !bytes
+                .windows(PASSWORD.len())
+                .any(|w| w == PASSWORD.as_bytes()),
+            "the password is in a file of the data directory"
+        );
+    }
+
+    // The same key opens it again: the adapter gets the password.
+    let sink = sqlite_sink(&dir).await?;
+    let pwd = |sink: &DurableSink| {
+        sink.engine()
+            .environment("cloud-1")
+            .map(|env| env.config.configuration["OpenStack"]["pwd"].clone())
+    };
+    assert_eq!(pwd(&sink).as_deref(), Some(PASSWORD));
+    drop(sink);
+
+    // Another key is refused at start, naming both keys, and nothing is lost.
+    let other = SecretKey::generate();
+    let other_id = other.id().to_owned();
+    let err = DurableSink::open(SqliteStore::open(&db).await?, other)
+        .await
+        .expect_err("a wrong key must not start");
+    assert!(matches!(err, OpenError::Secret(_)));
+    let text = err.to_string();
+    let test_key = calipso_tests::secret_key();
+    assert!(
+        text.contains(&format!(
+            "environment `cloud-1`: OpenStack.pwd was sealed with key {}, but the configured key is {other_id}",
+            test_key.id()
+        )),
+        "{text}"
+    );
+    assert_eq!(read_stored().await?, stored);
+
+    // A store written before sealing holds the password in clear: the next start seals it.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display())).await?;
+    let clear = format!(
+        r#"{{"name":"cloud-1","configuration":{{"OpenStack":{{"host":"10.0.0.5","pwd":"{PASSWORD}","user":"admin"}}}}}}"#
+    );
+    sqlx::query("UPDATE environments SET config = $1 WHERE name = 'cloud-1'")
+        .bind(&clear)
+        .execute(&pool)
+        .await?;
+    pool.close().await;
+    let sink = sqlite_sink(&dir).await?;
+    assert_eq!(pwd(&sink).as_deref(), Some(PASSWORD));
+    let resealed = read_stored().await?;
+    assert!(!resealed.contains(PASSWORD), "{resealed}");
+    assert!(resealed.contains("\"pwd\":\"sealed:v1:"), "{resealed}");
+    Ok(())
 }

@@ -173,7 +173,7 @@ async fn the_adapter_reads_the_cloud_and_follows_its_notifications() -> anyhow::
     let cloud = FakeCloud::start(documents(), "admin", "s3cret", 2).await?;
     let dir = tempfile::tempdir()?;
     let store = format!("sqlite:{}", dir.path().join("store.db").display());
-    let sink = Arc::new(DurableSink::connect(&store).await?);
+    let sink = Arc::new(DurableSink::connect(&store, calipso_tests::secret_key()).await?);
     sink.admin(AdminChange::Environment(config(
         &cloud, &broker, &exchange, "3600",
     )))
@@ -299,7 +299,7 @@ async fn the_adapter_reads_the_cloud_and_follows_its_notifications() -> anyhow::
 async fn an_unreachable_cloud_is_reported_once_and_retried() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let store = format!("sqlite:{}", dir.path().join("store.db").display());
-    let sink = Arc::new(DurableSink::connect(&store).await?);
+    let sink = Arc::new(DurableSink::connect(&store, calipso_tests::secret_key()).await?);
     // A port nothing listens on.
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let url = format!("http://{}", listener.local_addr()?);

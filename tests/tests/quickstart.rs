@@ -46,6 +46,7 @@ async fn quickstart_exchanges_the_host_model_and_reuses_its_data_directory() -> 
     };
     assert_eq!(mode(&dir.path().join("data"))?, 0o700);
     assert_eq!(mode(&dir.path().join("data/calipso.db"))?, 0o600);
+    assert_eq!(mode(&dir.path().join("data/secret.key"))?, 0o600);
     let ca_cert = std::fs::read(ca.join("ca.pem"))?;
     let index = std::fs::read(ca.join("index.json"))?;
 

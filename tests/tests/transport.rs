@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use calipso_agent::UplinkEvent;
-use calipso_aggregator::ingest::{JournalEntry, MemorySink};
+use calipso_agent::outbox::Outbox;
+use calipso_aggregator::ingest::{IngestConfig, JournalEntry, MemorySink};
 use calipso_proto::codec;
 use calipso_proto::framing::{FrameReader, FrameWriter};
 use calipso_proto::wire::{AgentMessage, AggregatorMessage, ErrorCode, Hello, Resume};
@@ -246,13 +247,7 @@ async fn certificate_of_host_a_claiming_host_b_is_refused() -> anyhow::Result<()
     let aggregator = TestAggregator::start(&pki, Arc::new(MemorySink::new()), LOOPBACK.into())?;
     let (tls_a, _) = pki.agent("compute-a")?;
     let mut agent = TestAgent::start("compute-b", &tls_a, &agent_config(aggregator.addr))?;
-    let refused = agent
-        .wait_event(WAIT, |e| matches!(e, UplinkEvent::Disconnected { .. }))
-        .await;
-    let reason = match refused {
-        Some(UplinkEvent::Disconnected { reason }) => reason,
-        other => panic!("expected a refusal, got {other:?}"),
-    };
+    let reason = refusal_reason(&mut agent).await;
     assert!(reason.contains("identity_mismatch"), "{reason}");
     assert!(
         reason.contains("`compute-a`") && reason.contains("`compute-b`"),
@@ -409,13 +404,7 @@ async fn protocol_version_mismatch_is_named_on_the_agent_side() -> anyhow::Resul
     });
     let (tls, _) = pki.agent("compute-1")?;
     let mut agent = TestAgent::start("compute-1", &tls, &agent_config(addr))?;
-    let reason = match agent
-        .wait_event(WAIT, |e| matches!(e, UplinkEvent::Disconnected { .. }))
-        .await
-    {
-        Some(UplinkEvent::Disconnected { reason }) => reason,
-        other => panic!("expected a disconnect, got {other:?}"),
-    };
+    let reason = refusal_reason(&mut agent).await;
     assert_eq!(
         reason,
         "aggregator broke the protocol: aggregator speaks protocol version 2, agent speaks 1"
@@ -516,5 +505,86 @@ async fn a_delta_touching_another_host_is_rejected_and_the_session_goes_on() -> 
     assert_eq!(connections(setup.sink(), "compute-1"), 1);
     agent.stop().await;
     setup.aggregator.stop().await;
+    Ok(())
+}
+
+/// Waits for the agent's first disconnection and returns its reason.
+async fn refusal_reason(agent: &mut TestAgent) -> String {
+    match agent
+        .wait_event(WAIT, |e| matches!(e, UplinkEvent::Disconnected { .. }))
+        .await
+    {
+        Some(UplinkEvent::Disconnected { reason }) => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Issue 24, item 7: an agent's key writes only into the environment its certificate names; an
+/// agent configured for another environment (`injected-env-1`) is refused and creates nothing.
+#[tokio::test]
+async fn an_agent_certificate_is_good_for_its_environment_only() -> anyhow::Result<()> {
+    init_test_logging();
+    let pki = Pki::new()?;
+    let aggregator = TestAggregator::start(&pki, Arc::new(MemorySink::new()), LOOPBACK.into())?;
+    let (tls, _) = pki.agent_in("compute-1", "lab")?;
+    let config = agent_config(aggregator.addr);
+    let injected = Outbox::new("compute-1", "injected-env-1", 1, config.outbox_max_bytes);
+    let mut agent = TestAgent::with_outbox(injected, &tls, &config)?;
+    let reason = refusal_reason(&mut agent).await;
+    assert!(reason.contains("identity_mismatch"), "{reason}");
+    assert!(
+        reason.contains(
+            "the certificate of host `compute-1` is for environment `lab`, not `injected-env-1`"
+        ),
+        "{reason}"
+    );
+    agent.stop().await;
+    assert_eq!(connections(&aggregator.sink, "compute-1"), 0);
+
+    // The same certificate in its own environment is welcome.
+    let own = Outbox::new("compute-1", "lab", 2, config.outbox_max_bytes);
+    let mut agent = TestAgent::with_outbox(own, &tls, &config)?;
+    agent.change("tap0", 1500);
+    assert!(agent.wait_acked(WAIT).await);
+    assert_eq!(connections(&aggregator.sink, "compute-1"), 1);
+    agent.stop().await;
+    aggregator.stop().await;
+    Ok(())
+}
+
+/// Issue 24, item 7: a certificate from before environments were bound is refused with how to
+/// re-issue it, unless the operator allows such certificates for an upgrade.
+#[tokio::test]
+async fn an_unbound_certificate_needs_the_operators_leave() -> anyhow::Result<()> {
+    init_test_logging();
+    let pki = Pki::new()?;
+    let tls = pki.unbound_agent("compute-old")?;
+    let aggregator = TestAggregator::start(&pki, Arc::new(MemorySink::new()), LOOPBACK.into())?;
+    let mut agent = TestAgent::start("compute-old", &tls, &agent_config(aggregator.addr))?;
+    let reason = refusal_reason(&mut agent).await;
+    assert!(
+        reason.contains(
+            "the certificate of host `compute-old` names no environment: issue it again with \
+             `calipso-aggregator ca issue-agent --host compute-old --environment lab`"
+        ),
+        "{reason}"
+    );
+    agent.stop().await;
+    assert_eq!(connections(&aggregator.sink, "compute-old"), 0);
+    aggregator.stop().await;
+
+    let lenient = TestAggregator::start_with(
+        IngestConfig {
+            allow_unbound_agents: true,
+            ..IngestConfig::new(LOOPBACK.into(), pki.server_paths())
+        },
+        Arc::new(MemorySink::new()),
+    )?;
+    let mut agent = TestAgent::start("compute-old", &tls, &agent_config(lenient.addr))?;
+    agent.change("tap0", 1500);
+    assert!(agent.wait_acked(WAIT).await);
+    assert_eq!(connections(&lenient.sink, "compute-old"), 1);
+    agent.stop().await;
+    lenient.stop().await;
     Ok(())
 }

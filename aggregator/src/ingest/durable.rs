@@ -28,6 +28,7 @@ use crate::cliques::{CliqueConstraint, CliqueType, EnvironmentConfig};
 use crate::engine::{Applied, Change, Engine};
 use crate::graph::Node;
 use crate::links::LinkKey;
+use crate::secrets::{SecretError, SecretKey};
 use crate::store::{
     AgentRecord, AgentState, AnyStore, Batch, Loaded, Message, MessageLevel, ScanKind, Store,
     StoreError, Write,
@@ -61,6 +62,8 @@ pub enum Published {
 pub enum OpenError {
     #[error("cannot load the store: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot open the stored secrets: {0}")]
+    Secret(#[from] SecretError),
 }
 
 enum Request {
@@ -132,6 +135,8 @@ struct Shared {
     /// When each host's last snapshot was stored (since this process started): how a scan
     /// knows the snapshot it asked for arrived.
     snapshots: RwLock<HashMap<String, Timestamp>>,
+    /// Seals environment secrets on their way to the store, opens them on the way back.
+    secrets: SecretKey,
 }
 
 /// An [`IngestSink`] over a [`Store`], with the engine that derives links and cliques.
@@ -146,14 +151,16 @@ pub struct DurableSink {
 impl DurableSink {
     /// Loads everything from the store (seeding the default clique types on first start),
     /// builds links and cliques, records any difference from the stored ones (a new version may
-    /// derive links differently), and starts the committer.
-    pub async fn open(store: impl Into<AnyStore>) -> Result<Self, OpenError> {
+    /// derive links differently), and starts the committer. `secrets` opens the environment
+    /// secrets the store holds (secrets an earlier version stored in clear are sealed now).
+    pub async fn open(store: impl Into<AnyStore>, secrets: SecretKey) -> Result<Self, OpenError> {
         let store = Arc::new(store.into());
-        let (engine, agents, last_commit) = load_engine(store.as_ref()).await?;
+        let (engine, agents, last_commit) = load_engine(store.as_ref(), &secrets).await?;
         let shared = Arc::new(Shared {
             engine: RwLock::new(engine),
             agents: RwLock::new(agents),
             snapshots: RwLock::new(HashMap::new()),
+            secrets,
         });
         let (jobs, queue) = mpsc::channel(4 * MAX_GROUP);
         let (published, _) = broadcast::channel(1024);
@@ -188,8 +195,8 @@ impl DurableSink {
 
     /// Opens the store a URL names — `sqlite:PATH` (created if missing) or
     /// `postgres://…` — and the sink over it.
-    pub async fn connect(url: &str) -> Result<Self, OpenError> {
-        Self::open(AnyStore::connect(url).await?).await
+    pub async fn connect(url: &str, secrets: SecretKey) -> Result<Self, OpenError> {
+        Self::open(AnyStore::connect(url).await?, secrets).await
     }
 
     /// The store, for history and the API's own records.
@@ -268,7 +275,8 @@ impl DurableSink {
 
 async fn load_engine(
     store: &AnyStore,
-) -> Result<(Engine, HashMap<String, AgentRecord>, Timestamp), StoreError> {
+    secrets: &SecretKey,
+) -> Result<(Engine, HashMap<String, AgentRecord>, Timestamp), OpenError> {
     let Loaded {
         environments,
         objects,
@@ -311,14 +319,19 @@ async fn load_engine(
         at: next_time(last_commit),
         ..Batch::default()
     };
-    for config in environments {
+    for stored in environments {
+        let (config, clear_found) = secrets.open_config(stored)?;
+        if clear_found {
+            tracing::info!(environment = %config.name, "sealing secrets an earlier version stored in clear");
+            batch.environments.push(secrets.seal_config(&config));
+        }
         let nodes = by_env.remove(&config.name).unwrap_or_default();
         engine.load(config, nodes);
     }
     for (name, nodes) in by_env {
         engine.load(crate::cliques::EnvironmentConfig::named(&name), nodes);
         if let Some(env) = engine.environment(&name) {
-            batch.environments.push(env.config.clone());
+            batch.environments.push(secrets.seal_config(&env.config));
         }
     }
     reconcile(&engine, links, cliques, &mut batch);
@@ -539,6 +552,7 @@ impl Committer {
             let mut work = Work {
                 engine: &mut engine,
                 agents: &mut agents,
+                secrets: &self.shared.secrets,
                 batch: &mut batch,
                 changes: &mut changes,
                 at,
@@ -603,7 +617,7 @@ impl Committer {
     /// cannot be read (memory then stays marked as ahead of it, and nothing is applied until a
     /// reload succeeds).
     async fn reload(&mut self) -> bool {
-        match load_engine(self.store.as_ref()).await {
+        match load_engine(self.store.as_ref(), &self.shared.secrets).await {
             Ok((engine, agents, last)) => {
                 self.last_at = self.last_at.max(last);
                 *self
@@ -676,6 +690,7 @@ fn push_cliques(batch: &mut Batch, env: &str, cliques: &CliqueChanges) {
 struct Work<'a> {
     engine: &'a mut Engine,
     agents: &'a mut HashMap<String, AgentRecord>,
+    secrets: &'a SecretKey,
     batch: &'a mut Batch,
     changes: &'a mut Vec<(String, Applied)>,
     at: Timestamp,
@@ -781,7 +796,9 @@ impl Work<'_> {
                 let environment = config.name.clone();
                 let cliques = self.engine.set_config(config.clone());
                 self.record(&environment, Applied::cliques_only(cliques));
-                self.batch.environments.push(config);
+                self.batch
+                    .environments
+                    .push(self.secrets.seal_config(&config));
             }
             AdminChange::RemoveEnvironment(name) => {
                 if let Err(reason) = self.engine.remove_environment(&name) {
@@ -818,7 +835,9 @@ impl Work<'_> {
         if self.engine.ensure_environment(environment)
             && let Some(env) = self.engine.environment(environment)
         {
-            self.batch.environments.push(env.config.clone());
+            self.batch
+                .environments
+                .push(self.secrets.seal_config(&env.config));
         }
         let applied = self.engine.apply(environment, changes);
         self.record(environment, applied);

@@ -22,6 +22,9 @@ pub struct IngestConfig {
     pub idle_timeout: Duration,
     /// How long a new connection may take to open its stream and say `Hello`.
     pub hello_timeout: Duration,
+    /// Accept agent certificates that name no environment (issued before binding), for the
+    /// environment their Hello names. Off: such a session is refused with how to re-issue.
+    pub allow_unbound_agents: bool,
 }
 
 impl IngestConfig {
@@ -32,6 +35,7 @@ impl IngestConfig {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             idle_timeout: Duration::from_secs(30),
             hello_timeout: Duration::from_secs(10),
+            allow_unbound_agents: false,
         }
     }
 }

@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use super::server::{IngestConfig, Registry};
 use super::{AgentSession, IngestSink, Outcome};
-use crate::tls::peer_identity;
+use crate::tls::{AgentIdentity, peer_identity};
 
 pub(super) const CLOSE_NORMAL: VarInt = VarInt::from_u32(0);
 pub(super) const CLOSE_PROTOCOL_ERROR: VarInt = VarInt::from_u32(1);
@@ -72,7 +72,7 @@ pub(super) async fn run<S: IngestSink>(
         connection.close(CLOSE_PROTOCOL_ERROR, b"certificate has no identity");
         return;
     };
-    let span = tracing::info_span!("session", host = %identity, %remote);
+    let span = tracing::info_span!("session", host = %identity.host, %remote);
     async move {
         let streams = tokio::time::timeout(config.hello_timeout, connection.accept_bi()).await;
         let (send, recv) = match streams {
@@ -93,13 +93,9 @@ pub(super) async fn run<S: IngestSink>(
                 return finish(&connection, &mut writer, end).await;
             }
         };
-        if hello.host != identity {
-            tracing::warn!(claimed = %hello.host, "agent certificate identity does not match the host it claims");
-            let end = refused(
-                ErrorCode::IdentityMismatch,
-                format!("certificate identifies host `{identity}` but Hello claims `{}`", hello.host),
-            );
-            return finish(&connection, &mut writer, end).await;
+        if let Err(reason) = admit(&identity, &hello, config.allow_unbound_agents) {
+            tracing::warn!(claimed_host = %hello.host, claimed_environment = %hello.environment, "{reason}");
+            return finish(&connection, &mut writer, refused(ErrorCode::IdentityMismatch, reason)).await;
         }
         let info = AgentSession {
             host: hello.host.clone(),
@@ -122,6 +118,37 @@ pub(super) async fn run<S: IngestSink>(
     }
     .instrument(span)
     .await;
+}
+
+/// Whether the certificate allows what the Hello claims: its own host, in the environment it
+/// was issued for. A certificate from before environments were bound passes only when the
+/// operator allows it (while agents are re-issued).
+fn admit(identity: &AgentIdentity, hello: &Hello, allow_unbound: bool) -> Result<(), String> {
+    let host = &identity.host;
+    if hello.host != *host {
+        return Err(format!(
+            "certificate identifies host `{host}` but Hello claims `{}`",
+            hello.host
+        ));
+    }
+    match &identity.environment {
+        Some(bound) if *bound == hello.environment => Ok(()),
+        Some(bound) => Err(format!(
+            "the certificate of host `{host}` is for environment `{bound}`, not `{}`: set the agent's environment to `{bound}`, or issue a certificate for `{}`",
+            hello.environment, hello.environment
+        )),
+        None if allow_unbound => {
+            tracing::warn!(
+                "the certificate of host `{host}` names no environment; accepted for `{}` because [ingest] allow_unbound_agents is set",
+                hello.environment
+            );
+            Ok(())
+        }
+        None => Err(format!(
+            "the certificate of host `{host}` names no environment: issue it again with `calipso-aggregator ca issue-agent --host {host} --environment {}`",
+            hello.environment
+        )),
+    }
 }
 
 async fn read_hello(reader: &mut FrameReader<RecvStream>) -> Result<Hello, End> {

@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use super::{Principal, Service, ServiceError};
 use crate::cliques::{CliqueConstraint, CliqueType, EnvironmentConfig};
 use crate::ingest::AdminChange;
+use crate::secrets::is_secret;
 use crate::store::{Grants, Store, UserRecord};
 
 pub const MECHANISM_DRIVERS: &[&str] = &["OVS", "VPP", "LXB", "Arista", "Nexus"];
@@ -25,17 +26,6 @@ pub const CONFIGURATION_TARGETS: &[&str] = &[
     "ACI",
     "Kubernetes",
     "NFV_provider",
-];
-/// Configuration keys whose values are written but never read back.
-pub const SECRET_KEYS: &[&str] = &[
-    "pwd",
-    "password",
-    "token",
-    "admin_token",
-    "nfv_token",
-    "key",
-    "rabbitmq_pass",
-    "ssh_password",
 ];
 
 /// An environment's configuration as the API returns it: secrets are listed by name only.
@@ -84,10 +74,6 @@ pub struct UserInput {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub grants: Grants,
-}
-
-fn is_secret(key: &str) -> bool {
-    SECRET_KEYS.contains(&key)
 }
 
 pub fn environment_view(config: &EnvironmentConfig) -> EnvironmentView {

@@ -306,7 +306,7 @@ impl Lab {
             true,
         )?;
         for host in &self.topology.hosts {
-            ca.issue_agent(&host.name, true)?;
+            ca.issue_agent(&host.name, &self.topology.environment, true)?;
         }
         Ok(())
     }
@@ -325,6 +325,7 @@ idle_timeout = "3s"
 
 [store]
 url = "sqlite://{db}"
+secret_key_file = "{secret_key}"
 
 [api]
 listen = "{api}"
@@ -336,7 +337,8 @@ admin_password = "{password}"
             cert = path(&format!("server-{SERVER_NAME}.pem")),
             key = path(&format!("server-{SERVER_NAME}.key")),
             crl = path("crl.pem"),
-            db = self.state_dir.join("calipso.db").display(),
+            db = self.state_dir.join("data").join("calipso.db").display(),
+            secret_key = self.state_dir.join("keys").join("secret.key").display(),
             api = self.run.api,
             password = self.run.admin_password,
         )
@@ -418,6 +420,7 @@ socket = "{ovs}"
     pub fn start_aggregator(&mut self) -> anyhow::Result<()> {
         let config = self.state_dir.join("aggregator.toml");
         std::fs::write(&config, self.aggregator_config())?;
+        std::fs::create_dir_all(self.state_dir.join("data"))?;
         let mut command = Command::new(&self.run.aggregator_bin);
         command.arg("serve").arg("--config").arg(&config);
         self.spawn("aggregator", command)?;
