@@ -44,11 +44,22 @@
 //! # key = "/etc/calipso/ovs-client.key"
 //! statistics = false
 //! max_message_bytes = 268435456
+//!
+//! [health]                              # checks the agent runs on what it sees
+//! enabled = true
+//! interval = "15s"                      # how often each object is checked …
+//! # intervals = { vservice = "60s" }    # … or per object type
+//! timeout = "10s"                       # a check still running then is `unknown`
+//! max_concurrent = 16                   # checks running at once
+//! error_rate_warning = 1.0              # NIC / vNIC errors per second that make a warning
+//! drop_rate_warning = 100.0             # and drops per second
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use calipso_proto::ObjectType;
 use calipso_proto::wire::DEFAULT_MAX_FRAME_BYTES;
 
 use crate::collect::kernel::SysPaths;
@@ -99,6 +110,47 @@ pub struct AgentConfig {
     pub kernel: KernelConfig,
     #[serde(default)]
     pub ovs: OvsConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+/// The agent's own health checks ([`crate::health`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// By object type name (`vservice`, `host_pnic` …), overriding `interval`.
+    pub intervals: BTreeMap<String, humantime_serde::Serde<Duration>>,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub max_concurrent: usize,
+    pub error_rate_warning: f64,
+    pub drop_rate_warning: f64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            enabled: true,
+            interval: Duration::from_secs(15),
+            intervals: BTreeMap::new(),
+            timeout: Duration::from_secs(10),
+            max_concurrent: 16,
+            error_rate_warning: 1.0,
+            drop_rate_warning: 100.0,
+        }
+    }
+}
+
+impl HealthConfig {
+    /// How often objects of `object_type` are checked.
+    pub fn interval_for(&self, object_type: ObjectType) -> Duration {
+        self.intervals
+            .get(object_type.as_str())
+            .map_or(self.interval, |interval| **interval)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -282,6 +334,7 @@ impl Default for AgentConfig {
             libvirt: LibvirtConfig::default(),
             kernel: KernelConfig::default(),
             ovs: OvsConfig::default(),
+            health: HealthConfig::default(),
         }
     }
 }
@@ -416,6 +469,58 @@ impl AgentConfig {
                 "ovs.max_message_bytes",
                 "must be at least 65536".into(),
             ));
+        }
+        self.validate_health(path)
+    }
+
+    fn validate_health(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, problem: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            problem,
+        };
+        let health = &self.health;
+        let second = Duration::from_secs(1);
+        let day = Duration::from_secs(86_400);
+        if health.interval < second || health.interval > day {
+            return Err(invalid(
+                "health.interval",
+                "must be between 1s and 1 day".into(),
+            ));
+        }
+        for (name, interval) in &health.intervals {
+            if name.parse::<ObjectType>().is_err() {
+                return Err(invalid(
+                    "health.intervals",
+                    format!("`{name}` is not an object type"),
+                ));
+            }
+            if **interval < second || **interval > day {
+                return Err(invalid(
+                    "health.intervals",
+                    format!("`{name}` must be between 1s and 1 day"),
+                ));
+            }
+        }
+        if health.timeout.is_zero() || health.timeout > Duration::from_secs(300) {
+            return Err(invalid(
+                "health.timeout",
+                "must be between 1ms and 5m".into(),
+            ));
+        }
+        if !(1..=1024).contains(&health.max_concurrent) {
+            return Err(invalid(
+                "health.max_concurrent",
+                "must be between 1 and 1024".into(),
+            ));
+        }
+        for (key, rate) in [
+            ("health.error_rate_warning", health.error_rate_warning),
+            ("health.drop_rate_warning", health.drop_rate_warning),
+        ] {
+            if !rate.is_finite() || rate < 0.0 {
+                return Err(invalid(key, "must be a number of at least 0".into()));
+            }
         }
         Ok(())
     }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use calipso_proto::codec::{self, EncodeError};
 use calipso_proto::wire::{AgentMessage, Delta, Snapshot};
-use calipso_proto::{Object, ObjectId, Timestamp};
+use calipso_proto::{Object, ObjectId, ObjectType, Status, StatusLevel, Timestamp};
 use tokio::sync::watch;
 
 use crate::state::SavedState;
@@ -47,8 +47,11 @@ pub struct PendingDelta {
 #[derive(Debug)]
 struct Entry {
     fragments: BTreeMap<&'static str, Object>,
-    /// The merge, kept only when several collectors describe the object; with one, the object
-    /// is that fragment (no second copy of every object).
+    /// The health checks' verdict ([`Outbox::set_statuses`]): no collector's fragment carries
+    /// it, so a collector re-describing the object leaves it in place.
+    status: Option<Status>,
+    /// The merge, kept only when several collectors describe the object or it has a status;
+    /// otherwise the object is its one fragment (no second copy of every object).
     merged: Option<Object>,
 }
 
@@ -60,8 +63,13 @@ impl Entry {
     }
 
     fn remerge(&mut self) {
-        self.merged = if self.fragments.len() > 1 {
-            merge(self.fragments.iter().map(|(c, o)| (*c, o)))
+        self.merged = if self.fragments.len() > 1 || self.status.is_some() {
+            merge(self.fragments.iter().map(|(c, o)| (*c, o))).map(|mut object| {
+                if let Some(status) = &self.status {
+                    object.status = status.clone();
+                }
+                object
+            })
         } else {
             None
         };
@@ -360,18 +368,67 @@ impl Outbox {
                     }
                 }
                 None => {
-                    let entry = Entry {
+                    // After a restart the checks' last verdict stands until they run again,
+                    // so the rebuilt model matches the saved one.
+                    let status = state
+                        .warmup
+                        .as_ref()
+                        .and_then(|warmup| warmup.baseline.get(&object.id))
+                        .map(|saved| saved.status.clone())
+                        .filter(|status| status.level != StatusLevel::Unknown);
+                    let mut entry = Entry {
                         fragments: BTreeMap::from([(collector, object.clone())]),
+                        status,
                         merged: None,
                     };
-                    state.model.insert(object.id.clone(), entry);
-                    delta.upserts.push(object);
+                    entry.remerge();
+                    let upsert = entry.object().cloned().unwrap_or(object);
+                    state.model.insert(upsert.id.clone(), entry);
+                    delta.upserts.push(upsert);
                 }
             }
         }
         if let Some(warmup) = &mut state.warmup {
             warmup.waiting.remove(collector);
             warmup.last_publish = Instant::now();
+            return Ok(None);
+        }
+        self.append(&mut state, delta)
+    }
+
+    /// Records the health checks' verdicts as the objects' statuses; returns the delta's
+    /// sequence number, or `None` when no status changed. A status keeps the time its level
+    /// was first seen while only its text changes; objects no longer in the model are skipped.
+    pub fn set_statuses(
+        &self,
+        verdicts: impl IntoIterator<Item = (ObjectId, StatusLevel, String)>,
+    ) -> Result<Option<u64>, EncodeError> {
+        let mut state = self.state();
+        let mut delta = ChangeSet::default();
+        let now = Timestamp::now();
+        for (id, level, text) in verdicts {
+            let Some(entry) = state.model.get_mut(&id) else {
+                continue;
+            };
+            let current = entry.object().map(|object| &object.status);
+            if current.is_some_and(|status| status.level == level && status.text == text) {
+                continue;
+            }
+            let since = current
+                .filter(|status| status.level == level)
+                .and_then(|status| status.timestamp)
+                .unwrap_or(now);
+            entry.status = Some(Status {
+                level,
+                text,
+                timestamp: Some(since),
+            });
+            entry.remerge();
+            if let Some(object) = entry.object() {
+                delta.upserts.push(object.clone());
+            }
+        }
+        if state.warmup.is_some() {
             return Ok(None);
         }
         self.append(&mut state, delta)
@@ -505,6 +562,17 @@ impl Outbox {
             .model
             .values()
             .filter_map(|e| e.object().cloned())
+            .collect()
+    }
+
+    /// The current objects whose type `wanted` accepts, sorted by id.
+    pub fn objects_of(&self, wanted: impl Fn(ObjectType) -> bool) -> Vec<Object> {
+        self.state()
+            .model
+            .values()
+            .filter_map(Entry::object)
+            .filter(|object| wanted(object.object_type))
+            .cloned()
             .collect()
     }
 

@@ -1,5 +1,6 @@
 //! Wires the agent together: collectors feed the outbox, the uplink drains it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use calipso_proto::Object;
@@ -9,6 +10,8 @@ use crate::collect::{
     Collector, CollectorError, HostFacts, InterfaceDirectory, Kernel, Libvirt, Ovs, Scope,
 };
 use crate::config::{AgentConfig, ConfigError};
+use crate::health::interfaces::RateLimits;
+use crate::health::{BridgeCheck, Check, InterfaceCheck, Monitor, ServiceCheck};
 use crate::outbox::{Outbox, Warming};
 use crate::state::StateFile;
 use crate::uplink::Uplink;
@@ -25,6 +28,8 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 pub struct Agent {
     outbox: Outbox,
     collectors: Vec<Box<dyn Collector>>,
+    /// The health checks, unless `[health] enabled = false`.
+    monitor: Option<Monitor>,
     state_file: Option<StateFile>,
 }
 
@@ -89,9 +94,25 @@ impl Agent {
                 cap,
             ),
         };
+        let monitor = config.health.enabled.then(|| {
+            let health = &config.health;
+            let checks: Vec<Arc<dyn Check>> = vec![
+                Arc::new(InterfaceCheck::new(
+                    config.kernel.sysfs_net.clone(),
+                    RateLimits {
+                        errors_per_second: health.error_rate_warning,
+                        drops_per_second: health.drop_rate_warning,
+                    },
+                )),
+                Arc::new(BridgeCheck),
+                Arc::new(ServiceCheck::new(config.netns.dir.clone(), "/proc".into())),
+            ];
+            Monitor::new(checks, health.clone())
+        });
         Ok(Agent {
             outbox,
             collectors,
+            monitor,
             state_file,
         })
     }
@@ -122,6 +143,9 @@ impl Agent {
                     tracing::error!(collector = name, %err, "collector stopped");
                 }
             });
+        }
+        if let Some(monitor) = self.monitor {
+            tasks.spawn(monitor.run(self.outbox.clone(), shutdown.clone()));
         }
         tasks.spawn(finish_warmup(self.outbox.clone(), shutdown.clone()));
         if let Some(file) = self.state_file.clone() {

@@ -9,6 +9,7 @@
 //! * [`graph`]: an environment's objects in memory, indexed for the link finders.
 //! * [`idset`]: the small sets of ids the indexes are made of.
 //! * [`links`]: the link finders and the incremental link set.
+//! * [`monitoring`]: status as operators see it: stale objects, clique roll-ups, messages.
 //! * [`client`]: a client of the API (the `calipso` CLI's).
 //! * [`cliques`]: clique types, constraints and the incremental clique engine.
 //! * [`engine`]: graph, links and cliques of every environment, updated together.
@@ -32,6 +33,7 @@ pub mod idset;
 pub mod ingest;
 mod interner;
 pub mod links;
+pub mod monitoring;
 pub mod openstack;
 mod parallel;
 pub mod quickstart;

@@ -28,6 +28,7 @@ use crate::cliques::{CliqueConstraint, CliqueType, EnvironmentConfig};
 use crate::engine::{Applied, Change, Engine};
 use crate::graph::Node;
 use crate::links::LinkKey;
+use crate::monitoring;
 use crate::secrets::{SecretError, SecretKey};
 use crate::store::{
     AgentRecord, AgentState, AnyStore, Batch, Loaded, Message, MessageLevel, ScanKind, Store,
@@ -568,6 +569,16 @@ impl Committer {
                     .map(|(_, applied)| applied.change_count())
                     .sum();
                 replies.push((job.reply, Answer { outcomes, changes }));
+            }
+            for (environment, applied) in work.changes.iter() {
+                if let Some(env) = work.engine.environment(environment) {
+                    work.batch.messages.extend(monitoring::status_messages(
+                        environment,
+                        applied,
+                        &env.graph,
+                        at,
+                    ));
+                }
             }
         }
         for (env, applied) in &changes {

@@ -591,6 +591,8 @@ pub struct LinkChanges {
     /// Links whose state or attributes changed.
     pub changed: Vec<Link>,
     pub removed: Vec<LinkKey>,
+    /// Those of `changed` whose state went down or came back up.
+    pub flipped: Vec<LinkKey>,
 }
 
 impl LinkChanges {
@@ -612,7 +614,12 @@ impl LinkChanges {
     pub fn record(&mut self, before: Option<&Link>, now: &Link) {
         match before {
             None => self.created.push(now.clone()),
-            Some(before) if before != now => self.changed.push(now.clone()),
+            Some(before) if before != now => {
+                if before.state != now.state {
+                    self.flipped.push(LinkKey::of(now));
+                }
+                self.changed.push(now.clone());
+            }
             Some(_) => {}
         }
     }
@@ -622,6 +629,7 @@ impl LinkChanges {
         self.created.sort_by_key(LinkKey::of);
         self.changed.sort_by_key(LinkKey::of);
         self.removed.sort();
+        self.flipped.sort();
     }
 }
 

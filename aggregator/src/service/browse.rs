@@ -15,6 +15,7 @@ use super::inventory::{LinkView, ObjectView, link_view, object_view, tree_parent
 use super::{Principal, Service, ServiceError};
 use crate::graph::{Graph, Node};
 use crate::links::LinkKey;
+use crate::monitoring::effective_status;
 use crate::store::Store;
 
 /// The most rows one level of the tree answers; a level with more says how many it left out
@@ -95,6 +96,7 @@ pub const MAX_VERSIONS: usize = 1000;
 
 pub fn summary(node: &Node) -> ObjectBrief {
     let object = &node.object;
+    let status = effective_status(node);
     ObjectBrief {
         id: object.id.to_string(),
         object_type: object.object_type.to_string(),
@@ -102,8 +104,8 @@ pub fn summary(node: &Node) -> ObjectBrief {
         host: object.host.as_deref().map(str::to_owned),
         state: node.state().as_str().to_owned(),
         stale: node.stale,
-        status: object.status.level.as_str().to_owned(),
-        status_text: object.status.text.clone(),
+        status: status.level.as_str().to_owned(),
+        status_text: status.text.clone(),
     }
 }
 

@@ -355,7 +355,7 @@ fn push_events(events: &mut Vec<Event>, environment: &str, at: Timestamp, applie
             clique.focal_point.to_string(),
             clique.focal_point_type.to_string(),
             None,
-            serde_json::to_value(clique_view(environment, clique)).ok(),
+            serde_json::to_value(clique_view(environment, clique, None)).ok(),
         ));
     }
     for focal in &applied.cliques.removed {

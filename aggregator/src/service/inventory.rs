@@ -13,6 +13,7 @@ use super::{Page, Principal, Service, ServiceError, decode_cursor, encode_cursor
 use crate::cliques::Clique;
 use crate::graph::{Graph, Node};
 use crate::links::LinkKey;
+use crate::monitoring::{CliqueStatus, clique_status, effective_status};
 use crate::store::{AgentRecord, MessageLevel, MessageQuery, Store};
 
 /// An object as the API shows it: the model's fields and where it sits in the tree.
@@ -74,6 +75,10 @@ pub struct CliqueView {
     pub nodes: Vec<String>,
     pub links: Vec<LinkRef>,
     pub implicit_links: Vec<LinkView>,
+    /// The worst member's status, naming it. Absent from live-stream events, which carry a
+    /// member's status change as that object's event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<CliqueStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -241,7 +246,7 @@ pub fn object_view(graph: &Graph, node: &Node) -> ObjectView {
         id_path,
         name_path,
         attributes: serde_json::to_value(&object.attributes).unwrap_or_default(),
-        status: serde_json::to_value(&object.status).unwrap_or_default(),
+        status: serde_json::to_value(effective_status(node)).unwrap_or_default(),
         state: node.state().as_str().to_owned(),
         stale: node.stale,
         first_seen: node.first_seen.to_string(),
@@ -262,8 +267,18 @@ pub fn link_view(link: &Link) -> LinkView {
     }
 }
 
-pub fn clique_view(environment: &str, clique: &Clique) -> CliqueView {
+/// Finds an environment's object by id: in the live graph, or among the objects at a time.
+pub type Members<'m, 'a> = &'m dyn Fn(&ObjectId) -> Option<&'a Node>;
+
+/// A clique as the API shows it, with its status when `members` finds its nodes (live, or at
+/// the clique's time).
+pub fn clique_view(
+    environment: &str,
+    clique: &Clique,
+    members: Option<Members<'_, '_>>,
+) -> CliqueView {
     CliqueView {
+        status: members.map(|lookup| clique_status(clique, lookup)),
         environment: environment.to_owned(),
         focal_point: clique.focal_point.to_string(),
         focal_point_type: clique.focal_point_type.to_string(),
@@ -584,23 +599,17 @@ impl Service {
         let environment = &query.environment;
         self.answerable(query.at).await?;
         let mut found: Vec<CliqueView> = match query.at {
-            Some(at) => self
-                .store()
-                .cliques_at(environment, at)
-                .await?
-                .iter()
-                .filter(|c| keep(c))
-                .map(|c| clique_view(environment, c))
-                .collect(),
+            Some(at) => self.cliques_at(environment, at, keep).await?,
             None => {
                 let engine = self.sink().engine();
                 let env = environment_of(&engine, environment)?;
+                let lookup = |id: &ObjectId| env.graph.get(id);
                 let mut cliques: Vec<&Clique> = env.cliques.cliques().filter(|c| keep(c)).collect();
                 cliques.sort_by(|a, b| a.focal_point.cmp(&b.focal_point));
                 cliques
                     .into_iter()
                     .take(limit + 1)
-                    .map(|c| clique_view(environment, c))
+                    .map(|c| clique_view(environment, c, Some(&lookup)))
                     .collect()
             }
         };
@@ -631,22 +640,43 @@ impl Service {
         self.answerable(at).await?;
         match at {
             Some(at) => self
-                .store()
-                .cliques_at(environment, at)
+                .cliques_at(environment, at, |c| &c.focal_point == focal_point)
                 .await?
-                .iter()
-                .find(|c| &c.focal_point == focal_point)
-                .map(|c| clique_view(environment, c))
+                .into_iter()
+                .next()
                 .ok_or_else(missing),
             None => {
                 let engine = self.sink().engine();
-                engine
-                    .environment(environment)
-                    .and_then(|env| env.cliques.get(focal_point))
-                    .map(|c| clique_view(environment, c))
+                let env = engine.environment(environment);
+                let lookup = |id: &ObjectId| env.and_then(|env| env.graph.get(id));
+                env.and_then(|env| env.cliques.get(focal_point))
+                    .map(|c| clique_view(environment, c, Some(&lookup)))
                     .ok_or_else(missing)
             }
         }
+    }
+
+    /// The cliques `keep` accepts as they were at a past time, each with its status then.
+    async fn cliques_at(
+        &self,
+        environment: &str,
+        at: Timestamp,
+        keep: impl Fn(&Clique) -> bool,
+    ) -> Result<Vec<CliqueView>, ServiceError> {
+        let cliques = self.store().cliques_at(environment, at).await?;
+        let members: FxHashMap<ObjectId, Node> = self
+            .store()
+            .objects_at(environment, at)
+            .await?
+            .into_iter()
+            .map(|node| (node.id().clone(), node))
+            .collect();
+        let lookup = |id: &ObjectId| members.get(id);
+        Ok(cliques
+            .iter()
+            .filter(|c| keep(c))
+            .map(|c| clique_view(environment, c, Some(&lookup)))
+            .collect())
     }
 
     pub fn aggregates(
@@ -677,8 +707,14 @@ impl Service {
             FxHashMap::default();
         let mut by_state: FxHashMap<LinkState, usize> = FxHashMap::default();
         for node in env.graph.nodes() {
+            // A stale object counts as unknown, as it is shown.
+            let level = if node.stale {
+                StatusLevel::Unknown
+            } else {
+                node.object.status.level
+            };
             *by_type_and_status
-                .entry((node.object_type(), node.object.status.level))
+                .entry((node.object_type(), level))
                 .or_default() += 1;
             *by_state.entry(node.state()).or_default() += 1;
             aggregates.stale_objects += usize::from(node.stale);

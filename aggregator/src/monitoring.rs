@@ -1,0 +1,274 @@
+//! Health as the aggregator presents it: the status agents' checks report, made honest about
+//! disconnected hosts, rolled up to cliques, and told as messages when it changes.
+//!
+//! Agents report an object's status with the object (see the agent's `health` module). Here:
+//! * [`effective_status`]: a stale object (its agent is away) is `unknown`, not its last `ok`;
+//! * [`clique_status`]: a clique is as healthy as its worst member, which it names;
+//! * [`status_messages`]: every status change, and every link going down or coming back up
+//!   for a reason other than its host's agent going away, is a message (source
+//!   `Monitoring`), stored and streamed with the change.
+
+use std::borrow::Cow;
+
+use calipso_proto::{LinkState, ObjectId, Status, StatusLevel, Timestamp};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::cliques::Clique;
+use crate::engine::Applied;
+use crate::graph::{Graph, Node};
+use crate::links::LinkKey;
+use crate::store::{Message, MessageLevel};
+
+/// The source of the messages this module writes.
+pub const SOURCE: &str = "Monitoring";
+
+/// The status an operator should see: a stale object's is `unknown`, saying why and what was
+/// last reported.
+pub fn effective_status(node: &Node) -> Cow<'_, Status> {
+    let status = &node.object.status;
+    if !node.stale {
+        return Cow::Borrowed(status);
+    }
+    let host = node.object.host.as_deref().unwrap_or("its host");
+    let mut text = format!("the agent of {host} is disconnected");
+    if status.level != StatusLevel::Unknown {
+        text.push_str(&format!("; last reported {}", status.level.as_str()));
+        if !status.text.is_empty() {
+            text.push_str(&format!(": {}", status.text));
+        }
+    }
+    Cow::Owned(Status {
+        level: StatusLevel::Unknown,
+        text,
+        timestamp: status.timestamp,
+    })
+}
+
+/// How bad a level is, for roll-ups: an error outranks a warning, which outranks not knowing.
+fn severity(level: StatusLevel) -> u8 {
+    match level {
+        StatusLevel::Ok => 0,
+        StatusLevel::Unknown => 1,
+        StatusLevel::Warning => 2,
+        StatusLevel::Error => 3,
+    }
+}
+
+/// A clique's health: its worst member's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct CliqueStatus {
+    /// `ok`, `warning`, `error` or `unknown`.
+    pub level: String,
+    /// The worst member and what its status says ("vnic tap1 on compute-1: down: no carrier").
+    pub text: String,
+    /// The worst member's id (the first of equals, by id); absent when every member is ok.
+    pub member: Option<String>,
+}
+
+/// The worst status among the clique's members (objects missing from `lookup` are skipped).
+pub fn clique_status<'a>(
+    clique: &Clique,
+    lookup: impl Fn(&ObjectId) -> Option<&'a Node>,
+) -> CliqueStatus {
+    let mut worst: Option<(&Node, Cow<'_, Status>)> = None;
+    for node in clique.nodes.iter().filter_map(&lookup) {
+        let status = effective_status(node);
+        let worse = worst
+            .as_ref()
+            .is_none_or(|(_, w)| severity(status.level) > severity(w.level));
+        if worse {
+            worst = Some((node, status));
+        }
+    }
+    match worst {
+        Some((node, status)) if status.level != StatusLevel::Ok => CliqueStatus {
+            level: status.level.as_str().to_owned(),
+            text: format!("{}: {}", describe(node), status.text),
+            member: Some(node.id().to_string()),
+        },
+        Some(_) => CliqueStatus {
+            level: StatusLevel::Ok.as_str().to_owned(),
+            text: "every member is ok".into(),
+            member: None,
+        },
+        None => CliqueStatus {
+            level: StatusLevel::Unknown.as_str().to_owned(),
+            text: "no member is known".into(),
+            member: None,
+        },
+    }
+}
+
+/// "vnic tap1 on compute-1", "network net-a".
+fn describe(node: &Node) -> String {
+    let object = &node.object;
+    match &object.host {
+        Some(host) => format!("{} {} on {host}", object.object_type, object.name),
+        None => format!("{} {}", object.object_type, object.name),
+    }
+}
+
+fn message_level(level: StatusLevel) -> MessageLevel {
+    match level {
+        StatusLevel::Ok => MessageLevel::Info,
+        StatusLevel::Warning | StatusLevel::Unknown => MessageLevel::Warning,
+        StatusLevel::Error => MessageLevel::Error,
+    }
+}
+
+/// The messages one applied change deserves: a status that changed level (but not a first
+/// verdict of ok, nor a new object arriving unknown), and a link whose state flipped while both
+/// its ends' agents are connected (a host going away is one message of its own, not one per
+/// link). `graph` is the environment after the change.
+pub fn status_messages(
+    environment: &str,
+    applied: &Applied,
+    graph: &Graph,
+    at: Timestamp,
+) -> Vec<Message> {
+    let message = |level, object: &ObjectId, text| Message {
+        environment: Some(environment.to_owned()),
+        level,
+        source: SOURCE.to_owned(),
+        related_object: Some(object.clone()),
+        text,
+        at,
+    };
+    let mut messages = Vec::new();
+    for diff in &applied.objects {
+        let Some(after) = &diff.after else { continue };
+        let now = &after.object.status;
+        let was = diff
+            .before
+            .as_ref()
+            .map(|before| before.object.status.level);
+        // A first verdict of ok is no news: an agent starting would otherwise say so once
+        // for every object of its host.
+        let first = was.is_none_or(|was| was == StatusLevel::Unknown);
+        let changed = match was {
+            _ if first && now.level == StatusLevel::Ok => false,
+            Some(was) => was != now.level,
+            None => now.level != StatusLevel::Unknown,
+        };
+        if !changed {
+            continue;
+        }
+        let mut text = format!("{} is {}", describe(after), now.level.as_str());
+        if !now.text.is_empty() {
+            text.push_str(&format!(": {}", now.text));
+        }
+        if let Some(was) = was {
+            text.push_str(&format!(" (was {})", was.as_str()));
+        }
+        messages.push(message(message_level(now.level), &diff.id, text));
+    }
+    for key in &applied.links.flipped {
+        let Some(link) = applied
+            .links
+            .changed
+            .iter()
+            .find(|link| LinkKey::of(link) == *key)
+        else {
+            continue;
+        };
+        let (Some(source), Some(target)) = (graph.get(&key.source), graph.get(&key.target)) else {
+            continue;
+        };
+        if source.stale || target.stale {
+            continue;
+        }
+        let (level, how) = match link.state {
+            LinkState::Down => (MessageLevel::Error, "is down"),
+            LinkState::Up => (MessageLevel::Info, "is up again"),
+            LinkState::Unknown => continue,
+        };
+        let text = format!(
+            "link {} from {} to {} {how}",
+            key.link_type,
+            describe(source),
+            describe(target)
+        );
+        messages.push(message(level, &key.source, text));
+    }
+    messages
+}
+
+#[cfg(test)]
+mod tests {
+    use calipso_proto::{Object, ObjectType};
+
+    use super::*;
+
+    fn node(name: &str, level: StatusLevel, text: &str, stale: bool) -> Node {
+        let mut object = Object::new(
+            ObjectId::from_raw(format!("compute-1-{name}")),
+            ObjectType::Vnic,
+            name,
+            "lab",
+        )
+        .with_host("compute-1");
+        object.status = Status {
+            level,
+            text: text.into(),
+            timestamp: None,
+        };
+        let mut node = Node::new(object, Timestamp::from_unix_micros(1));
+        node.stale = stale;
+        node
+    }
+
+    #[test]
+    fn a_stale_object_is_unknown_and_says_what_it_last_was() {
+        let stale = node("tap1", StatusLevel::Ok, "up", true);
+        let status = effective_status(&stale);
+        assert_eq!(status.level, StatusLevel::Unknown);
+        assert_eq!(
+            status.text,
+            "the agent of compute-1 is disconnected; last reported ok: up"
+        );
+        let fresh = node("tap1", StatusLevel::Ok, "up", false);
+        assert_eq!(effective_status(&fresh).level, StatusLevel::Ok);
+    }
+
+    #[test]
+    fn a_clique_is_as_healthy_as_its_worst_member() {
+        let members = [
+            node("tap1", StatusLevel::Ok, "up", false),
+            node(
+                "qvo1",
+                StatusLevel::Warning,
+                "up: 3.0 drops/s (over 1)",
+                false,
+            ),
+            node("eth1", StatusLevel::Error, "down: no carrier", false),
+            node("tap2", StatusLevel::Ok, "up", true),
+        ];
+        let mut clique = Clique {
+            focal_point: ObjectId::from_raw("vm-1"),
+            focal_point_type: ObjectType::Instance,
+            clique_type: "instance".into(),
+            constraints: Default::default(),
+            nodes: members.iter().map(|n| n.id().clone()).collect(),
+            links: Default::default(),
+            implicit_links: Vec::new(),
+        };
+        let lookup = |id: &ObjectId| members.iter().find(|n| n.id() == id);
+        assert_eq!(
+            clique_status(&clique, lookup),
+            CliqueStatus {
+                level: "error".into(),
+                text: "vnic eth1 on compute-1: down: no carrier".into(),
+                member: Some("compute-1-eth1".into()),
+            }
+        );
+        clique.nodes = [members[0].id().clone(), members[3].id().clone()]
+            .into_iter()
+            .collect();
+        let status = clique_status(&clique, lookup);
+        assert_eq!(status.level, "unknown", "a disconnected member is not ok");
+        assert_eq!(status.member.as_deref(), Some("compute-1-tap2"));
+        clique.nodes = std::iter::once(members[0].id().clone()).collect();
+        assert_eq!(clique_status(&clique, lookup).text, "every member is ok");
+    }
+}

@@ -1,0 +1,214 @@
+//! The agent's own health checks on real kernel objects (a veth, a tap, a bridge, a DHCP
+//! namespace and its process), their results over QUIC into the durable sink, and what the
+//! aggregator makes of them: statuses, `Monitoring` messages, clique roll-ups. Needs root.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use calipso_agent::collect::{Collector, HostFacts, Kernel, Scope};
+use calipso_agent::config::HealthConfig;
+use calipso_agent::health::interfaces::RateLimits;
+use calipso_agent::health::{BridgeCheck, Check, InterfaceCheck, Monitor, ServiceCheck};
+use calipso_agent::outbox::Outbox;
+use calipso_aggregator::ingest::DurableSink;
+use calipso_aggregator::store::{MessageQuery, SqliteStore, Store};
+use calipso_proto::{ObjectId, ObjectType, StatusLevel};
+use calipso_tests::netlab::NetLab;
+use calipso_tests::{ENV, Pki, TestAgent, TestAggregator, agent_config, wait_until};
+use tokio_util::sync::CancellationToken;
+
+const HOST: &str = "compute-7";
+const WAIT: Duration = Duration::from_secs(15);
+/// What the check says of a DHCP namespace with no live process.
+const NO_DHCP_SERVER: &str = "no DHCP server: no process in qdhcp-net-a";
+
+/// The status the aggregator holds for an object, as (level, text).
+fn status_of(sink: &DurableSink, id: &ObjectId) -> Option<(StatusLevel, String)> {
+    let engine = sink.engine();
+    let node = engine.environment(ENV)?.graph.get(id)?;
+    Some((node.object.status.level, node.object.status.text.clone()))
+}
+
+/// Waits until the aggregator holds this status for `id`, and fails saying what it holds
+/// instead if it does not come.
+async fn expect_status(sink: &DurableSink, id: &ObjectId, level: StatusLevel, text: &str) {
+    let wanted = (level, text.to_owned());
+    wait_until(WAIT, || status_of(sink, id).as_ref() == Some(&wanted)).await;
+    assert_eq!(status_of(sink, id), Some(wanted), "{id}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_see_vnics_taps_bridges_and_dhcp_servers_come_and_go() -> anyhow::Result<()> {
+    calipso_tests::init_test_logging();
+    let mut lab = NetLab::new()?;
+    // qvb1 / qvo1 are a hybrid plug's veth pair: qvo1 going down takes qvb1's carrier. tap1 is
+    // a VM's tap with no VM holding it; qbr-empty a bridge that lost its ports; qdhcp-net-a a
+    // DHCP namespace whose dnsmasq is not running.
+    lab.sh("ip link add qvb1 type veth peer name qvo1\n\
+         ip link set qvb1 up\nip link set qvo1 up\n\
+         ip tuntap add tap1 mode tap\nip link set tap1 up\n\
+         ip link add qbr-empty type bridge\nip link set qbr-empty up")?;
+    let dhcp_ns = lab.add_netns("qdhcp-net-a")?;
+
+    let dir = tempfile::tempdir()?;
+    let sink = Arc::new(
+        DurableSink::open(
+            SqliteStore::open(&dir.path().join("calipso.db")).await?,
+            calipso_tests::secret_key(),
+        )
+        .await?,
+    );
+    let pki = Pki::new()?;
+    let aggregator = TestAggregator::start(&pki, sink.clone(), ([127, 0, 0, 1], 0).into())?;
+    let (tls, _) = pki.agent(HOST)?;
+    let config = agent_config(aggregator.addr);
+    let outbox = Outbox::new(HOST, ENV, 1, config.outbox_max_bytes);
+    let stop = CancellationToken::new();
+    let scope = Scope {
+        host: HOST.into(),
+        environment: ENV.into(),
+    };
+    // The host object first: the aggregator takes no object whose parent it does not know.
+    let host_facts = Box::new(HostFacts::new(scope.clone(), Duration::from_secs(60)));
+    tokio::spawn(host_facts.follow(outbox.clone(), stop.clone()));
+    let kernel = Box::new(Kernel::new(scope, lab.kernel_options()));
+    tokio::spawn(kernel.follow(outbox.clone(), stop.clone()));
+    let checks: Vec<Arc<dyn Check>> = vec![
+        Arc::new(InterfaceCheck::new(
+            "/sys/class/net".into(),
+            RateLimits {
+                errors_per_second: 1.0,
+                drops_per_second: 100.0,
+            },
+        )),
+        Arc::new(BridgeCheck),
+        Arc::new(ServiceCheck::new(
+            lab.netns_dir().to_owned(),
+            "/proc".into(),
+        )),
+    ];
+    let health = HealthConfig {
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(5),
+        ..HealthConfig::default()
+    };
+    tokio::spawn(Monitor::new(checks, health).run(outbox.clone(), stop.clone()));
+    let agent = TestAgent::with_outbox(outbox, &tls, &config)?;
+
+    let (qvb1, tap1, bridge) = (
+        ObjectId::host_local(ObjectType::Vnic, HOST, "qvb1"),
+        ObjectId::host_local(ObjectType::Vnic, HOST, "tap1"),
+        ObjectId::host_local(ObjectType::Vconnector, HOST, "qbr-empty"),
+    );
+    let dhcp = ObjectId::host_local(ObjectType::Vservice, HOST, "qdhcp-net-a");
+    wait_until(WAIT, || status_of(&sink, &qvb1).is_some()).await;
+    let ids = [&qvb1, &tap1, &bridge, &dhcp];
+    assert!(
+        ids.iter().all(|id| status_of(&sink, id).is_some()),
+        "every object reached the aggregator: {:?}",
+        ids.iter()
+            .map(|id| status_of(&sink, id))
+            .collect::<Vec<_>>()
+    );
+
+    expect_status(
+        &sink,
+        &tap1,
+        StatusLevel::Error,
+        "down: no carrier (no VM holds the tap)",
+    )
+    .await;
+    expect_status(
+        &sink,
+        &bridge,
+        StatusLevel::Warning,
+        "no ports: nothing is bridged",
+    )
+    .await;
+    expect_status(&sink, &dhcp, StatusLevel::Error, NO_DHCP_SERVER).await;
+    wait_until(WAIT, || {
+        status_of(&sink, &qvb1).is_some_and(|(level, _)| level == StatusLevel::Ok)
+    })
+    .await;
+    let (level, text) = status_of(&sink, &qvb1).unwrap_or((StatusLevel::Unknown, String::new()));
+    assert_eq!(level, StatusLevel::Ok, "{text}");
+    assert!(text.starts_with("up"), "{text}");
+
+    // The other end goes down: qvb1 loses its carrier.
+    lab.sh("ip link set qvo1 down")?;
+    expect_status(&sink, &qvb1, StatusLevel::Error, "down: no carrier").await;
+
+    // dnsmasq starts in the DHCP namespace (a stand-in process: what the check looks for is a
+    // live process in that namespace), then dies.
+    let mut server = std::process::Command::new("ip")
+        .args(["netns", "exec", &dhcp_ns, "sleep", "300"])
+        .spawn()?;
+    let serving = format!("sleep (pid {})", server.id());
+    expect_status(&sink, &dhcp, StatusLevel::Ok, &serving).await;
+    server.kill()?;
+    server.wait()?;
+    expect_status(&sink, &dhcp, StatusLevel::Error, NO_DHCP_SERVER).await;
+
+    // Every change of level is a message from `Monitoring`, naming the object, stored (a
+    // first verdict of ok is not news).
+    let expected: Vec<String> = vec![
+        "vnic tap1 on compute-7 is error: down: no carrier (no VM holds the tap) (was unknown)".into(),
+        "vconnector qbr-empty on compute-7 is warning: no ports: nothing is bridged (was unknown)".into(),
+        "vservice qdhcp-net-a on compute-7 is error: no DHCP server: no process in qdhcp-net-a (was unknown)".into(),
+        "vnic qvo1 on compute-7 is error: administratively down (was ok)".into(),
+        "vnic qvb1 on compute-7 is error: down: no carrier (was ok)".into(),
+        "link vnic-vnic from vnic qvb1 on compute-7 to vnic qvo1 on compute-7 is down".into(),
+        format!("vservice qdhcp-net-a on compute-7 is ok: {serving} (was error)"),
+        "vservice qdhcp-net-a on compute-7 is error: no DHCP server: no process in qdhcp-net-a (was ok)".into(),
+    ];
+    let stored = || async {
+        let query = MessageQuery {
+            source: Some("Monitoring".into()),
+            limit: 1000,
+            ..MessageQuery::default()
+        };
+        let mut texts: Vec<String> = sink
+            .store()
+            .query_messages(&query)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| m.message.text)
+            .collect();
+        texts.sort();
+        texts
+    };
+    let mut wanted = expected.clone();
+    wanted.sort();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while stored().await != wanted && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored().await, wanted);
+
+    // The agent goes away: what it reported is no longer vouched for.
+    agent.stop().await;
+    wait_until(WAIT, || {
+        sink.engine()
+            .environment(ENV)
+            .and_then(|env| env.graph.get(&dhcp).map(|node| node.stale))
+            .unwrap_or(false)
+    })
+    .await;
+    {
+        let engine = sink.engine();
+        let node = engine
+            .environment(ENV)
+            .and_then(|env| env.graph.get(&dhcp))
+            .expect("the namespace is still known");
+        let shown = calipso_aggregator::monitoring::effective_status(node);
+        assert_eq!(shown.level, StatusLevel::Unknown);
+        assert_eq!(
+            shown.text,
+            "the agent of compute-7 is disconnected; last reported error: no DHCP server: no process in qdhcp-net-a"
+        );
+    }
+    stop.cancel();
+    aggregator.stop().await;
+    Ok(())
+}
