@@ -53,6 +53,13 @@
 //! max_concurrent = 16                   # checks running at once
 //! error_rate_warning = 1.0              # NIC / vNIC errors per second that make a warning
 //! drop_rate_warning = 100.0             # and drops per second
+//! ping_count = 10                       # echo requests per tunnel and check
+//! ping_interval = "100ms"
+//! ping_timeout = "1s"                   # a reply later than this is lost
+//! ping_loss_warning = 1.0               # percent lost above which a tunnel is a warning
+//! ping_loss_error = 20.0                # … and an error
+//! ping_rtt_warning = "300ms"            # average round trip above which a tunnel is a warning
+//! ping_rtt_error = "1s"                 # … and an error
 //! ```
 
 use std::collections::BTreeMap;
@@ -64,6 +71,7 @@ use calipso_proto::wire::DEFAULT_MAX_FRAME_BYTES;
 
 use crate::collect::kernel::SysPaths;
 use crate::collect::{KernelOptions, OvsOptions};
+use crate::health::tunnels::PingSettings;
 use crate::ovsdb::{Endpoint, SslFiles};
 use serde::Deserialize;
 
@@ -128,6 +136,17 @@ pub struct HealthConfig {
     pub max_concurrent: usize,
     pub error_rate_warning: f64,
     pub drop_rate_warning: f64,
+    pub ping_count: u16,
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub ping_timeout: Duration,
+    pub ping_loss_warning: f64,
+    pub ping_loss_error: f64,
+    #[serde(with = "humantime_serde")]
+    pub ping_rtt_warning: Duration,
+    #[serde(with = "humantime_serde")]
+    pub ping_rtt_error: Duration,
 }
 
 impl Default for HealthConfig {
@@ -140,11 +159,31 @@ impl Default for HealthConfig {
             max_concurrent: 16,
             error_rate_warning: 1.0,
             drop_rate_warning: 100.0,
+            ping_count: 10,
+            ping_interval: Duration::from_millis(100),
+            ping_timeout: Duration::from_secs(1),
+            ping_loss_warning: 1.0,
+            ping_loss_error: 20.0,
+            ping_rtt_warning: Duration::from_millis(300),
+            ping_rtt_error: Duration::from_secs(1),
         }
     }
 }
 
 impl HealthConfig {
+    /// How tunnels are probed and judged.
+    pub fn ping(&self) -> PingSettings {
+        PingSettings {
+            count: self.ping_count,
+            interval: self.ping_interval,
+            reply_timeout: self.ping_timeout,
+            loss_warning: self.ping_loss_warning,
+            loss_error: self.ping_loss_error,
+            rtt_warning: self.ping_rtt_warning,
+            rtt_error: self.ping_rtt_error,
+        }
+    }
+
     /// How often objects of `object_type` are checked.
     pub fn interval_for(&self, object_type: ObjectType) -> Duration {
         self.intervals
@@ -521,6 +560,36 @@ impl AgentConfig {
             if !rate.is_finite() || rate < 0.0 {
                 return Err(invalid(key, "must be a number of at least 0".into()));
             }
+        }
+        if !(1..=100).contains(&health.ping_count) {
+            return Err(invalid(
+                "health.ping_count",
+                "must be between 1 and 100".into(),
+            ));
+        }
+        for (key, percent) in [
+            ("health.ping_loss_warning", health.ping_loss_warning),
+            ("health.ping_loss_error", health.ping_loss_error),
+        ] {
+            if !(0.0..=100.0).contains(&percent) {
+                return Err(invalid(key, "must be a percentage (0 to 100)".into()));
+            }
+        }
+        if health.ping_timeout.is_zero() || health.ping_rtt_warning > health.ping_rtt_error {
+            return Err(invalid(
+                "health.ping_rtt_warning",
+                "ping_timeout must be non-zero and ping_rtt_warning at most ping_rtt_error".into(),
+            ));
+        }
+        // The probes of one tunnel must fit in the check's time limit.
+        let probing = health.ping_interval * u32::from(health.ping_count) + health.ping_timeout;
+        if probing >= health.timeout {
+            return Err(invalid(
+                "health.timeout",
+                format!(
+                    "must be longer than ping_count × ping_interval + ping_timeout ({probing:?})"
+                ),
+            ));
         }
         Ok(())
     }

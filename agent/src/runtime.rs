@@ -11,7 +11,7 @@ use crate::collect::{
 };
 use crate::config::{AgentConfig, ConfigError};
 use crate::health::interfaces::RateLimits;
-use crate::health::{BridgeCheck, Check, InterfaceCheck, Monitor, ServiceCheck};
+use crate::health::{BridgeCheck, Check, InterfaceCheck, Monitor, ServiceCheck, TunnelCheck};
 use crate::outbox::{Outbox, Warming};
 use crate::state::StateFile;
 use crate::uplink::Uplink;
@@ -106,6 +106,7 @@ impl Agent {
                 )),
                 Arc::new(BridgeCheck),
                 Arc::new(ServiceCheck::new(config.netns.dir.clone(), "/proc".into())),
+                Arc::new(TunnelCheck::new(health.ping(), config.netns.host.clone())),
             ];
             Monitor::new(checks, health.clone())
         });

@@ -29,6 +29,66 @@ fn status_of(sink: &DurableSink, id: &ObjectId) -> Option<(StatusLevel, String)>
     Some((node.object.status.level, node.object.status.text.clone()))
 }
 
+/// A host's agent (host facts, the kernel collector over a lab namespace, and `checks` every
+/// second) over QUIC into a durable sink.
+struct Rig {
+    sink: Arc<DurableSink>,
+    aggregator: TestAggregator<DurableSink>,
+    agent: TestAgent,
+    stop: CancellationToken,
+    _pki: Pki,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    async fn start(lab: &NetLab, checks: Vec<Arc<dyn Check>>) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let sink = Arc::new(
+            DurableSink::open(
+                SqliteStore::open(&dir.path().join("calipso.db")).await?,
+                calipso_tests::secret_key(),
+            )
+            .await?,
+        );
+        let pki = Pki::new()?;
+        let aggregator = TestAggregator::start(&pki, sink.clone(), ([127, 0, 0, 1], 0).into())?;
+        let (tls, _) = pki.agent(HOST)?;
+        let config = agent_config(aggregator.addr);
+        let outbox = Outbox::new(HOST, ENV, 1, config.outbox_max_bytes);
+        let stop = CancellationToken::new();
+        let scope = Scope {
+            host: HOST.into(),
+            environment: ENV.into(),
+        };
+        // The host object first: the aggregator takes no object whose parent it does not know.
+        let host_facts = Box::new(HostFacts::new(scope.clone(), Duration::from_secs(60)));
+        tokio::spawn(host_facts.follow(outbox.clone(), stop.clone()));
+        let kernel = Box::new(Kernel::new(scope, lab.kernel_options()));
+        tokio::spawn(kernel.follow(outbox.clone(), stop.clone()));
+        let health = HealthConfig {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
+            ..HealthConfig::default()
+        };
+        tokio::spawn(Monitor::new(checks, health).run(outbox.clone(), stop.clone()));
+        let agent = TestAgent::with_outbox(outbox, &tls, &config)?;
+        Ok(Rig {
+            sink,
+            aggregator,
+            agent,
+            stop,
+            _pki: pki,
+            _dir: dir,
+        })
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        self.agent.stop().await;
+        self.aggregator.stop().await;
+    }
+}
+
 /// Waits until the aggregator holds this status for `id`, and fails saying what it holds
 /// instead if it does not come.
 async fn expect_status(sink: &DurableSink, id: &ObjectId, level: StatusLevel, text: &str) {
@@ -50,50 +110,25 @@ async fn checks_see_vnics_taps_bridges_and_dhcp_servers_come_and_go() -> anyhow:
          ip link add qbr-empty type bridge\nip link set qbr-empty up")?;
     let dhcp_ns = lab.add_netns("qdhcp-net-a")?;
 
-    let dir = tempfile::tempdir()?;
-    let sink = Arc::new(
-        DurableSink::open(
-            SqliteStore::open(&dir.path().join("calipso.db")).await?,
-            calipso_tests::secret_key(),
-        )
-        .await?,
-    );
-    let pki = Pki::new()?;
-    let aggregator = TestAggregator::start(&pki, sink.clone(), ([127, 0, 0, 1], 0).into())?;
-    let (tls, _) = pki.agent(HOST)?;
-    let config = agent_config(aggregator.addr);
-    let outbox = Outbox::new(HOST, ENV, 1, config.outbox_max_bytes);
-    let stop = CancellationToken::new();
-    let scope = Scope {
-        host: HOST.into(),
-        environment: ENV.into(),
-    };
-    // The host object first: the aggregator takes no object whose parent it does not know.
-    let host_facts = Box::new(HostFacts::new(scope.clone(), Duration::from_secs(60)));
-    tokio::spawn(host_facts.follow(outbox.clone(), stop.clone()));
-    let kernel = Box::new(Kernel::new(scope, lab.kernel_options()));
-    tokio::spawn(kernel.follow(outbox.clone(), stop.clone()));
-    let checks: Vec<Arc<dyn Check>> = vec![
-        Arc::new(InterfaceCheck::new(
-            "/sys/class/net".into(),
-            RateLimits {
-                errors_per_second: 1.0,
-                drops_per_second: 100.0,
-            },
-        )),
-        Arc::new(BridgeCheck),
-        Arc::new(ServiceCheck::new(
-            lab.netns_dir().to_owned(),
-            "/proc".into(),
-        )),
-    ];
-    let health = HealthConfig {
-        interval: Duration::from_secs(1),
-        timeout: Duration::from_secs(5),
-        ..HealthConfig::default()
-    };
-    tokio::spawn(Monitor::new(checks, health).run(outbox.clone(), stop.clone()));
-    let agent = TestAgent::with_outbox(outbox, &tls, &config)?;
+    let rig = Rig::start(
+        &lab,
+        vec![
+            Arc::new(InterfaceCheck::new(
+                "/sys/class/net".into(),
+                RateLimits {
+                    errors_per_second: 1.0,
+                    drops_per_second: 100.0,
+                },
+            )),
+            Arc::new(BridgeCheck),
+            Arc::new(ServiceCheck::new(
+                lab.netns_dir().to_owned(),
+                "/proc".into(),
+            )),
+        ],
+    )
+    .await?;
+    let sink = rig.sink.clone();
 
     let (qvb1, tap1, bridge) = (
         ObjectId::host_local(ObjectType::Vnic, HOST, "qvb1"),
@@ -187,6 +222,12 @@ async fn checks_see_vnics_taps_bridges_and_dhcp_servers_come_and_go() -> anyhow:
     assert_eq!(stored().await, wanted);
 
     // The agent goes away: what it reported is no longer vouched for.
+    let Rig {
+        agent,
+        aggregator,
+        stop,
+        ..
+    } = rig;
     agent.stop().await;
     wait_until(WAIT, || {
         sink.engine()
@@ -210,5 +251,69 @@ async fn checks_see_vnics_taps_bridges_and_dhcp_servers_come_and_go() -> anyhow:
     }
     stop.cancel();
     aggregator.stop().await;
+    Ok(())
+}
+
+/// The otep's tunnels probed from its local address: one remote answers and one never can
+/// (a warning naming it), then the underlay's far end goes down (an error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_endpoint_is_as_good_as_the_remotes_it_reaches() -> anyhow::Result<()> {
+    use calipso_agent::health::TunnelCheck;
+    use calipso_agent::health::tunnels::PingSettings;
+
+    calipso_tests::init_test_logging();
+    let mut lab = NetLab::new()?;
+    // The underlay: this host's NIC side 10.99.0.1, the other compute host 10.99.0.2 (a
+    // namespace of its own); 10.99.0.3 is a remote nobody has.
+    let peer = lab.add_netns("compute-8")?;
+    lab.sh(&format!(
+        "ip link add under0 type veth peer name under0-far\n\
+         ip link set under0-far netns {peer}\n\
+         ip addr add 10.99.0.1/24 dev under0\nip link set under0 up\n\
+         ip link add vx42 type vxlan id 42 local 10.99.0.1 dstport 4789 dev under0\n\
+         ip link set vx42 up\n\
+         bridge fdb append 00:00:00:00:00:00 dev vx42 dst 10.99.0.2\n\
+         bridge fdb append 00:00:00:00:00:00 dev vx42 dst 10.99.0.3"
+    ))?;
+    lab.sh_in(
+        "compute-8",
+        "ip addr add 10.99.0.2/24 dev under0-far\nip link set under0-far up",
+    )?;
+    let ping = PingSettings {
+        count: 5,
+        interval: Duration::from_millis(50),
+        reply_timeout: Duration::from_millis(500),
+        loss_warning: 1.0,
+        loss_error: 20.0,
+        rtt_warning: Duration::from_millis(300),
+        rtt_error: Duration::from_secs(1),
+    };
+    let rig = Rig::start(
+        &lab,
+        vec![Arc::new(TunnelCheck::new(
+            ping,
+            Some(lab.host_netns_path()),
+        ))],
+    )
+    .await?;
+    let otep = ObjectId::host_local(ObjectType::Otep, HOST, "vx42");
+    let status = || status_of(&rig.sink, &otep).unwrap_or((StatusLevel::Unknown, String::new()));
+    wait_until(WAIT, || status().0 == StatusLevel::Warning).await;
+    let (level, text) = status();
+    assert_eq!(level, StatusLevel::Warning, "{text}");
+    assert!(
+        text.starts_with("1 of 2 tunnels ok: 10.99.0.3: 100% loss; 10.99.0.2: 0% loss, "),
+        "{text}"
+    );
+
+    lab.sh_in("compute-8", "ip link set under0-far down")?;
+    wait_until(WAIT, || status().0 == StatusLevel::Error).await;
+    let (level, text) = status();
+    assert_eq!(level, StatusLevel::Error, "{text}");
+    assert_eq!(
+        text,
+        "0 of 2 tunnels ok: 10.99.0.2: 100% loss; 10.99.0.3: 100% loss"
+    );
+    rig.stop().await;
     Ok(())
 }

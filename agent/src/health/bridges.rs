@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use calipso_proto::{AttrValue, Object, ObjectType};
+use calipso_proto::{Object, ObjectType};
 use futures::future::BoxFuture;
 
-use super::{Check, Verdict, flag_attr, text_attr};
+use super::{Check, Verdict, flag_attr, text_attr, text_list};
 
 #[derive(Debug, Default)]
 pub struct BridgeCheck;
@@ -17,10 +17,7 @@ impl BridgeCheck {
         if flag_attr(object, "admin_up") == Some(false) {
             return Verdict::error("administratively down");
         }
-        let ports: Vec<&str> = match object.attributes.extra.get("interfaces_names") {
-            Some(AttrValue::List(names)) => names.iter().filter_map(AttrValue::as_str).collect(),
-            _ => Vec::new(),
-        };
+        let ports = text_list(object, "interfaces_names");
         if ports.is_empty() {
             return Verdict::warning("no ports: nothing is bridged");
         }
@@ -52,7 +49,7 @@ impl Check for BridgeCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use calipso_proto::{ObjectId, StatusLevel};
+    use calipso_proto::{AttrValue, ObjectId, StatusLevel};
 
     fn bridge(attributes: &[(&str, AttrValue)]) -> Object {
         let mut object = Object::new(

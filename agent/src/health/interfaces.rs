@@ -14,7 +14,7 @@ use calipso_proto::{AttrValue, Object, ObjectId, ObjectType};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::{Check, Verdict, flag_attr, read_trimmed, text_attr};
+use super::{Check, Verdict, flag_attr, read_trimmed, text_attr, text_list};
 
 /// Error and drop rates (per second) above which an interface is a warning.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -132,12 +132,8 @@ fn speed_of(object: &Object) -> Option<i64> {
 
 /// The fastest of the NIC's supported link modes (`10000baseT/Full` → 10000).
 fn best_speed(object: &Object) -> Option<i64> {
-    let Some(AttrValue::List(modes)) = object.attributes.extra.get("link_modes") else {
-        return None;
-    };
-    modes
-        .iter()
-        .filter_map(AttrValue::as_str)
+    text_list(object, "link_modes")
+        .into_iter()
         .filter_map(|mode| {
             let digits: String = mode.chars().take_while(char::is_ascii_digit).collect();
             digits.parse::<i64>().ok()

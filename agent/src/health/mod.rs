@@ -11,10 +11,12 @@
 //! * [`interfaces`]: physical NICs and vNICs (state, carrier, error and drop rates).
 //! * [`bridges`]: Linux bridges (vconnectors) and their ports.
 //! * [`services`]: network namespaces of DHCP servers and routers, and their processes.
+//! * [`tunnels`]: tunnel endpoints and the reachability of their remotes.
 
 pub mod bridges;
 pub mod interfaces;
 pub mod services;
+pub mod tunnels;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -31,6 +33,7 @@ use crate::outbox::Outbox;
 pub use bridges::BridgeCheck;
 pub use interfaces::InterfaceCheck;
 pub use services::ServiceCheck;
+pub use tunnels::TunnelCheck;
 
 /// What one run of a check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +196,17 @@ fn read_trimmed(path: &std::path::Path) -> Option<String> {
 /// An extra attribute as text.
 fn text_attr<'a>(object: &'a Object, key: &str) -> Option<&'a str> {
     object.attributes.extra.get(key).and_then(|v| v.as_str())
+}
+
+/// An extra attribute that is a list of text, as that text (empty when absent).
+fn text_list<'a>(object: &'a Object, key: &str) -> Vec<&'a str> {
+    match object.attributes.extra.get(key) {
+        Some(calipso_proto::AttrValue::List(items)) => items
+            .iter()
+            .filter_map(calipso_proto::AttrValue::as_str)
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// An extra attribute as a flag.
