@@ -44,6 +44,7 @@
 //! # key = "/etc/calipso/ovs-client.key"
 //! statistics = false
 //! max_message_bytes = 268435456
+//! # vswitchd_ctl = "/run/openvswitch/ovs-vswitchd.1234.ctl"   # default: found beside the socket
 //!
 //! [health]                              # checks the agent runs on what it sees
 //! enabled = true
@@ -204,6 +205,9 @@ pub struct OvsConfig {
     pub ca_cert: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// ovs-vswitchd's control socket, for its health check; by default found beside a `unix:`
+    /// database socket (`ovs-vswitchd.ctl`, or `ovs-vswitchd.<pid>.ctl` from its pid file).
+    pub vswitchd_ctl: Option<PathBuf>,
 }
 
 impl Default for OvsConfig {
@@ -215,6 +219,7 @@ impl Default for OvsConfig {
             ca_cert: None,
             cert: None,
             key: None,
+            vswitchd_ctl: None,
         }
     }
 }

@@ -11,7 +11,9 @@ use crate::collect::{
 };
 use crate::config::{AgentConfig, ConfigError};
 use crate::health::interfaces::RateLimits;
-use crate::health::{BridgeCheck, Check, InterfaceCheck, Monitor, ServiceCheck, TunnelCheck};
+use crate::health::{
+    BridgeCheck, Check, InterfaceCheck, Monitor, ServiceCheck, TunnelCheck, VswitchCheck,
+};
 use crate::outbox::{Outbox, Warming};
 use crate::state::StateFile;
 use crate::uplink::Uplink;
@@ -107,6 +109,11 @@ impl Agent {
                 Arc::new(BridgeCheck),
                 Arc::new(ServiceCheck::new(config.netns.dir.clone(), "/proc".into())),
                 Arc::new(TunnelCheck::new(health.ping(), config.netns.host.clone())),
+                Arc::new(VswitchCheck::new(
+                    config.ovs.options(&config.kernel).endpoint,
+                    config.ovs.vswitchd_ctl.clone(),
+                    health.timeout / 2,
+                )),
             ];
             Monitor::new(checks, health.clone())
         });

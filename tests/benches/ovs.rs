@@ -31,24 +31,8 @@ const ROUNDS: usize = 200;
 const HOST: &str = "bench-ovs";
 
 fn populate(server: &OvsServer) -> anyhow::Result<()> {
-    server.vsctl(&[
-        "add-br",
-        "br-int",
-        "--",
-        "set",
-        "bridge",
-        "br-int",
-        "datapath_type=netdev",
-    ])?;
-    server.vsctl(&[
-        "add-br",
-        "br-tun",
-        "--",
-        "set",
-        "bridge",
-        "br-tun",
-        "datapath_type=netdev",
-    ])?;
+    server.add_netdev_bridge("br-int")?;
+    server.add_netdev_bridge("br-tun")?;
     for chunk in (0..INTERFACES).collect::<Vec<_>>().chunks(250) {
         let mut args: Vec<String> = Vec::new();
         for &i in chunk {

@@ -83,12 +83,13 @@ impl OvsServer {
             vswitchd: None,
             extra,
         };
-        server.spawn_server()?;
+        server.start_server()?;
         server.vsctl(&["init"])?;
         Ok(server)
     }
 
-    fn spawn_server(&mut self) -> anyhow::Result<()> {
+    /// Starts ovsdb-server on the database (again, after [`OvsServer::kill_server`]).
+    pub fn start_server(&mut self) -> anyhow::Result<()> {
         let dir = self.dir.path();
         let socket = self.socket();
         let _ = std::fs::remove_file(&socket);
@@ -125,13 +126,41 @@ impl OvsServer {
         run("ovs-vsctl", &all)
     }
 
+    /// Adds a bridge on the userspace datapath (this kernel has no OVS datapath).
+    pub fn add_netdev_bridge(&self, name: &str) -> anyhow::Result<String> {
+        self.vsctl(&[
+            "add-br",
+            name,
+            "--",
+            "set",
+            "bridge",
+            name,
+            "datapath_type=netdev",
+        ])
+    }
+
     /// Kills the server and starts it again on the same database.
     pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill_server()?;
+        self.start_server()
+    }
+
+    /// Kills ovsdb-server, as a crash would.
+    pub fn kill_server(&mut self) -> anyhow::Result<()> {
         if let Some(mut child) = self.server.take() {
             child.kill()?;
             child.wait()?;
         }
-        self.spawn_server()
+        Ok(())
+    }
+
+    /// Kills ovs-vswitchd, as a crash would (its control socket stays behind).
+    pub fn kill_vswitchd(&mut self) -> anyhow::Result<()> {
+        if let Some((mut child, _)) = self.vswitchd.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
     }
 
     /// Starts ovs-vswitchd (userspace datapath) inside the network namespace `netns`.

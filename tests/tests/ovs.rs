@@ -119,24 +119,8 @@ fn compute_host(server: &OvsServer) -> anyhow::Result<()> {
         "datapath_type=netdev",
         "fail_mode=secure",
     ])?;
-    server.vsctl(&[
-        "add-br",
-        "br-tun",
-        "--",
-        "set",
-        "bridge",
-        "br-tun",
-        "datapath_type=netdev",
-    ])?;
-    server.vsctl(&[
-        "add-br",
-        "br-ex",
-        "--",
-        "set",
-        "bridge",
-        "br-ex",
-        "datapath_type=netdev",
-    ])?;
+    server.add_netdev_bridge("br-tun")?;
+    server.add_netdev_bridge("br-ex")?;
     server.vsctl(&[
         "add-port",
         "br-int",
@@ -450,15 +434,7 @@ async fn with_vswitchd_ports_get_datapath_numbers_and_link_state() -> anyhow::Re
     lab.sh("ip link add vm-eth type veth peer name vm-ethp; ip link set vm-eth up; ip link set vm-ethp up")?;
     let mut server = OvsServer::start()?;
     server.start_vswitchd(&lab.host_ns)?;
-    server.vsctl(&[
-        "add-br",
-        "br-int",
-        "--",
-        "set",
-        "bridge",
-        "br-int",
-        "datapath_type=netdev",
-    ])?;
+    server.add_netdev_bridge("br-int")?;
     server.vsctl(&[
         "add-port",
         "br-int",
@@ -568,15 +544,7 @@ async fn the_kernel_and_ovs_views_of_an_interface_are_one_object() -> anyhow::Re
          ip link set dhcp-port netns {dhcp}"
     ))?;
     let server = OvsServer::start()?;
-    server.vsctl(&[
-        "add-br",
-        "br-int",
-        "--",
-        "set",
-        "bridge",
-        "br-int",
-        "datapath_type=netdev",
-    ])?;
+    server.add_netdev_bridge("br-int")?;
     server.vsctl(&[
         "add-port",
         "br-int",

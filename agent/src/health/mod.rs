@@ -12,11 +12,13 @@
 //! * [`bridges`]: Linux bridges (vconnectors) and their ports.
 //! * [`services`]: network namespaces of DHCP servers and routers, and their processes.
 //! * [`tunnels`]: tunnel endpoints and the reachability of their remotes.
+//! * [`vswitch`]: Open vSwitch's database and switch daemon.
 
 pub mod bridges;
 pub mod interfaces;
 pub mod services;
 pub mod tunnels;
+pub mod vswitch;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -34,6 +36,7 @@ pub use bridges::BridgeCheck;
 pub use interfaces::InterfaceCheck;
 pub use services::ServiceCheck;
 pub use tunnels::TunnelCheck;
+pub use vswitch::VswitchCheck;
 
 /// What one run of a check found.
 #[derive(Debug, Clone, PartialEq, Eq)]

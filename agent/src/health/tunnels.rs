@@ -15,7 +15,7 @@ use std::time::Duration;
 use calipso_proto::{Object, ObjectType, StatusLevel};
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use surge_ping::{Client, Config, ICMP, PingIdentifier, PingSequence};
+use surge_ping::{Client, Config, ICMP, IcmpPacket, PingIdentifier, PingSequence};
 
 use super::{Check, Verdict, text_attr, text_list};
 use crate::collect::kernel::Namespace;
@@ -86,6 +86,14 @@ impl Probe {
     }
 }
 
+/// ICMP echo reply: type 0 (RFC 792), 129 for ICMPv6 (RFC 4443).
+fn is_echo_reply(packet: &IcmpPacket) -> bool {
+    match packet {
+        IcmpPacket::V4(packet) => packet.get_icmp_type().0 == 0,
+        IcmpPacket::V6(packet) => packet.get_icmpv6_type().0 == 129,
+    }
+}
+
 /// The otep's verdict from its tunnels' results.
 fn roll_up(results: &[(StatusLevel, String)]) -> Verdict {
     let ok = results
@@ -142,7 +150,11 @@ impl TunnelCheck {
             if seq > 0 {
                 tokio::time::sleep(self.settings.interval).await;
             }
-            if let Ok((_, rtt)) = pinger.ping(PingSequence(seq), &payload).await {
+            // An ICMP error quoting the request (host unreachable) also comes back here: only
+            // an echo reply is an answer.
+            if let Ok((packet, rtt)) = pinger.ping(PingSequence(seq), &payload).await
+                && is_echo_reply(&packet)
+            {
                 round_trips.push(rtt);
             }
         }
