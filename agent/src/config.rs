@@ -27,6 +27,7 @@
 //!
 //! [libvirt]
 //! dir = "/run/libvirt/qemu"             # running domains' XML
+//! config_dir = "/etc/libvirt/qemu"      # defined domains: those not running are `shut off`
 //!
 //! [kernel]
 //! coalesce_quiet = "1ms"                # publish a batch once events pause this long …
@@ -244,13 +245,17 @@ impl Default for NetnsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LibvirtConfig {
+    /// Running domains' run-state documents.
     pub dir: PathBuf,
+    /// Persistent domain definitions: defined domains that are not running are instances too.
+    pub config_dir: PathBuf,
 }
 
 impl Default for LibvirtConfig {
     fn default() -> Self {
         LibvirtConfig {
             dir: "/run/libvirt/qemu".into(),
+            config_dir: "/etc/libvirt/qemu".into(),
         }
     }
 }

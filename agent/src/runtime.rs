@@ -12,7 +12,8 @@ use crate::collect::{
 use crate::config::{AgentConfig, ConfigError};
 use crate::health::interfaces::RateLimits;
 use crate::health::{
-    BridgeCheck, Check, InterfaceCheck, Monitor, ServiceCheck, TunnelCheck, VswitchCheck,
+    BridgeCheck, Check, InstanceCheck, InterfaceCheck, Monitor, ServiceCheck, TunnelCheck,
+    VswitchCheck,
 };
 use crate::outbox::{Outbox, Warming};
 use crate::state::StateFile;
@@ -62,7 +63,11 @@ impl Agent {
                 Kernel::new(scope.clone(), config.kernel.options(&config.netns))
                     .with_directory(directory.clone()),
             ),
-            Box::new(Libvirt::new(scope.clone(), config.libvirt.dir.clone())),
+            Box::new(Libvirt::new(
+                scope.clone(),
+                config.libvirt.dir.clone(),
+                config.libvirt.config_dir.clone(),
+            )),
             Box::new(Ovs::new(
                 scope,
                 config.ovs.options(&config.kernel),
@@ -107,6 +112,7 @@ impl Agent {
                     },
                 )),
                 Arc::new(BridgeCheck),
+                Arc::new(InstanceCheck),
                 Arc::new(ServiceCheck::new(config.netns.dir.clone(), "/proc".into())),
                 Arc::new(TunnelCheck::new(health.ping(), config.netns.host.clone())),
                 Arc::new(VswitchCheck::new(

@@ -416,3 +416,60 @@ async fn open_vswitch_is_checked_through_both_daemons() -> anyhow::Result<()> {
     rig.stop().await;
     Ok(())
 }
+
+/// A VM as libvirt knows it: running (ok), paused (a warning), shut down but still defined
+/// (it stays an instance, in error), undefined (gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_that_stops_is_an_instance_in_error_not_a_missing_one() -> anyhow::Result<()> {
+    use calipso_agent::collect::Libvirt;
+    use calipso_agent::health::InstanceCheck;
+
+    calipso_tests::init_test_logging();
+    let lab = NetLab::new()?;
+    let running = lab.libvirt_dir.path().to_owned();
+    let defined = tempfile::tempdir()?;
+    let domain = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/libvirt/instance-00000026.xml"
+    ))?;
+    let status_file = |state: &str| {
+        format!("<domstatus state='{state}' reason='booted' pid='4242'>\n{domain}</domstatus>\n")
+    };
+    // libvirt writes a running domain's state and its definition.
+    std::fs::write(
+        running.join("instance-00000026.xml"),
+        status_file("running"),
+    )?;
+    std::fs::write(defined.path().join("instance-00000026.xml"), &domain)?;
+    let libvirt = Libvirt::new(
+        Scope {
+            host: HOST.into(),
+            environment: ENV.into(),
+        },
+        running.clone(),
+        defined.path().to_owned(),
+    );
+    let rig = Rig::start(&lab, vec![Box::new(libvirt)], vec![Arc::new(InstanceCheck)]).await?;
+    let vm = ObjectId::global(ObjectType::Instance, "bf0cb914-b316-486c-a4ce-f22deb453c52");
+    expect_status(&rig.sink, &vm, StatusLevel::Ok, "running").await;
+
+    std::fs::write(running.join("instance-00000026.xml"), status_file("paused"))?;
+    expect_status(
+        &rig.sink,
+        &vm,
+        StatusLevel::Warning,
+        "paused: the VM does not run",
+    )
+    .await;
+
+    // Shut down: the run-state file goes, the definition stays.
+    std::fs::remove_file(running.join("instance-00000026.xml"))?;
+    expect_status(&rig.sink, &vm, StatusLevel::Error, "not running (shut off)").await;
+
+    // Undefined: the instance is gone.
+    std::fs::remove_file(defined.path().join("instance-00000026.xml"))?;
+    wait_until(WAIT, || status_of(&rig.sink, &vm).is_none()).await;
+    assert_eq!(status_of(&rig.sink, &vm), None);
+    rig.stop().await;
+    Ok(())
+}

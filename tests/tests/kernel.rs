@@ -35,7 +35,11 @@ impl Watched {
         let kernel = Box::new(Kernel::new(scope(), options.clone()));
         tokio::spawn(kernel.follow(outbox.clone(), stop.clone()));
         if libvirt {
-            let collector = Box::new(Libvirt::new(scope(), lab.libvirt_dir.path().to_owned()));
+            let collector = Box::new(Libvirt::new(
+                scope(),
+                lab.libvirt_dir.path().to_owned(),
+                lab.libvirt_dir.path().join("defined"),
+            ));
             tokio::spawn(collector.follow(outbox.clone(), stop.clone()));
         }
         Watched {

@@ -1,7 +1,9 @@
 //! Instances from libvirt's domain XML: what the original got from `virsh dumpxml`. The agent
 //! reads the files libvirt keeps for running domains (`/run/libvirt/qemu/<name>.xml`, a
-//! `<domstatus>` wrapping the `<domain>`; plain `<domain>` documents are read too) and follows
-//! the directory with inotify.
+//! `<domstatus>` wrapping the `<domain>`; plain `<domain>` documents are read too) and its
+//! persistent definitions (`/etc/libvirt/qemu/<name>.xml`), and follows both directories with
+//! inotify. A domain that is defined but not running stays an instance, with its power state
+//! `shut off`: a VM that stops or crashes shows as down instead of vanishing.
 //!
 //! Each domain becomes an `instance` whose id is its UUID (Nova's instance id), with Nova's
 //! metadata when present (display name, project, user, flavor) and its interfaces: target
@@ -63,7 +65,13 @@ pub struct Domain {
     pub user_name: Option<String>,
     pub nova_version: Option<String>,
     pub interfaces: Vec<DomainInterface>,
+    /// libvirt's state of a running domain (`<domstatus state=…>`: running, paused, …); `None`
+    /// in a plain `<domain>` document.
+    pub state: Option<String>,
 }
+
+/// The power state of a domain that is defined but has no run-state file.
+pub const SHUT_OFF: &str = "shut off";
 
 fn attr(element: &BytesStart<'_>, key: &[u8]) -> Option<String> {
     element
@@ -125,6 +133,7 @@ pub fn parse_domain(xml: &str) -> Result<Domain, DomainError> {
                 (Some("instance"), "package") => domain.nova_version = attr(element, b"version"),
                 (Some("owner"), "project") => domain.project_id = attr(element, b"uuid"),
                 (Some("owner"), "user") => domain.user_id = attr(element, b"uuid"),
+                (None, "domstatus") => domain.state = attr(element, b"state"),
                 _ => {}
             }
             if empty {
@@ -175,8 +184,10 @@ pub fn parse_domain(xml: &str) -> Result<Domain, DomainError> {
 }
 
 impl Domain {
-    /// The instance object, with its interfaces naming the vNICs they plug into.
+    /// The instance object, with its interfaces naming the vNICs they plug into and its power
+    /// state (`running` for a run-state document without one).
     pub fn to_object(&self, scope: &Scope) -> Object {
+        let power_state = self.state.as_deref().unwrap_or("running");
         let name = self
             .display_name
             .clone()
@@ -190,7 +201,8 @@ impl Domain {
         .with_host(scope.host.as_str())
         .with_parent(ObjectId::host(&scope.host), ObjectType::Host)
         .with_extra("uuid", self.uuid.to_ascii_lowercase())
-        .with_extra("local_name", self.name.as_str());
+        .with_extra("local_name", self.name.as_str())
+        .with_extra("power_state", power_state);
         let optional = [
             ("flavor", &self.flavor),
             ("project_id", &self.project_id),
@@ -236,24 +248,69 @@ impl Domain {
     }
 }
 
-/// Follows libvirt's run-state directory.
+/// The directories being watched, and their events.
+type Watched = (Vec<PathBuf>, inotify::EventStream<Vec<u8>>);
+
+/// Follows libvirt's run-state and definition directories.
 #[derive(Debug)]
 pub struct Libvirt {
     scope: Scope,
     dir: PathBuf,
+    /// Persistent domain definitions (`/etc/libvirt/qemu`).
+    config_dir: PathBuf,
 }
 
 impl Libvirt {
-    pub fn new(scope: Scope, dir: PathBuf) -> Self {
-        Libvirt { scope, dir }
+    pub fn new(scope: Scope, dir: PathBuf, config_dir: PathBuf) -> Self {
+        Libvirt {
+            scope,
+            dir,
+            config_dir,
+        }
     }
 
-    /// Every domain in the directory; unreadable documents are logged and skipped.
+    /// Every running domain, and every defined one that is not running (shut off); unreadable
+    /// documents are logged and skipped.
     fn read_all(&self) -> Vec<Object> {
-        read_dir_domains(&self.dir)
+        let mut domains = read_dir_domains(&self.dir);
+        let running: std::collections::HashSet<String> = domains
             .iter()
-            .map(|d| d.to_object(&self.scope))
-            .collect()
+            .map(|d| d.uuid.to_ascii_lowercase())
+            .collect();
+        domains.extend(
+            read_dir_domains(&self.config_dir)
+                .into_iter()
+                .filter(|d| !running.contains(&d.uuid.to_ascii_lowercase()))
+                .map(|d| Domain {
+                    state: Some(SHUT_OFF.into()),
+                    ..d
+                }),
+        );
+        domains.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+        domains.iter().map(|d| d.to_object(&self.scope)).collect()
+    }
+
+    /// The directories that exist now, watched with one inotify instance.
+    fn watch(&self) -> std::io::Result<Option<Watched>> {
+        let present: Vec<PathBuf> = [&self.dir, &self.config_dir]
+            .into_iter()
+            .filter(|dir| dir.is_dir())
+            .cloned()
+            .collect();
+        if present.is_empty() {
+            return Ok(None);
+        }
+        let inotify = Inotify::init()?;
+        let mask = WatchMask::CLOSE_WRITE
+            | WatchMask::MOVED_TO
+            | WatchMask::MOVED_FROM
+            | WatchMask::DELETE
+            | WatchMask::CREATE
+            | WatchMask::DELETE_SELF;
+        for dir in &present {
+            inotify.watches().add(dir, mask)?;
+        }
+        Ok(Some((present, inotify.into_event_stream(vec![0u8; 4096])?)))
     }
 }
 
@@ -299,39 +356,28 @@ impl Collector for Libvirt {
             };
             loop {
                 // Watch first, then read, so that nothing written in between is missed.
-                let stream = if self.dir.is_dir() {
-                    let inotify = Inotify::init().map_err(|e| failed(&e))?;
-                    let mask = WatchMask::CLOSE_WRITE
-                        | WatchMask::MOVED_TO
-                        | WatchMask::MOVED_FROM
-                        | WatchMask::DELETE
-                        | WatchMask::CREATE
-                        | WatchMask::DELETE_SELF;
-                    inotify
-                        .watches()
-                        .add(&self.dir, mask)
-                        .map_err(|e| failed(&e))?;
-                    Some(
-                        inotify
-                            .into_event_stream(vec![0u8; 4096])
-                            .map_err(|e| failed(&e))?,
-                    )
-                } else {
-                    None
-                };
+                let watched = self.watch().map_err(|e| failed(&e))?;
                 outbox
                     .replace_all(NAME, self.read_all())
                     .map_err(|e| failed(&e))?;
-                let Some(mut stream) = stream else {
+                let Some((present, mut stream)) = watched else {
                     // No libvirt on this host (yet): look again later.
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
                         () = tokio::time::sleep(Duration::from_secs(5)) => continue,
                     }
                 };
+                let mut recheck = tokio::time::interval(Duration::from_secs(5));
                 loop {
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
+                        _ = recheck.tick() => {
+                            // A directory libvirt created since (its first domain) is watched too.
+                            let now = [&self.dir, &self.config_dir].into_iter().filter(|d| d.is_dir()).count();
+                            if now != present.len() {
+                                break;
+                            }
+                        }
                         event = stream.next() => {
                             let Some(Ok(event)) = event else { break };
                             if event.mask.contains(inotify::EventMask::DELETE_SELF) {

@@ -10,11 +10,13 @@
 //! One module per family, all behind [`Check`]:
 //! * [`interfaces`]: physical NICs and vNICs (state, carrier, error and drop rates).
 //! * [`bridges`]: Linux bridges (vconnectors) and their ports.
+//! * [`instances`]: VMs: their domain runs.
 //! * [`services`]: network namespaces of DHCP servers and routers, and their processes.
 //! * [`tunnels`]: tunnel endpoints and the reachability of their remotes.
 //! * [`vswitch`]: Open vSwitch's database and switch daemon.
 
 pub mod bridges;
+pub mod instances;
 pub mod interfaces;
 pub mod services;
 pub mod tunnels;
@@ -33,6 +35,7 @@ use crate::config::HealthConfig;
 use crate::outbox::Outbox;
 
 pub use bridges::BridgeCheck;
+pub use instances::InstanceCheck;
 pub use interfaces::InterfaceCheck;
 pub use services::ServiceCheck;
 pub use tunnels::TunnelCheck;

@@ -368,6 +368,7 @@ dir = "{netns}"
 
 [libvirt]
 dir = "{libvirt}"
+config_dir = "{libvirt}/defined"
 
 [kernel]
 physical_interfaces = {nics:?}
