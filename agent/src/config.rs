@@ -62,6 +62,15 @@
 //! ping_loss_error = 20.0                # … and an error
 //! ping_rtt_warning = "300ms"            # average round trip above which a tunnel is a warning
 //! ping_rtt_error = "1s"                 # … and an error
+//! # sensu_checks = ["/etc/sensu/conf.d/checks.json"]   # Sensu 1.x checks, run on the host
+//!
+//! # [[health.plugins]]                  # any Nagios-compatible plugin
+//! # name = "ntp"
+//! # command = "/usr/lib/nagios/plugins/check_procs"
+//! # args = ["-C", "ntpd", "-c", "1:"]   # `{attribute}` is the object's attribute
+//! # types = ["host"]                    # the object types it checks …
+//! # select = { name = "eth0" }          # … with these attribute values
+//! # interval = "60s"                    # default: the object type's interval
 //! ```
 
 use std::collections::BTreeMap;
@@ -73,6 +82,7 @@ use calipso_proto::wire::DEFAULT_MAX_FRAME_BYTES;
 
 use crate::collect::kernel::SysPaths;
 use crate::collect::{KernelOptions, OvsOptions};
+use crate::health::plugins::PluginConfig;
 use crate::health::tunnels::PingSettings;
 use crate::ovsdb::{Endpoint, SslFiles};
 use serde::Deserialize;
@@ -149,6 +159,10 @@ pub struct HealthConfig {
     pub ping_rtt_warning: Duration,
     #[serde(with = "humantime_serde")]
     pub ping_rtt_error: Duration,
+    /// Nagios-compatible plugins (`[[health.plugins]]`).
+    pub plugins: Vec<PluginConfig>,
+    /// Sensu 1.x client check files whose checks run as plugins on the host object.
+    pub sensu_checks: Vec<PathBuf>,
 }
 
 impl Default for HealthConfig {
@@ -168,6 +182,8 @@ impl Default for HealthConfig {
             ping_loss_error: 20.0,
             ping_rtt_warning: Duration::from_millis(300),
             ping_rtt_error: Duration::from_secs(1),
+            plugins: Vec::new(),
+            sensu_checks: Vec::new(),
         }
     }
 }
@@ -590,6 +606,20 @@ impl AgentConfig {
                 "health.ping_rtt_warning",
                 "ping_timeout must be non-zero and ping_rtt_warning at most ping_rtt_error".into(),
             ));
+        }
+        for plugin in &health.plugins {
+            if let Err(err) = crate::health::PluginCheck::new(plugin.clone()) {
+                return Err(invalid("health.plugins", err.to_string()));
+            }
+            if plugin.interval.is_some_and(|i| i < second || i > day) {
+                return Err(invalid(
+                    "health.plugins",
+                    format!(
+                        "plugin `{}`: interval must be between 1s and 1 day",
+                        plugin.name
+                    ),
+                ));
+            }
         }
         // The probes of one tunnel must fit in the check's time limit.
         let probing = health.ping_interval * u32::from(health.ping_count) + health.ping_timeout;

@@ -398,30 +398,35 @@ impl Outbox {
 
     /// Records the health checks' verdicts as the objects' statuses; returns the delta's
     /// sequence number, or `None` when no status changed. A status keeps the time its level
-    /// was first seen while only its text changes; objects no longer in the model are skipped.
+    /// was first seen while only its text or measurements change (the verdict's own timestamp
+    /// is not used); objects no longer in the model are skipped.
     pub fn set_statuses(
         &self,
-        verdicts: impl IntoIterator<Item = (ObjectId, StatusLevel, String)>,
+        verdicts: impl IntoIterator<Item = (ObjectId, Status)>,
     ) -> Result<Option<u64>, EncodeError> {
         let mut state = self.state();
         let mut delta = ChangeSet::default();
         let now = Timestamp::now();
-        for (id, level, text) in verdicts {
+        for (id, verdict) in verdicts {
             let Some(entry) = state.model.get_mut(&id) else {
                 continue;
             };
             let current = entry.object().map(|object| &object.status);
-            if current.is_some_and(|status| status.level == level && status.text == text) {
+            let same = |status: &&Status| {
+                status.level == verdict.level
+                    && status.text == verdict.text
+                    && status.perfdata == verdict.perfdata
+            };
+            if current.is_some_and(|status| same(&status)) {
                 continue;
             }
             let since = current
-                .filter(|status| status.level == level)
+                .filter(|status| status.level == verdict.level)
                 .and_then(|status| status.timestamp)
                 .unwrap_or(now);
             entry.status = Some(Status {
-                level,
-                text,
                 timestamp: Some(since),
+                ..verdict
             });
             entry.remerge();
             if let Some(object) = entry.object() {

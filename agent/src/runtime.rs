@@ -11,9 +11,10 @@ use crate::collect::{
 };
 use crate::config::{AgentConfig, ConfigError};
 use crate::health::interfaces::RateLimits;
+use crate::health::plugins::load_sensu;
 use crate::health::{
-    BridgeCheck, Check, InstanceCheck, InterfaceCheck, Monitor, ServiceCheck, TunnelCheck,
-    VswitchCheck,
+    BridgeCheck, Check, InstanceCheck, InterfaceCheck, Monitor, PluginCheck, ServiceCheck,
+    TunnelCheck, VswitchCheck,
 };
 use crate::outbox::{Outbox, Warming};
 use crate::state::StateFile;
@@ -101,28 +102,11 @@ impl Agent {
                 cap,
             ),
         };
-        let monitor = config.health.enabled.then(|| {
-            let health = &config.health;
-            let checks: Vec<Arc<dyn Check>> = vec![
-                Arc::new(InterfaceCheck::new(
-                    config.kernel.sysfs_net.clone(),
-                    RateLimits {
-                        errors_per_second: health.error_rate_warning,
-                        drops_per_second: health.drop_rate_warning,
-                    },
-                )),
-                Arc::new(BridgeCheck),
-                Arc::new(InstanceCheck),
-                Arc::new(ServiceCheck::new(config.netns.dir.clone(), "/proc".into())),
-                Arc::new(TunnelCheck::new(health.ping(), config.netns.host.clone())),
-                Arc::new(VswitchCheck::new(
-                    config.ovs.options(&config.kernel).endpoint,
-                    config.ovs.vswitchd_ctl.clone(),
-                    health.timeout / 2,
-                )),
-            ];
-            Monitor::new(checks, health.clone())
-        });
+        let monitor = if config.health.enabled {
+            Some(monitor(config)?)
+        } else {
+            None
+        };
         Ok(Agent {
             outbox,
             collectors,
@@ -168,6 +152,46 @@ impl Agent {
         uplink.run(self.outbox.clone(), shutdown).await;
         tasks.join_all().await;
     }
+}
+
+/// The built-in checks and the configured plugins (and Sensu checks).
+fn monitor(config: &AgentConfig) -> Result<Monitor, ConfigError> {
+    let health = &config.health;
+    let mut checks: Vec<Arc<dyn Check>> = vec![
+        Arc::new(InterfaceCheck::new(
+            config.kernel.sysfs_net.clone(),
+            RateLimits {
+                errors_per_second: health.error_rate_warning,
+                drops_per_second: health.drop_rate_warning,
+            },
+        )),
+        Arc::new(BridgeCheck),
+        Arc::new(InstanceCheck),
+        Arc::new(ServiceCheck::new(config.netns.dir.clone(), "/proc".into())),
+        Arc::new(TunnelCheck::new(health.ping(), config.netns.host.clone())),
+        Arc::new(VswitchCheck::new(
+            config.ovs.options(&config.kernel).endpoint,
+            config.ovs.vswitchd_ctl.clone(),
+            health.timeout / 2,
+        )),
+    ];
+    let invalid = |key, problem: String| ConfigError::Invalid {
+        path: "agent configuration".into(),
+        key,
+        problem,
+    };
+    let mut plugins = health.plugins.clone();
+    for file in &health.sensu_checks {
+        plugins.extend(
+            load_sensu(file).map_err(|err| invalid("health.sensu_checks", err.to_string()))?,
+        );
+    }
+    for plugin in plugins {
+        let check =
+            PluginCheck::new(plugin).map_err(|err| invalid("health.plugins", err.to_string()))?;
+        checks.push(Arc::new(check));
+    }
+    Ok(Monitor::new(checks, health.clone()))
 }
 
 /// Ends a resumed outbox's warm-up (see [`Outbox::end_warmup`]).

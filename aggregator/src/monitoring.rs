@@ -42,17 +42,8 @@ pub fn effective_status(node: &Node) -> Cow<'_, Status> {
         level: StatusLevel::Unknown,
         text,
         timestamp: status.timestamp,
+        perfdata: String::new(),
     })
-}
-
-/// How bad a level is, for roll-ups: an error outranks a warning, which outranks not knowing.
-fn severity(level: StatusLevel) -> u8 {
-    match level {
-        StatusLevel::Ok => 0,
-        StatusLevel::Unknown => 1,
-        StatusLevel::Warning => 2,
-        StatusLevel::Error => 3,
-    }
 }
 
 /// A clique's health: its worst member's.
@@ -76,7 +67,7 @@ pub fn clique_status<'a>(
         let status = effective_status(node);
         let worse = worst
             .as_ref()
-            .is_none_or(|(_, w)| severity(status.level) > severity(w.level));
+            .is_none_or(|(_, w)| status.level.severity() > w.level.severity());
         if worse {
             worst = Some((node, status));
         }
@@ -211,7 +202,7 @@ mod tests {
         object.status = Status {
             level,
             text: text.into(),
-            timestamp: None,
+            ..Status::default()
         };
         let mut node = Node::new(object, Timestamp::from_unix_micros(1));
         node.stale = stale;

@@ -22,7 +22,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::model::{Object, ObjectId, Timestamp};
 
 /// The version this build speaks. Bump it on any change to a message's encoding.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The ALPN protocol id both ends require during the TLS handshake.
 pub const ALPN: &[u8] = b"calipso/1";

@@ -473,3 +473,67 @@ async fn a_vm_that_stops_is_an_instance_in_error_not_a_missing_one() -> anyhow::
     rig.stop().await;
     Ok(())
 }
+
+/// Debian's monitoring-plugins `check_procs` mapped to the host object: critical while the
+/// service's process is missing, ok once it runs; beside it a plugin that hangs is `unknown`
+/// once the time limit kills it, and the host's status names both, the worst first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nagios_plugins_check_the_host_and_a_hung_one_is_unknown() -> anyhow::Result<()> {
+    use calipso_agent::health::PluginCheck;
+    use calipso_agent::health::plugins::PluginConfig;
+
+    const CHECK_PROCS: &str = "/usr/lib/nagios/plugins/check_procs";
+    anyhow::ensure!(
+        std::path::Path::new(CHECK_PROCS).exists(),
+        "{CHECK_PROCS} missing: install monitoring-plugins-basic (bash tests/run does)"
+    );
+    calipso_tests::init_test_logging();
+    let lab = NetLab::new()?;
+    // The "service": a copy of sleep under a name of its own, so no other process matches.
+    let bin = tempfile::tempdir()?;
+    let service = format!("calsvc{:05}", rand::random::<u16>());
+    let program = bin.path().join(&service);
+    std::fs::copy("/bin/sleep", &program)?;
+    let plugin = |name: &str, command: &str, args: &[&str]| {
+        PluginCheck::new(PluginConfig {
+            name: name.into(),
+            command: command.into(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            types: vec!["host".into()],
+            select: Default::default(),
+            interval: None,
+        })
+    };
+    let rig = Rig::start(
+        &lab,
+        Vec::new(),
+        vec![
+            Arc::new(plugin("procs", CHECK_PROCS, &["-C", &service, "-c", "1:"])?),
+            Arc::new(plugin("stuck", "/bin/sleep", &["600"])?),
+        ],
+    )
+    .await?;
+    let host = ObjectId::host(HOST);
+    let missing = format!(
+        "procs: PROCS CRITICAL: 0 processes with command name '{service}'; stuck: stuck check timed out after 5s"
+    );
+    expect_status(&rig.sink, &host, StatusLevel::Error, &missing).await;
+
+    let mut running = std::process::Command::new(&program).arg("300").spawn()?;
+    let serving = format!(
+        "stuck: stuck check timed out after 5s; procs: PROCS OK: 1 process with command name '{service}'"
+    );
+    expect_status(&rig.sink, &host, StatusLevel::Unknown, &serving).await;
+    let perfdata = {
+        let engine = rig.sink.engine();
+        engine
+            .environment(ENV)
+            .and_then(|env| env.graph.get(&host))
+            .map(|node| node.object.status.perfdata.clone())
+    };
+    assert_eq!(perfdata.as_deref(), Some("procs=1;;1:;0;"));
+    running.kill()?;
+    running.wait()?;
+    rig.stop().await;
+    Ok(())
+}

@@ -94,7 +94,8 @@ mod tests {
                 BridgeCheck::check(&object),
                 Verdict {
                     level,
-                    text: text.into()
+                    text: text.into(),
+                    perfdata: String::new(),
                 }
             );
         }

@@ -303,7 +303,8 @@ mod tests {
                 check.check(&object),
                 Verdict {
                     level,
-                    text: text.into()
+                    text: text.into(),
+                    perfdata: String::new(),
                 },
                 "{}",
                 object.name

@@ -11,6 +11,7 @@
 //! * [`interfaces`]: physical NICs and vNICs (state, carrier, error and drop rates).
 //! * [`bridges`]: Linux bridges (vconnectors) and their ports.
 //! * [`instances`]: VMs: their domain runs.
+//! * [`plugins`]: Nagios-compatible programs and Sensu check definitions.
 //! * [`services`]: network namespaces of DHCP servers and routers, and their processes.
 //! * [`tunnels`]: tunnel endpoints and the reachability of their remotes.
 //! * [`vswitch`]: Open vSwitch's database and switch daemon.
@@ -18,15 +19,16 @@
 pub mod bridges;
 pub mod instances;
 pub mod interfaces;
+pub mod plugins;
 pub mod services;
 pub mod tunnels;
 pub mod vswitch;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use calipso_proto::{Object, ObjectId, ObjectType, StatusLevel};
+use calipso_proto::{Object, ObjectId, ObjectType, Status, StatusLevel};
 use futures::future::BoxFuture;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +39,7 @@ use crate::outbox::Outbox;
 pub use bridges::BridgeCheck;
 pub use instances::InstanceCheck;
 pub use interfaces::InterfaceCheck;
+pub use plugins::PluginCheck;
 pub use services::ServiceCheck;
 pub use tunnels::TunnelCheck;
 pub use vswitch::VswitchCheck;
@@ -47,45 +50,87 @@ pub struct Verdict {
     pub level: StatusLevel,
     /// One line an operator reads ("down: no carrier", "dnsmasq (pid 812)").
     pub text: String,
+    /// Measurements, in Nagios plugin form (`time=0.1s;1;2 size=12B`); empty when none.
+    pub perfdata: String,
 }
 
 impl Verdict {
-    pub fn ok(text: impl Into<String>) -> Self {
+    fn new(level: StatusLevel, text: impl Into<String>) -> Self {
         Verdict {
-            level: StatusLevel::Ok,
+            level,
             text: text.into(),
+            perfdata: String::new(),
         }
+    }
+
+    pub fn ok(text: impl Into<String>) -> Self {
+        Self::new(StatusLevel::Ok, text)
     }
 
     pub fn warning(text: impl Into<String>) -> Self {
-        Verdict {
-            level: StatusLevel::Warning,
-            text: text.into(),
-        }
+        Self::new(StatusLevel::Warning, text)
     }
 
     pub fn error(text: impl Into<String>) -> Self {
-        Verdict {
-            level: StatusLevel::Error,
-            text: text.into(),
-        }
+        Self::new(StatusLevel::Error, text)
     }
 
     pub fn unknown(text: impl Into<String>) -> Self {
-        Verdict {
-            level: StatusLevel::Unknown,
-            text: text.into(),
-        }
+        Self::new(StatusLevel::Unknown, text)
     }
 }
 
-/// A family of checks: which objects it covers and how one is checked.
-pub trait Check: Send + Sync + 'static {
-    /// The name in logs and in the reason of a check that timed out.
-    fn name(&self) -> &'static str;
+/// An object's status from the verdicts of the checks that cover it (by check name): the
+/// worst level; with one check its text, with several each check's text after its name, the
+/// worst first.
+fn roll_up<'a>(verdicts: impl IntoIterator<Item = (&'a str, &'a Verdict)>) -> Status {
+    let mut ranked: Vec<(&str, &Verdict)> = verdicts.into_iter().collect();
+    ranked.sort_by_key(|(_, verdict)| std::cmp::Reverse(verdict.level.severity()));
+    let level = ranked
+        .first()
+        .map_or(StatusLevel::Unknown, |(_, verdict)| verdict.level);
+    let (text, perfdata) = match ranked.as_slice() {
+        [(_, only)] => (only.text.clone(), only.perfdata.clone()),
+        _ => (
+            ranked
+                .iter()
+                .map(|(name, verdict)| format!("{name}: {}", verdict.text))
+                .collect::<Vec<_>>()
+                .join("; "),
+            ranked
+                .iter()
+                .map(|(_, verdict)| verdict.perfdata.as_str())
+                .filter(|perfdata| !perfdata.is_empty())
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+    };
+    Status {
+        level,
+        text,
+        timestamp: None,
+        perfdata,
+    }
+}
 
-    /// The object types this family checks.
-    fn covers(&self) -> &'static [ObjectType];
+/// A check: which objects it covers and how one is checked.
+pub trait Check: Send + Sync + 'static {
+    /// The name in logs, in a status that several checks make, and in the reason of a check
+    /// that timed out.
+    fn name(&self) -> &str;
+
+    /// The object types this check covers.
+    fn covers(&self) -> &[ObjectType];
+
+    /// Whether it checks this object of a covered type (plugins select by attribute).
+    fn selects(&self, _object: &Object) -> bool {
+        true
+    }
+
+    /// How often it runs, when not the object type's interval.
+    fn interval(&self) -> Option<Duration> {
+        None
+    }
 
     /// Checks one object as the model describes it now.
     fn run(self: Arc<Self>, object: Object) -> BoxFuture<'static, Verdict>;
@@ -113,6 +158,9 @@ impl std::fmt::Debug for Monitor {
 /// How often the monitor looks for checks that are due.
 const TICK: Duration = Duration::from_millis(250);
 
+/// One check of one object: the object and the check's index.
+type Slot = (ObjectId, usize);
+
 impl Monitor {
     pub fn new(checks: Vec<Arc<dyn Check>>, config: HealthConfig) -> Self {
         Monitor { checks, config }
@@ -120,26 +168,33 @@ impl Monitor {
 
     /// Checks every covered object when due and publishes what changed, until `shutdown`.
     pub async fn run(self, outbox: Outbox, shutdown: CancellationToken) {
-        let by_type: HashMap<ObjectType, Arc<dyn Check>> = self
-            .checks
-            .iter()
-            .flat_map(|check| check.covers().iter().map(move |t| (*t, check.clone())))
-            .collect();
+        let mut by_type: HashMap<ObjectType, Vec<usize>> = HashMap::new();
+        for (index, check) in self.checks.iter().enumerate() {
+            for object_type in check.covers() {
+                by_type.entry(*object_type).or_default().push(index);
+            }
+        }
         let limit = Arc::new(tokio::sync::Semaphore::new(self.config.max_concurrent));
-        let mut next_due: HashMap<ObjectId, Instant> = HashMap::new();
-        let mut running: HashSet<ObjectId> = HashSet::new();
-        let mut tasks: JoinSet<(ObjectId, Verdict)> = JoinSet::new();
+        let mut next_due: HashMap<Slot, Instant> = HashMap::new();
+        let mut running: HashSet<Slot> = HashSet::new();
+        // By object, each covering check's last verdict (by the check's index).
+        let mut verdicts: HashMap<ObjectId, BTreeMap<usize, Verdict>> = HashMap::new();
+        let mut tasks: JoinSet<(Slot, Verdict)> = JoinSet::new();
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    let mut verdicts = Vec::new();
-                    let mut record = |done: Result<(ObjectId, Verdict), tokio::task::JoinError>| match done {
-                        Ok((id, verdict)) => {
-                            running.remove(&id);
-                            verdicts.push((id, verdict));
+                    let mut changed: HashSet<ObjectId> = HashSet::new();
+                    let mut record = |done: Result<(Slot, Verdict), tokio::task::JoinError>| match done {
+                        Ok(((id, index), verdict)) => {
+                            running.remove(&(id.clone(), index));
+                            // An object that went while its check ran has nothing to record.
+                            if let Some(object_verdicts) = verdicts.get_mut(&id) {
+                                object_verdicts.insert(index, verdict);
+                                changed.insert(id);
+                            }
                         }
                         Err(err) => tracing::error!(%err, "a health check task failed"),
                     };
@@ -147,7 +202,13 @@ impl Monitor {
                     while let Some(done) = tasks.try_join_next() {
                         record(done);
                     }
-                    if let Err(err) = outbox.set_statuses(verdicts.into_iter().map(|(id, v)| (id, v.level, v.text))) {
+                    let statuses = changed
+                        .into_iter()
+                        .filter_map(|id| {
+                            let named = verdicts.get(&id)?.iter().map(|(index, verdict)| (self.checks[*index].name(), verdict));
+                            Some((id, roll_up(named)))
+                        });
+                    if let Err(err) = outbox.set_statuses(statuses) {
                         tracing::error!(%err, "cannot encode status changes");
                     }
                 }
@@ -155,36 +216,41 @@ impl Monitor {
                     let now = Instant::now();
                     let objects = outbox.objects_of(|object_type| by_type.contains_key(&object_type));
                     let present: HashSet<&ObjectId> = objects.iter().map(|o| &o.id).collect();
-                    next_due.retain(|id, _| {
+                    verdicts.retain(|id, _| {
                         let keep = present.contains(id);
                         if !keep {
-                            by_type.values().for_each(|check| check.forget(id));
+                            self.checks.iter().for_each(|check| check.forget(id));
                         }
                         keep
                     });
-                    for object in objects {
-                        let due = next_due.get(&object.id).is_none_or(|at| *at <= now);
-                        if !due || running.contains(&object.id) {
-                            continue;
+                    next_due.retain(|(id, _), _| present.contains(id));
+                    for object in &objects {
+                        let indices = by_type.get(&object.object_type).map(Vec::as_slice).unwrap_or_default();
+                        for &index in indices {
+                            let check = &self.checks[index];
+                            let slot = (object.id.clone(), index);
+                            let due = next_due.get(&slot).is_none_or(|at| *at <= now);
+                            if !due || running.contains(&slot) || !check.selects(object) {
+                                continue;
+                            }
+                            let every = check.interval().unwrap_or_else(|| self.config.interval_for(object.object_type));
+                            next_due.insert(slot.clone(), now + every);
+                            running.insert(slot.clone());
+                            verdicts.entry(object.id.clone()).or_default();
+                            let (check, object) = (check.clone(), object.clone());
+                            let (limit, timeout) = (limit.clone(), self.config.timeout);
+                            tasks.spawn(async move {
+                                let name = check.name().to_owned();
+                                // A closed semaphore cannot happen: the monitor owns it.
+                                let _permit = limit.acquire_owned().await;
+                                let verdict = tokio::time::timeout(timeout, check.run(object))
+                                    .await
+                                    .unwrap_or_else(|_| {
+                                        Verdict::unknown(format!("{name} check timed out after {timeout:?}"))
+                                    });
+                                (slot, verdict)
+                            });
                         }
-                        let Some(check) = by_type.get(&object.object_type).cloned() else {
-                            continue;
-                        };
-                        next_due.insert(object.id.clone(), now + self.config.interval_for(object.object_type));
-                        running.insert(object.id.clone());
-                        let (limit, timeout) = (limit.clone(), self.config.timeout);
-                        tasks.spawn(async move {
-                            let id = object.id.clone();
-                            let name = check.name();
-                            // A closed semaphore cannot happen: the monitor owns it.
-                            let _permit = limit.acquire_owned().await;
-                            let verdict = tokio::time::timeout(timeout, check.run(object))
-                                .await
-                                .unwrap_or_else(|_| {
-                                    Verdict::unknown(format!("{name} check timed out after {timeout:?}"))
-                                });
-                            (id, verdict)
-                        });
                     }
                 }
             }

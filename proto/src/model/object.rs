@@ -49,6 +49,9 @@ pub struct Status {
     pub text: String,
     /// When the level last changed.
     pub timestamp: Option<Timestamp>,
+    /// Measurements the check reported, in Nagios plugin form (`rtt=0.4ms;300;1000 loss=0%`).
+    #[serde(default)]
+    pub perfdata: String,
 }
 
 /// Health levels, as the original's monitoring reported them.
@@ -65,6 +68,17 @@ pub enum StatusLevel {
 }
 
 impl StatusLevel {
+    /// How bad a level is, for roll-ups: an error outranks a warning, which outranks not
+    /// knowing, which outranks ok.
+    pub const fn severity(self) -> u8 {
+        match self {
+            StatusLevel::Ok => 0,
+            StatusLevel::Unknown => 1,
+            StatusLevel::Warning => 2,
+            StatusLevel::Error => 3,
+        }
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             StatusLevel::Ok => "ok",
