@@ -31,6 +31,10 @@
 //! # admin_password = "…"            # first start only; else $CALIPSO_ADMIN_PASSWORD, else
 //! #                                 # generated and printed once
 //!
+//! [metrics]                         # Prometheus, GET /metrics (OpenMetrics text), no token:
+//! enabled = true                    # keep it where only the monitoring system reaches
+//! listen = "127.0.0.1:9464"
+//!
 //! [api.ldap]                        # optional: passwords checked by a directory
 //! url = "ldap://ldap.example.org"
 //! starttls = true
@@ -61,6 +65,26 @@ pub struct AggregatorConfig {
     pub store: StoreSection,
     #[serde(default)]
     pub api: ApiSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// Prometheus metrics ([`crate::metrics`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    pub enabled: bool,
+    /// Answers without a token: keep it where only the monitoring system reaches.
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            enabled: true,
+            listen: ([127, 0, 0, 1], 9464).into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -10,6 +10,7 @@
 //! * [`idset`]: the small sets of ids the indexes are made of.
 //! * [`links`]: the link finders and the incremental link set.
 //! * [`monitoring`]: status as operators see it: stale objects, clique roll-ups, messages.
+//! * [`metrics`]: Prometheus metrics on a listener of their own.
 //! * [`client`]: a client of the API (the `calipso` CLI's).
 //! * [`cliques`]: clique types, constraints and the incremental clique engine.
 //! * [`engine`]: graph, links and cliques of every environment, updated together.
@@ -33,6 +34,7 @@ pub mod idset;
 pub mod ingest;
 mod interner;
 pub mod links;
+pub mod metrics;
 pub mod monitoring;
 pub mod openstack;
 mod parallel;

@@ -143,9 +143,19 @@ async fn run() -> anyhow::Result<()> {
                     .await
                     .context("opening the store named by store.url")?,
             );
+            let shutdown = calipso_agent::process::shutdown_on_signal();
+            if config.metrics.enabled {
+                let listen = calipso_aggregator::metrics::serve(
+                    config.metrics.listen,
+                    sink.clone(),
+                    shutdown.clone(),
+                )
+                .await
+                .with_context(|| format!("metrics.listen {}", config.metrics.listen))?;
+                tracing::info!(%listen, "Prometheus metrics on /metrics");
+            }
             let server = IngestServer::bind(config.ingest(), sink.clone())?;
             tracing::info!(listen = %server.local_addr()?, "aggregator listening for agents");
-            let shutdown = calipso_agent::process::shutdown_on_signal();
             calipso_aggregator::openstack::supervise(sink.clone(), shutdown.clone());
             if let Some(retention) = config.store.history_retention {
                 tokio::spawn(calipso_aggregator::service::history::keep_history(

@@ -92,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
         &config,
         format!(
             "[ingest]\nlisten = \"127.0.0.1:{ingest_port}\"\nca_cert = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\ncrl = \"{}\"\n\
-             [store]\nurl = \"sqlite://{}\"\nsecret_key_file = \"{}\"\n[api]\nlisten = \"127.0.0.1:{api_port}\"\nadmin_password = \"bench-password\"\n",
+             [store]\nurl = \"sqlite://{}\"\nsecret_key_file = \"{}\"\n[api]\nlisten = \"127.0.0.1:{api_port}\"\nadmin_password = \"bench-password\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
             server.ca_cert.display(),
             server.cert.display(),
             server.key.display(),

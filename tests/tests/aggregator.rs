@@ -866,3 +866,123 @@ async fn environment_secrets_are_sealed_at_rest_with_a_key_apart() -> anyhow::Re
     assert!(resealed.contains("\"pwd\":\"sealed:v1:"), "{resealed}");
     Ok(())
 }
+
+/// Issue 25: `/metrics` in the OpenMetrics text format, read by Prometheus's own Python parser:
+/// the agents connected, the objects held by status (all of them), commits timed, snapshots
+/// applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_openmetrics_and_count_what_is_held() -> anyhow::Result<()> {
+    calipso_tests::init_test_logging();
+    let dir = tempfile::tempdir()?;
+    let sink = sqlite_sink(&dir).await?;
+    let pki = Pki::new()?;
+    let aggregator = TestAggregator::start(&pki, sink.clone(), ([127, 0, 0, 1], 0).into())?;
+    let mut agents = vec![
+        start_host(&pki, aggregator.addr, 0)?,
+        start_host(&pki, aggregator.addr, 1)?,
+    ];
+    for agent in &mut agents {
+        assert!(agent.wait_acked(WAIT).await);
+    }
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let listen = calipso_aggregator::metrics::serve(
+        ([127, 0, 0, 1], 0).into(),
+        sink.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    calipso_tests::install_crypto_provider();
+    let answer = reqwest::get(format!("http://{listen}/metrics")).await?;
+    let content_type = answer
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let text = answer.text().await?;
+
+    // Prometheus's parser refuses anything malformed; it prints every sample as JSON.
+    const PARSE: &str = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+samples = [[s.name, s.labels, s.value]
+           for family in text_string_to_metric_families(sys.stdin.read())
+           for s in family.samples]
+print(json.dumps(samples))
+"#;
+    let mut parser = std::process::Command::new("python3")
+        .args(["-c", PARSE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    use std::io::Write;
+    parser
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdin"))?
+        .write_all(text.as_bytes())?;
+    let parsed = parser.wait_with_output()?;
+    anyhow::ensure!(
+        parsed.status.success(),
+        "the OpenMetrics parser refused /metrics (python3 with prometheus-client: bash tests/run \
+         installs it): {}\n{text}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    let samples: Vec<(String, std::collections::BTreeMap<String, String>, f64)> =
+        serde_json::from_slice(&parsed.stdout)?;
+    let value = |name: &str, labels: &[(&str, &str)]| -> Option<f64> {
+        samples
+            .iter()
+            .find(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, v)| *v)
+    };
+    assert_eq!(
+        value("calipso_agents", &[("state", "connected")]),
+        Some(2.0),
+        "{text}"
+    );
+    let held = sink
+        .engine()
+        .environment(ENV)
+        .map(|env| env.graph.len())
+        .unwrap_or(0) as f64;
+    let counted: f64 = samples
+        .iter()
+        .filter(|(n, l, _)| {
+            n == "calipso_objects" && l.get("environment").map(String::as_str) == Some(ENV)
+        })
+        .map(|(_, _, v)| v)
+        .sum();
+    assert_eq!(
+        counted, held,
+        "every object is counted once, by status\n{text}"
+    );
+    assert!(
+        value(
+            "calipso_objects",
+            &[("environment", ENV), ("status", "unknown")]
+        )
+        .is_some(),
+        "synthetic objects carry no check results\n{text}"
+    );
+    assert!(value("calipso_ingest_applied_total", &[("kind", "snapshot")]).unwrap_or(0.0) >= 2.0);
+    assert!(value("calipso_commit_duration_seconds_count", &[]).unwrap_or(0.0) >= 1.0);
+    assert!(value("calipso_versions_stored_total", &[]).unwrap_or(0.0) > 0.0);
+    assert!(value("calipso_commit_queue_depth", &[]).is_some());
+    shutdown.cancel();
+    for agent in agents {
+        agent.stop().await;
+    }
+    aggregator.stop().await;
+    Ok(())
+}

@@ -76,6 +76,32 @@ enum Request {
     Cloud(CloudUpdate),
 }
 
+impl Request {
+    /// The metrics' name of what it asks, for requests with outcomes.
+    fn kind(&self) -> &'static str {
+        match self {
+            Request::Snapshot(..) => "snapshot",
+            Request::Deltas(..) => "delta",
+            Request::Admin(_) => "admin",
+            Request::Cloud(_) => "cloud",
+            Request::Connected(_) | Request::Disconnected(_) => "session",
+        }
+    }
+}
+
+/// Counts each outcome as applied or refused, by the request's kind.
+fn count_outcomes(kind: &'static str, outcomes: &[Outcome]) {
+    let metrics = crate::metrics::metrics();
+    let label = crate::metrics::KindLabel { kind };
+    for outcome in outcomes {
+        let family = match outcome {
+            Outcome::Applied => &metrics.applied,
+            Outcome::Rejected(_) => &metrics.refused,
+        };
+        family.get_or_create(&label).inc();
+    }
+}
+
 /// What a cloud source (the OpenStack adapter) writes: control-plane objects, which belong to
 /// no host.
 #[derive(Debug, Clone)]
@@ -198,6 +224,11 @@ impl DurableSink {
     /// `postgres://…` — and the sink over it.
     pub async fn connect(url: &str, secrets: SecretKey) -> Result<Self, OpenError> {
         Self::open(AnyStore::connect(url).await?, secrets).await
+    }
+
+    /// Requests waiting for the committer.
+    pub fn queue_depth(&self) -> usize {
+        self.jobs.max_capacity() - self.jobs.capacity()
     }
 
     /// The store, for history and the API's own records.
@@ -469,8 +500,15 @@ impl Writer {
             );
             return;
         }
-        match self.store.commit(&group.batch).await {
+        let started = std::time::Instant::now();
+        let stored = self.store.commit(&group.batch).await;
+        let metrics = crate::metrics::metrics();
+        metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match stored {
             Ok(()) => {
+                metrics.versions.inc_by(group.batch.change_count() as u64);
                 {
                     let mut snapshots = self
                         .shared
@@ -486,6 +524,7 @@ impl Writer {
                 }
             }
             Err(err) => {
+                metrics.commit_failures.inc();
                 tracing::error!(%err, "commit failed; reloading the engine from the store");
                 self.refusing = true;
                 refuse(
@@ -562,8 +601,10 @@ impl Committer {
                 if let Request::Snapshot(session, _) = &job.request {
                     snapshot_hosts.push(session.host.clone());
                 }
+                let kind = job.request.kind();
                 let before = work.changes.len();
                 let outcomes = work.handle(job.request);
+                count_outcomes(kind, &outcomes);
                 let changes = work.changes[before..]
                     .iter()
                     .map(|(_, applied)| applied.change_count())

@@ -330,6 +330,9 @@ secret_key_file = "{secret_key}"
 [api]
 listen = "{api}"
 admin_password = "{password}"
+
+[metrics]
+listen = "{metrics}"
 "#,
             gateway = self.topology.fabric.management_gateway(),
             port = self.run.quic_port,
@@ -340,6 +343,8 @@ admin_password = "{password}"
             db = self.state_dir.join("data").join("calipso.db").display(),
             secret_key = self.state_dir.join("keys").join("secret.key").display(),
             api = self.run.api,
+            // Beside the API, on a port of the system's choosing: labs run side by side.
+            metrics = std::net::SocketAddr::new(self.run.api.ip(), 0),
             password = self.run.admin_password,
         )
     }
