@@ -45,6 +45,21 @@ fn start_host(pki: &Pki, addr: std::net::SocketAddr, index: usize) -> anyhow::Re
     Ok(agent)
 }
 
+/// Starts agents for synthetic hosts `0..count` and waits until each has its model stored.
+async fn start_hosts(
+    pki: &Pki,
+    addr: std::net::SocketAddr,
+    count: usize,
+) -> anyhow::Result<Vec<TestAgent>> {
+    let mut agents = Vec::with_capacity(count);
+    for index in 0..count {
+        let mut agent = start_host(pki, addr, index)?;
+        assert!(agent.wait_acked(WAIT).await, "{} stored", host_name(index));
+        agents.push(agent);
+    }
+    Ok(agents)
+}
+
 fn sorted(mut links: Vec<calipso_proto::Link>) -> Vec<calipso_proto::Link> {
     links.sort_by_key(calipso_aggregator::links::LinkKey::of);
     links
@@ -72,13 +87,7 @@ async fn hosts_build_links_and_cliques_that_history_records() -> anyhow::Result<
     let pki = Pki::new()?;
     let sink = sqlite_sink(&dir).await?;
     let aggregator = TestAggregator::start(&pki, sink.clone(), ([127, 0, 0, 1], 0).into())?;
-    let mut agents = Vec::new();
-    for index in 0..3 {
-        agents.push(start_host(&pki, aggregator.addr, index)?);
-    }
-    for agent in &mut agents {
-        assert!(agent.wait_acked(WAIT).await);
-    }
+    let mut agents = start_hosts(&pki, aggregator.addr, 3).await?;
     // 3 hosts x (2 VMs x 6 + 5 infrastructure links) + 3 tunnels: the unit tests' count.
     assert_eq!(link_count(&sink), 3 * (2 * 6 + 5) + 3);
     let engine_links = {
@@ -138,13 +147,7 @@ async fn a_disconnected_host_goes_stale_and_resumes_without_a_snapshot() -> anyh
     let pki = Pki::new()?;
     let sink = sqlite_sink(&dir).await?;
     let aggregator = TestAggregator::start(&pki, sink.clone(), ([127, 0, 0, 1], 0).into())?;
-    let mut agents = vec![
-        start_host(&pki, aggregator.addr, 0)?,
-        start_host(&pki, aggregator.addr, 1)?,
-    ];
-    for agent in &mut agents {
-        assert!(agent.wait_acked(WAIT).await);
-    }
+    let mut agents = start_hosts(&pki, aggregator.addr, 2).await?;
     let host = host_name(0);
     let objects = sink
         .engine()
@@ -378,10 +381,7 @@ async fn restart_keeps_everything(url_or_dir: Option<String>) -> anyhow::Result<
     let sink = Arc::new(DurableSink::connect(&url, calipso_tests::secret_key()).await?);
     let aggregator = TestAggregator::start(&pki, sink.clone(), ([127, 0, 0, 1], 0).into())?;
     let addr = aggregator.addr;
-    let mut agents = vec![start_host(&pki, addr, 0)?, start_host(&pki, addr, 1)?];
-    for agent in &mut agents {
-        assert!(agent.wait_acked(WAIT).await);
-    }
+    let mut agents = start_hosts(&pki, addr, 2).await?;
     let summary = |sink: &DurableSink| {
         let engine = sink.engine();
         let env = engine.environment(ENV).expect("environment");
@@ -877,13 +877,7 @@ async fn metrics_parse_as_openmetrics_and_count_what_is_held() -> anyhow::Result
     let sink = sqlite_sink(&dir).await?;
     let pki = Pki::new()?;
     let aggregator = TestAggregator::start(&pki, sink.clone(), ([127, 0, 0, 1], 0).into())?;
-    let mut agents = vec![
-        start_host(&pki, aggregator.addr, 0)?,
-        start_host(&pki, aggregator.addr, 1)?,
-    ];
-    for agent in &mut agents {
-        assert!(agent.wait_acked(WAIT).await);
-    }
+    let agents = start_hosts(&pki, aggregator.addr, 2).await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let listen = calipso_aggregator::metrics::serve(
         ([127, 0, 0, 1], 0).into(),
