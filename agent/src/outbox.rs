@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use calipso_proto::codec::{self, EncodeError};
 use calipso_proto::wire::{AgentMessage, Delta, Snapshot};
-use calipso_proto::{Object, ObjectId, ObjectType, Status, StatusLevel, Timestamp};
+use calipso_proto::{Object, ObjectId, Status, StatusLevel, Timestamp};
 use tokio::sync::watch;
 
 use crate::state::SavedState;
@@ -50,8 +50,8 @@ struct Entry {
     /// The health checks' verdict ([`Outbox::set_statuses`]): no collector's fragment carries
     /// it, so a collector re-describing the object leaves it in place.
     status: Option<Status>,
-    /// The merge, kept only when several collectors describe the object or it has a status;
-    /// otherwise the object is its one fragment (no second copy of every object).
+    /// The merge, kept only when several collectors describe the object; with one, the object
+    /// is that fragment, carrying the status (no second copy of every object).
     merged: Option<Object>,
 }
 
@@ -63,16 +63,20 @@ impl Entry {
     }
 
     fn remerge(&mut self) {
-        self.merged = if self.fragments.len() > 1 || self.status.is_some() {
-            merge(self.fragments.iter().map(|(c, o)| (*c, o))).map(|mut object| {
+        if self.fragments.len() > 1 {
+            self.merged = merge(self.fragments.iter().map(|(c, o)| (*c, o))).map(|mut object| {
                 if let Some(status) = &self.status {
                     object.status = status.clone();
                 }
                 object
-            })
-        } else {
-            None
-        };
+            });
+            return;
+        }
+        self.merged = None;
+        // A collector republishing its fragment brings no status: the check's is put back.
+        if let (Some(status), Some(only)) = (&self.status, self.fragments.values_mut().next()) {
+            only.status = status.clone();
+        }
     }
 }
 
@@ -397,9 +401,11 @@ impl Outbox {
     }
 
     /// Records the health checks' verdicts as the objects' statuses; returns the delta's
-    /// sequence number, or `None` when no status changed. A status keeps the time its level
-    /// was first seen while only its text or measurements change (the verdict's own timestamp
-    /// is not used); objects no longer in the model are skipped.
+    /// sequence number, or `None` when no status changed. A new level is always recorded; an
+    /// `ok` that stays `ok` is not rewritten (a plugin's round-trip figures would otherwise
+    /// make a new version of the object on every run), a problem's text is kept current. A
+    /// status keeps the time its level was first seen (the verdict's own timestamp is not
+    /// used); objects no longer in the model are skipped.
     pub fn set_statuses(
         &self,
         verdicts: impl IntoIterator<Item = (ObjectId, Status)>,
@@ -414,8 +420,7 @@ impl Outbox {
             let current = entry.object().map(|object| &object.status);
             let same = |status: &&Status| {
                 status.level == verdict.level
-                    && status.text == verdict.text
-                    && status.perfdata == verdict.perfdata
+                    && (verdict.level == StatusLevel::Ok || status.text == verdict.text)
             };
             if current.is_some_and(|status| same(&status)) {
                 continue;
@@ -570,15 +575,16 @@ impl Outbox {
             .collect()
     }
 
-    /// The current objects whose type `wanted` accepts, sorted by id.
-    pub fn objects_of(&self, wanted: impl Fn(ObjectType) -> bool) -> Vec<Object> {
-        self.state()
-            .model
-            .values()
-            .filter_map(Entry::object)
-            .filter(|object| wanted(object.object_type))
-            .cloned()
-            .collect()
+    /// Visits every current object, in id order, without copying any.
+    pub fn for_each_object(&self, mut visit: impl FnMut(&Object)) {
+        for object in self.state().model.values().filter_map(Entry::object) {
+            visit(object);
+        }
+    }
+
+    /// The current object `id`, if the model has it.
+    pub fn object(&self, id: &ObjectId) -> Option<Object> {
+        self.state().model.get(id).and_then(Entry::object).cloned()
     }
 
     /// Bytes held by unacknowledged deltas.

@@ -1,9 +1,11 @@
 //! The agent on a busy network host: 100 namespaces with 5 veth ends each and 20 bridges, built
 //! for real in a private host namespace (root needed).
 //!
-//! 1. the release `calipso-agent` binary, connected to an aggregator over QUIC: its RSS once the
-//!    host is synchronised, and its CPU time over 60 s with nothing changing (one periodic
-//!    re-dump of every namespace falls into that window);
+//! 1. the release `calipso-agent` binary, connected to an aggregator over QUIC, without its
+//!    health checks and with them (every object checked every 15 s): its RSS once the host is
+//!    synchronised (and, with checks, every object has its first verdict), and its CPU time over
+//!    60 s with nothing changing (one periodic re-dump of every namespace falls into that
+//!    window);
 //! 2. kernel event → delta in the outbox: a veth pair created through rtnetlink, timed until
 //!    the kernel collector's delta carrying it is in the outbox (in-process, 200 rounds).
 //!
@@ -126,54 +128,74 @@ fn main() -> anyhow::Result<()> {
         build_topology(&mut lab)?;
         println!("topology: {NAMESPACES} namespaces x 5 veth ends + {BRIDGES} bridges, built in {:.1} s", started.elapsed().as_secs_f64());
 
-        // 1. The agent binary against an aggregator.
+        // 1. The agent binary against an aggregator, without its health checks (discovery
+        //    alone) and with them (every object checked every 15 s).
         let pki = Pki::new()?;
-        let sink = Arc::new(MemorySink::new());
-        let aggregator = TestAggregator::start(&pki, sink.clone(), ([127, 0, 0, 1], 0).into())?;
         let (tls, _) = pki.agent_in(HOST, "bench")?;
-        let config_dir = tempfile::tempdir()?;
-        let config = config_dir.path().join("agent.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "host = \"{HOST}\"\nenvironment = \"bench\"\n[aggregator]\naddress = \"{}\"\nserver_name = \"{SERVER_NAME}\"\nca_cert = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n[netns]\ndir = \"{}\"\nhost = \"{}\"\n[libvirt]\ndir = \"{}\"\n",
-                aggregator.addr,
-                tls.ca_cert.display(),
-                tls.cert.display(),
-                tls.key.display(),
-                lab.netns_dir().display(),
-                lab.host_netns_path().display(),
-                lab.libvirt_dir.path().display(),
-            ),
-        )?;
-        let child = KillOnDrop(Command::new(&binary).args(["run", "--config"]).arg(&config).env("RUST_LOG", "warn").spawn()?);
-        let pid = child.0.id();
-        let synced = Instant::now();
-        let expected = NAMESPACES * 6 + NAMESPACES + BRIDGES + 1; // vnics, vservices, bridges, host
-        loop {
-            let held = sink.objects(HOST).len();
-            if held >= expected {
-                break;
+        for checks in [false, true] {
+            let sink = Arc::new(MemorySink::new());
+            let aggregator = TestAggregator::start(&pki, sink.clone(), ([127, 0, 0, 1], 0).into())?;
+            let config_dir = tempfile::tempdir()?;
+            let config = config_dir.path().join("agent.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "host = \"{HOST}\"\nenvironment = \"bench\"\nstate_file = \"\"\n[aggregator]\naddress = \"{}\"\nserver_name = \"{SERVER_NAME}\"\nca_cert = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n[netns]\ndir = \"{}\"\nhost = \"{}\"\n[libvirt]\ndir = \"{}\"\n[health]\nenabled = {checks}\ninterval = \"15s\"\n",
+                    aggregator.addr,
+                    tls.ca_cert.display(),
+                    tls.cert.display(),
+                    tls.key.display(),
+                    lab.netns_dir().display(),
+                    lab.host_netns_path().display(),
+                    lab.libvirt_dir.path().display(),
+                ),
+            )?;
+            let label = if checks { "with checks" } else { "without checks" };
+            let child = KillOnDrop(Command::new(&binary).args(["run", "--config"]).arg(&config).env("RUST_LOG", "warn").spawn()?);
+            let pid = child.0.id();
+            let synced = Instant::now();
+            let expected = NAMESPACES * 6 + NAMESPACES + BRIDGES + 1; // vnics, vservices, bridges, host
+            loop {
+                let held = sink.objects(HOST).len();
+                if held >= expected {
+                    break;
+                }
+                anyhow::ensure!(synced.elapsed() < Duration::from_secs(60), "aggregator holds {held} of {expected} objects");
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            anyhow::ensure!(synced.elapsed() < Duration::from_secs(60), "aggregator holds {held} of {expected} objects");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            println!("{label}: agent synchronised {} objects to the aggregator in {:.0} ms (from process start)", sink.objects(HOST).len(), synced.elapsed().as_secs_f64() * 1e3);
+            if checks {
+                // Every object but the host (which only plugins check) gets a first verdict.
+                let unchecked = || {
+                    sink.objects(HOST)
+                        .iter()
+                        .filter(|o| o.object_type != calipso_proto::ObjectType::Host)
+                        .filter(|o| o.status.level == calipso_proto::StatusLevel::Unknown)
+                        .count()
+                };
+                while unchecked() > 0 {
+                    anyhow::ensure!(synced.elapsed() < Duration::from_secs(60), "{} objects have no verdict", unchecked());
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                println!("{label}: first verdicts of {} objects at the aggregator {:.1} s after process start", expected - 1, synced.elapsed().as_secs_f64());
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let (rss_kib, ticks_before) = rss_and_ticks(pid)?;
+            println!("{label}: agent RSS once synchronised: {:.1} MB", rss_kib as f64 / 1024.0);
+            let idle_started = Instant::now();
+            tokio::time::sleep(Duration::from_secs(idle_secs)).await;
+            let (rss_after, ticks_after) = rss_and_ticks(pid)?;
+            let ticks_per_sec = 100.0; // USER_HZ
+            let cpu_secs = (ticks_after - ticks_before) as f64 / ticks_per_sec;
+            println!(
+                "{label}: agent CPU over {idle_secs} s with nothing changing: {:.2} s = {:.3} % of one core; RSS after: {:.1} MB",
+                cpu_secs,
+                cpu_secs / idle_started.elapsed().as_secs_f64() * 100.0,
+                rss_after as f64 / 1024.0
+            );
+            drop(child);
+            aggregator.stop().await;
         }
-        println!("agent synchronised {} objects to the aggregator in {:.0} ms (from process start)", sink.objects(HOST).len(), synced.elapsed().as_secs_f64() * 1e3);
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let (rss_kib, ticks_before) = rss_and_ticks(pid)?;
-        println!("agent RSS after sync: {:.1} MB", rss_kib as f64 / 1024.0);
-        let idle_started = Instant::now();
-        tokio::time::sleep(Duration::from_secs(idle_secs)).await;
-        let (rss_after, ticks_after) = rss_and_ticks(pid)?;
-        let ticks_per_sec = 100.0; // USER_HZ
-        let cpu_secs = (ticks_after - ticks_before) as f64 / ticks_per_sec;
-        println!(
-            "agent CPU over {idle_secs} s idle: {:.2} s = {:.3} % of one core; RSS after: {:.1} MB",
-            cpu_secs,
-            cpu_secs / idle_started.elapsed().as_secs_f64() * 100.0,
-            rss_after as f64 / 1024.0
-        );
-        drop(child);
 
         // 2. Kernel event → delta in the outbox.
         let outbox = Outbox::new(HOST, "bench", 1, 1 << 28);
@@ -209,7 +231,6 @@ fn main() -> anyhow::Result<()> {
         latencies.sort_unstable();
         let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
         println!("kernel event -> delta in the outbox ({LATENCY_ROUNDS} veth pairs): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", at(0.5), at(0.99), at(1.0));
-        aggregator.stop().await;
         Ok(())
     })
 }

@@ -417,6 +417,29 @@ async fn an_ovs_lab_is_shown_exactly_through_churn_agent_loss_and_aggregator_res
     Ok(())
 }
 
+/// Waits until the object's status has `level`; returns the object.
+async fn wait_for_status(
+    client: &ApiClient,
+    env: &str,
+    id: &str,
+    level: &str,
+) -> anyhow::Result<Value> {
+    let start = Instant::now();
+    loop {
+        let object = client
+            .get(&format!("/api/v1/inventory/{id}"), &[("env_name", env)])
+            .await?;
+        if object["status"]["level"] == level {
+            return Ok(object);
+        }
+        anyhow::ensure!(
+            start.elapsed() < CONVERGE,
+            "{id} is not {level} after {CONVERGE:?}: {object:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Marks now under `name`, once what the API shows is also stored.
 async fn snapshot(client: &ApiClient, env: &str, name: &str) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -580,23 +603,36 @@ async fn analysis_follows_a_tunnel_nic_going_down(
     assert_eq!(healthy["findings"], serde_json::json!([]), "{healthy:#}");
 
     running.lab.set_device("compute-1", "eth0", false)?;
+    // The kernel reports eth0 down at once; the agent's NIC check says why a moment later.
+    let checked = serde_json::json!(["down", "status error: administratively down"]);
     let start = Instant::now();
     let diagnosis = loop {
         let diagnosis = client
             .get(&diagnosis_of_vm_1, &[("env_name", &env)])
             .await?;
-        if diagnosis["findings"][0]["id"] == eth0.as_str() {
+        if diagnosis["findings"][0]["id"] == eth0.as_str()
+            && diagnosis["findings"][0]["problems"] == checked
+        {
             break diagnosis;
         }
         anyhow::ensure!(
             start.elapsed() < CONVERGE,
-            "eth0 down is not the first cause of vm-1's trouble: {diagnosis:#}"
+            "eth0 down (and its check in error) is not the first cause of vm-1's trouble: {diagnosis:#}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // The VM's clique is in error, and names the NIC.
+    let clique = client
+        .get(&format!("/api/v1/cliques/{vm_1}"), &[("env_name", &env)])
+        .await?;
     assert_eq!(
-        diagnosis["findings"][0]["problems"],
-        serde_json::json!(["down"])
+        clique["status"],
+        serde_json::json!({
+            "level": "error",
+            "text": "host_pnic eth0 on compute-1: administratively down",
+            "member": eth0,
+        }),
+        "{clique:#}"
     );
     assert!(
         diagnosis["findings"][0]["since"].is_string(),
@@ -644,10 +680,30 @@ async fn analysis_follows_a_tunnel_nic_going_down(
     );
     assert!(dependents.get("vservice").is_none(), "{impact:#}");
 
+    // Its tunnels dead, compute-1's tunnel endpoint is in error too (its own check): the path
+    // from vm-2 breaks there first, above eth0.
+    let otep = ids.otep("compute-1");
+    let failing = wait_for_status(client, &env, &otep, "error").await?;
+    assert!(
+        failing["status"]["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("0 of ")),
+        "{failing:#}"
+    );
     let cut = client.get("/api/v1/path", &path_query).await?;
     assert_eq!(cut["state"], "down", "{cut:#}");
-    assert_eq!(cut["broken_at"]["id"], eth0.as_str(), "{cut:#}");
+    assert_eq!(cut["broken_at"]["id"], otep.as_str(), "{cut:#}");
+    let down: Vec<String> = cut["hops"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h["state"] == "down")
+        .map(|h| text(&h["id"]))
+        .collect();
+    assert!(down.contains(&eth0) && down.contains(&otep), "{cut:#}");
     running.lab.set_device("compute-1", "eth0", true)?;
+    // Back up, its tunnels work again before anything else is compared.
+    wait_for_status(client, &env, &otep, "ok").await?;
 
     // Bad questions get a 4xx that names the problem.
     let (status, message) = calipso_tests::refusal(

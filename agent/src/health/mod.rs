@@ -167,6 +167,11 @@ impl Monitor {
     }
 
     /// Checks every covered object when due and publishes what changed, until `shutdown`.
+    ///
+    /// The schedule is kept as (object, check) slots with their next time, rebuilt from the
+    /// model (visited, not copied) when it changed; an object is copied only when one of its
+    /// checks is due. A new slot's first run is spread over its interval, so a host's checks do
+    /// not all fire in the same instant.
     pub async fn run(self, outbox: Outbox, shutdown: CancellationToken) {
         let mut by_type: HashMap<ObjectType, Vec<usize>> = HashMap::new();
         for (index, check) in self.checks.iter().enumerate() {
@@ -175,6 +180,9 @@ impl Monitor {
             }
         }
         let limit = Arc::new(tokio::sync::Semaphore::new(self.config.max_concurrent));
+        let model = outbox.watch();
+        let mut model_seen: Option<u64> = None;
+        let mut rescheduled: Option<Instant> = None;
         let mut next_due: HashMap<Slot, Instant> = HashMap::new();
         let mut running: HashSet<Slot> = HashSet::new();
         // By object, each covering check's last verdict (by the check's index).
@@ -202,61 +210,115 @@ impl Monitor {
                     while let Some(done) = tasks.try_join_next() {
                         record(done);
                     }
-                    let statuses = changed
-                        .into_iter()
-                        .filter_map(|id| {
-                            let named = verdicts.get(&id)?.iter().map(|(index, verdict)| (self.checks[*index].name(), verdict));
-                            Some((id, roll_up(named)))
-                        });
+                    let statuses = changed.into_iter().filter_map(|id| {
+                        let named = verdicts
+                            .get(&id)?
+                            .iter()
+                            .map(|(index, verdict)| (self.checks[*index].name(), verdict));
+                        Some((id, roll_up(named)))
+                    });
                     if let Err(err) = outbox.set_statuses(statuses) {
                         tracing::error!(%err, "cannot encode status changes");
                     }
                 }
                 _ = ticker.tick() => {
                     let now = Instant::now();
-                    let objects = outbox.objects_of(|object_type| by_type.contains_key(&object_type));
-                    let present: HashSet<&ObjectId> = objects.iter().map(|o| &o.id).collect();
-                    verdicts.retain(|id, _| {
-                        let keep = present.contains(id);
-                        if !keep {
-                            self.checks.iter().for_each(|check| check.forget(id));
-                        }
-                        keep
-                    });
-                    next_due.retain(|(id, _), _| present.contains(id));
-                    for object in &objects {
-                        let indices = by_type.get(&object.object_type).map(Vec::as_slice).unwrap_or_default();
-                        for &index in indices {
-                            let check = &self.checks[index];
-                            let slot = (object.id.clone(), index);
-                            let due = next_due.get(&slot).is_none_or(|at| *at <= now);
-                            if !due || running.contains(&slot) || !check.selects(object) {
-                                continue;
-                            }
-                            let every = check.interval().unwrap_or_else(|| self.config.interval_for(object.object_type));
-                            next_due.insert(slot.clone(), now + every);
-                            running.insert(slot.clone());
-                            verdicts.entry(object.id.clone()).or_default();
-                            let (check, object) = (check.clone(), object.clone());
-                            let (limit, timeout) = (limit.clone(), self.config.timeout);
-                            tasks.spawn(async move {
-                                let name = check.name().to_owned();
-                                // A closed semaphore cannot happen: the monitor owns it.
-                                let _permit = limit.acquire_owned().await;
-                                let verdict = tokio::time::timeout(timeout, check.run(object))
-                                    .await
-                                    .unwrap_or_else(|_| {
-                                        Verdict::unknown(format!("{name} check timed out after {timeout:?}"))
-                                    });
-                                (slot, verdict)
-                            });
-                        }
+                    // Deltas (the checks' own among them) come often; the schedule follows the
+                    // model at most every RESCHEDULE_EVERY.
+                    let seq = *model.borrow();
+                    if model_seen != Some(seq) && rescheduled.is_none_or(|at| now - at >= RESCHEDULE_EVERY) {
+                        model_seen = Some(seq);
+                        rescheduled = Some(now);
+                        self.reschedule(&outbox, &by_type, &mut next_due, &mut verdicts, now);
+                    }
+                    let due: Vec<Slot> = next_due
+                        .iter()
+                        .filter(|(slot, at)| **at <= now && !running.contains(*slot))
+                        .map(|(slot, _)| slot.clone())
+                        .collect();
+                    for slot in due {
+                        let (id, index) = &slot;
+                        let Some(object) = outbox.object(id) else {
+                            continue;
+                        };
+                        let check = self.checks[*index].clone();
+                        let every = check
+                            .interval()
+                            .unwrap_or_else(|| self.config.interval_for(object.object_type));
+                        next_due.insert(slot.clone(), now + every);
+                        running.insert(slot.clone());
+                        let (limit, timeout) = (limit.clone(), self.config.timeout);
+                        tasks.spawn(async move {
+                            let name = check.name().to_owned();
+                            // A closed semaphore cannot happen: the monitor owns it.
+                            let _permit = limit.acquire_owned().await;
+                            let verdict = tokio::time::timeout(timeout, check.run(object))
+                                .await
+                                .unwrap_or_else(|_| {
+                                    Verdict::unknown(format!("{name} check timed out after {timeout:?}"))
+                                });
+                            (slot, verdict)
+                        });
                     }
                 }
             }
         }
     }
+
+    /// Brings the schedule in line with the model: a slot for every covered object and check
+    /// that selects it (new ones first due at a random point of their interval), none for what
+    /// is gone.
+    fn reschedule(
+        &self,
+        outbox: &Outbox,
+        by_type: &HashMap<ObjectType, Vec<usize>>,
+        next_due: &mut HashMap<Slot, Instant>,
+        verdicts: &mut HashMap<ObjectId, BTreeMap<usize, Verdict>>,
+        now: Instant,
+    ) {
+        let mut wanted: HashSet<Slot> = HashSet::with_capacity(next_due.len());
+        let mut wanted_objects: HashSet<ObjectId> = HashSet::with_capacity(verdicts.len());
+        outbox.for_each_object(|object| {
+            let Some(indices) = by_type.get(&object.object_type) else {
+                return;
+            };
+            for &index in indices {
+                let check = &self.checks[index];
+                if !check.selects(object) {
+                    continue;
+                }
+                let slot = (object.id.clone(), index);
+                if !next_due.contains_key(&slot) {
+                    let every = check
+                        .interval()
+                        .unwrap_or_else(|| self.config.interval_for(object.object_type));
+                    let offset = every.mul_f64(rand::random::<f64>());
+                    next_due.insert(slot.clone(), now + offset.min(FIRST_RUN_WITHIN));
+                    verdicts.entry(object.id.clone()).or_default();
+                }
+                wanted.insert(slot);
+                if !wanted_objects.contains(&object.id) {
+                    wanted_objects.insert(object.id.clone());
+                }
+            }
+        });
+        next_due.retain(|slot, _| wanted.contains(slot));
+        verdicts.retain(|id, object_verdicts| {
+            object_verdicts.retain(|index, _| wanted.contains(&(id.clone(), *index)));
+            let keep = wanted_objects.contains(id);
+            if !keep {
+                self.checks.iter().for_each(|check| check.forget(id));
+            }
+            keep
+        });
+    }
 }
+
+/// How often at most the schedule is rebuilt from a changing model.
+const RESCHEDULE_EVERY: Duration = Duration::from_secs(1);
+
+/// A new object's first verdict comes within this long, whatever its interval.
+const FIRST_RUN_WITHIN: Duration = Duration::from_secs(5);
 
 /// Reads a small text file (sysfs, procfs): `None` when it is missing or unreadable.
 fn read_trimmed(path: &std::path::Path) -> Option<String> {

@@ -2,9 +2,11 @@
 //! exists, and, for a DHCP service, a live process serves in it (the original's `ip netns pid`
 //! and `ps`, without a shell). A router namespace needs no process: its ports are its service.
 
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use calipso_proto::{Object, ObjectType};
 use futures::FutureExt;
@@ -16,7 +18,15 @@ use super::{Check, Verdict, read_trimmed, text_attr};
 pub struct ServiceCheck {
     netns_dir: PathBuf,
     proc_dir: PathBuf,
+    /// The last walk of `/proc`: the processes of every network namespace, by its (device,
+    /// inode). Checks of many namespaces within [`SCAN_REUSE`] share one walk.
+    scan: Mutex<Option<(Instant, Arc<Scan>)>>,
 }
+
+type Scan = HashMap<(u64, u64), Vec<Process>>;
+
+/// How long one walk of `/proc` answers for.
+const SCAN_REUSE: Duration = Duration::from_secs(5);
 
 /// A process living in a namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +42,21 @@ impl ServiceCheck {
         ServiceCheck {
             netns_dir,
             proc_dir,
+            scan: Mutex::new(None),
         }
+    }
+
+    /// Every process by network namespace, walking `/proc` at most once per [`SCAN_REUSE`].
+    fn processes(&self) -> Arc<Scan> {
+        let mut cached = self.scan.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, scan)) = cached.as_ref()
+            && at.elapsed() < SCAN_REUSE
+        {
+            return scan.clone();
+        }
+        let scan = Arc::new(scan_processes(&self.proc_dir));
+        *cached = Some((Instant::now(), scan.clone()));
+        scan
     }
 
     fn check(&self, object: &Object) -> Verdict {
@@ -42,7 +66,8 @@ impl ServiceCheck {
             Ok(meta) => (meta.dev(), meta.ino()),
             Err(err) => return Verdict::error(format!("namespace {name} is gone: {err}")),
         };
-        let processes = processes_in(&self.proc_dir, namespace);
+        let scan = self.processes();
+        let processes: &[Process] = scan.get(&namespace).map(Vec::as_slice).unwrap_or_default();
         let alive: Vec<&Process> = processes
             .iter()
             .filter(|p| matches!(p.state, 'R' | 'S' | 'D'))
@@ -76,32 +101,37 @@ impl ServiceCheck {
     }
 }
 
-/// Processes whose network namespace is `namespace` (device and inode of its nsfs file).
-fn processes_in(proc_dir: &Path, namespace: (u64, u64)) -> Vec<Process> {
+/// Every process, by its network namespace (device and inode of the nsfs file its `ns/net`
+/// link resolves to). A process that ends during the walk is simply not there.
+fn scan_processes(proc_dir: &Path) -> Scan {
+    let mut scan = Scan::new();
     let Ok(entries) = std::fs::read_dir(proc_dir) else {
-        return Vec::new();
+        return scan;
     };
-    let mut found: Vec<Process> = entries
+    let mut pids: Vec<u32> = entries
         .filter_map(Result::ok)
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            // The `ns/net` link resolves to the namespace's nsfs file; a process that ended
-            // in between simply does not match.
-            std::fs::metadata(proc_dir.join(pid.to_string()).join("ns/net"))
-                .is_ok_and(|meta| (meta.dev(), meta.ino()) == namespace)
-        })
-        .filter_map(|pid| {
-            let stat = read_trimmed(&proc_dir.join(pid.to_string()).join("stat"))?;
-            let (command, state) = parse_stat(&stat)?;
-            Some(Process {
+        .collect();
+    pids.sort_unstable();
+    for pid in pids {
+        let dir = proc_dir.join(pid.to_string());
+        let Ok(namespace) = std::fs::metadata(dir.join("ns/net")) else {
+            continue;
+        };
+        let Some((command, state)) =
+            read_trimmed(&dir.join("stat")).and_then(|stat| parse_stat(&stat))
+        else {
+            continue;
+        };
+        scan.entry((namespace.dev(), namespace.ino()))
+            .or_default()
+            .push(Process {
                 pid,
                 command,
                 state,
-            })
-        })
-        .collect();
-    found.sort_by_key(|p| p.pid);
-    found
+            });
+    }
+    scan
 }
 
 /// The command and state of a `/proc/PID/stat` line: `812 (dnsmasq) S 1 …`. The command may

@@ -580,6 +580,48 @@ pub fn router_owner(host: &str, router: &str) -> String {
     format!("router@{host}/{router}")
 }
 
+/// dnsmasq in a network's DHCP namespace, as Neutron's DHCP agent runs it (static leases
+/// only, no DNS): the process the vservice's health check looks for. It lives until `down`
+/// kills everything in the lab's namespaces, or a test kills it (its pid file is
+/// `dnsmasq-<network>.pid` in the host's directory).
+fn start_dhcp_server(
+    topology: &Topology,
+    network: &str,
+    netns: &str,
+    host_dir: &Path,
+) -> anyhow::Result<()> {
+    let cidr = &topology
+        .network(network)
+        .with_context(|| format!("unknown network `{network}`"))?
+        .cidr;
+    let subnet = cidr.split('/').next().unwrap_or(cidr);
+    let pid_file = host_dir.join(format!("dnsmasq-{network}.pid"));
+    let started = Command::new("ip")
+        .args(["netns", "exec", netns, "dnsmasq"])
+        .args([
+            "--conf-file=/dev/null",
+            "--no-hosts",
+            "--no-resolv",
+            "--port=0",
+            "--bind-dynamic",
+            "--except-interface=lo",
+            "--leasefile-ro",
+        ])
+        .arg(format!("--dhcp-range={subnet},static"))
+        .arg(format!("--pid-file={}", pid_file.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .context("cannot start dnsmasq (apt-get install dnsmasq-base)")?;
+    ensure!(
+        started.status.success(),
+        "dnsmasq in {netns}: {}",
+        String::from_utf8_lossy(&started.stderr).trim()
+    );
+    Ok(())
+}
+
 /// A host's qdhcp and qrouter namespaces with their ports.
 pub fn services_up(topology: &Topology, index: usize, host_dir: &Path) -> anyhow::Result<()> {
     let host = &topology.hosts[index];
@@ -596,6 +638,7 @@ pub fn services_up(topology: &Topology, index: usize, host_dir: &Path) -> anyhow
             dhcp_device_prefix(host.switch),
             2,
         )?;
+        start_dhcp_server(topology, network, &netns, host_dir)?;
     }
     for router in &host.routers {
         let local = topology.router_netns(&host.name, &router.name);

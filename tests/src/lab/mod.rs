@@ -134,6 +134,12 @@ impl Lab {
             crate::netlab::is_root(),
             "the lab creates namespaces and interfaces: run it as root"
         );
+        if topology.hosts.iter().any(|h| !h.dhcp.is_empty()) {
+            ensure!(
+                on_path("dnsmasq"),
+                "the lab's DHCP namespaces run dnsmasq (apt-get install dnsmasq-base)"
+            );
+        }
         if topology
             .hosts
             .iter()
@@ -374,6 +380,9 @@ dir = "{netns}"
 [libvirt]
 dir = "{libvirt}"
 config_dir = "{libvirt}/defined"
+
+[health]
+interval = "2s"
 
 [kernel]
 physical_interfaces = {nics:?}
