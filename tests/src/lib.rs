@@ -42,6 +42,16 @@ pub fn secret_key() -> calipso_aggregator::secrets::SecretKey {
     .unwrap_or_else(|err| panic!("{err}"))
 }
 
+/// A durable sink over a new SQLite store in `dir`, sealing with the tests' key.
+pub async fn sqlite_sink(
+    dir: &std::path::Path,
+) -> anyhow::Result<Arc<calipso_aggregator::ingest::DurableSink>> {
+    let store = calipso_aggregator::store::SqliteStore::open(&dir.join("calipso.db")).await?;
+    Ok(Arc::new(
+        calipso_aggregator::ingest::DurableSink::open(store, secret_key()).await?,
+    ))
+}
+
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

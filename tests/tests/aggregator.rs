@@ -29,10 +29,7 @@ fn layout() -> Layout {
 }
 
 async fn sqlite_sink(dir: &tempfile::TempDir) -> anyhow::Result<Arc<DurableSink>> {
-    let store = SqliteStore::open(&dir.path().join("calipso.db")).await?;
-    Ok(Arc::new(
-        DurableSink::open(store, calipso_tests::secret_key()).await?,
-    ))
+    calipso_tests::sqlite_sink(dir.path()).await
 }
 
 /// Starts an agent for synthetic host `index` reporting its whole model.

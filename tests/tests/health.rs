@@ -11,7 +11,7 @@ use calipso_agent::health::interfaces::RateLimits;
 use calipso_agent::health::{BridgeCheck, Check, InterfaceCheck, Monitor, ServiceCheck};
 use calipso_agent::outbox::Outbox;
 use calipso_aggregator::ingest::DurableSink;
-use calipso_aggregator::store::{MessageQuery, SqliteStore, Store};
+use calipso_aggregator::store::{MessageQuery, Store};
 use calipso_proto::{ObjectId, ObjectType, StatusLevel};
 use calipso_tests::netlab::NetLab;
 use calipso_tests::{ENV, Pki, TestAgent, TestAggregator, agent_config, wait_until};
@@ -47,13 +47,7 @@ impl Rig {
         checks: Vec<Arc<dyn Check>>,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let sink = Arc::new(
-            DurableSink::open(
-                SqliteStore::open(&dir.path().join("calipso.db")).await?,
-                calipso_tests::secret_key(),
-            )
-            .await?,
-        );
+        let sink = calipso_tests::sqlite_sink(dir.path()).await?;
         let pki = Pki::new()?;
         let aggregator = TestAggregator::start(&pki, sink.clone(), ([127, 0, 0, 1], 0).into())?;
         let (tls, _) = pki.agent(HOST)?;
