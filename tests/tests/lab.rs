@@ -375,6 +375,11 @@ async fn an_ovs_lab_is_shown_exactly_through_churn_agent_loss_and_aggregator_res
 
     // An agent killed: its host goes stale, nothing is deleted. A VM goes while it is down;
     // restarted, the agent resumes its saved epoch and sends only that change.
+    // Quiet first: the tunnels to compute-2 failed while it was cut off, and the agent saves
+    // its state once a second; a kill within a second of a status change loses that change
+    // and rightly costs a snapshot.
+    every_tunnel_ok(&client, &env).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let (_, killed_epoch) = agent_state(&client, &env, "compute-1").await?;
     running.lab.kill_agent("compute-1")?;
     wait_for_host(&client, &env, "compute-1", false).await?;
