@@ -17,7 +17,7 @@ use rustc_hash::FxHashMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::ingest::DurableSink;
-use crate::monitoring::effective_status;
+use crate::monitoring::effective_level;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
@@ -147,9 +147,7 @@ impl Metrics {
                 let environment = env.config.name.clone();
                 let mut by_status: FxHashMap<&'static str, i64> = FxHashMap::default();
                 for node in env.graph.nodes() {
-                    *by_status
-                        .entry(effective_status(node).level.as_str())
-                        .or_default() += 1;
+                    *by_status.entry(effective_level(node).as_str()).or_default() += 1;
                 }
                 for (status, count) in by_status {
                     let labels = ObjectLabels {

@@ -23,6 +23,15 @@ use crate::store::{Message, MessageLevel};
 /// The source of the messages this module writes.
 pub const SOURCE: &str = "Monitoring";
 
+/// The level an operator should see: a stale object's is `unknown` (counts need no text).
+pub fn effective_level(node: &Node) -> StatusLevel {
+    if node.stale {
+        StatusLevel::Unknown
+    } else {
+        node.object.status.level
+    }
+}
+
 /// The status an operator should see: a stale object's is `unknown`, saying why and what was
 /// last reported.
 pub fn effective_status(node: &Node) -> Cow<'_, Status> {

@@ -13,7 +13,7 @@ use super::{Page, Principal, Service, ServiceError, decode_cursor, encode_cursor
 use crate::cliques::Clique;
 use crate::graph::{Graph, Node};
 use crate::links::LinkKey;
-use crate::monitoring::{CliqueStatus, clique_status, effective_status};
+use crate::monitoring::{CliqueStatus, clique_status, effective_level, effective_status};
 use crate::store::{AgentRecord, MessageLevel, MessageQuery, Store};
 
 /// An object as the API shows it: the model's fields and where it sits in the tree.
@@ -708,13 +708,8 @@ impl Service {
         let mut by_state: FxHashMap<LinkState, usize> = FxHashMap::default();
         for node in env.graph.nodes() {
             // A stale object counts as unknown, as it is shown.
-            let level = if node.stale {
-                StatusLevel::Unknown
-            } else {
-                node.object.status.level
-            };
             *by_type_and_status
-                .entry((node.object_type(), level))
+                .entry((node.object_type(), effective_level(node)))
                 .or_default() += 1;
             *by_state.entry(node.state()).or_default() += 1;
             aggregates.stale_objects += usize::from(node.stale);
