@@ -117,6 +117,9 @@ pub struct ApiSection {
     /// Live streams (`/events`) one token may hold open at once; one more is a 429.
     #[serde(default = "default_max_streams_per_token")]
     pub max_streams_per_token: usize,
+    /// How alerts are delivered (`[api.alerts]`).
+    #[serde(default)]
+    pub alerts: crate::alerts::AlertSettings,
 }
 
 fn default_max_connections() -> usize {
@@ -144,6 +147,7 @@ impl Default for ApiSection {
             max_connections: default_max_connections(),
             header_timeout: default_header_timeout(),
             max_streams_per_token: default_max_streams_per_token(),
+            alerts: crate::alerts::AlertSettings::default(),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! * [`idset`]: the small sets of ids the indexes are made of.
 //! * [`links`]: the link finders and the incremental link set.
 //! * [`monitoring`]: status as operators see it: stale objects, clique roll-ups, messages.
+//! * [`alerts`]: alert rules, silences, and delivery to webhooks and Alertmanager.
 //! * [`metrics`]: Prometheus metrics on a listener of their own.
 //! * [`client`]: a client of the API (the `calipso` CLI's).
 //! * [`cliques`]: clique types, constraints and the incremental clique engine.
@@ -22,6 +23,7 @@
 //! * [`secrets`]: environment secrets sealed at rest.
 //! * [`quickstart`]: everything on one machine.
 
+pub mod alerts;
 pub mod analysis;
 pub mod api;
 pub mod ca;

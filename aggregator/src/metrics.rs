@@ -26,6 +26,12 @@ pub struct KindLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `sent`, `retried`, `failed`, `dropped` or `silenced`.
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ObjectLabels {
     environment: String,
     status: &'static str,
@@ -56,6 +62,8 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     /// Commits the store refused (the engine is then reloaded).
     pub commit_failures: Counter,
+    /// Alerts, by what became of them.
+    pub alerts: Family<OutcomeLabel, Counter>,
     objects: Family<ObjectLabels, Gauge>,
     links: Family<LinkLabels, Gauge>,
     agents: Family<AgentLabels, Gauge>,
@@ -77,6 +85,7 @@ impl Metrics {
         // 100 µs to about 13 s.
         let commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
         let commit_failures = Counter::default();
+        let alerts = Family::<OutcomeLabel, Counter>::default();
         let objects = Family::<ObjectLabels, Gauge>::default();
         let links = Family::<LinkLabels, Gauge>::default();
         let agents = Family::<AgentLabels, Gauge>::default();
@@ -107,6 +116,12 @@ impl Metrics {
             commit_failures.clone(),
         );
         registry.register(
+            "alerts",
+            "Alerts by outcome: sent, retried (an attempt failed), failed (given up), dropped \
+             (queue full), silenced",
+            alerts.clone(),
+        );
+        registry.register(
             "objects",
             "Objects held, by environment and status (a disconnected host's are unknown)",
             objects.clone(),
@@ -129,6 +144,7 @@ impl Metrics {
             versions,
             commit_seconds,
             commit_failures,
+            alerts,
             objects,
             links,
             agents,

@@ -4,13 +4,13 @@
 //! Agents report an object's status with the object (see the agent's `health` module). Here:
 //! * [`effective_status`]: a stale object (its agent is away) is `unknown`, not its last `ok`;
 //! * [`clique_status`]: a clique is as healthy as its worst member, which it names;
-//! * [`status_messages`]: every status change, and every link going down or coming back up
+//! * [`status_changes`]: every status change, and every link going down or coming back up
 //!   for a reason other than its host's agent going away, is a message (source
 //!   `Monitoring`), stored and streamed with the change.
 
 use std::borrow::Cow;
 
-use calipso_proto::{LinkState, ObjectId, Status, StatusLevel, Timestamp};
+use calipso_proto::{LinkState, ObjectId, ObjectType, Status, StatusLevel, Timestamp};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -117,25 +117,103 @@ fn message_level(level: StatusLevel) -> MessageLevel {
     }
 }
 
-/// The messages one applied change deserves: a status that changed level (but not a first
+/// What a health change is about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Subject {
+    Object {
+        id: ObjectId,
+        object_type: ObjectType,
+    },
+    /// A link whose state flipped; `types` are its ends' object types.
+    Link {
+        key: LinkKey,
+        types: [ObjectType; 2],
+    },
+}
+
+/// One change of health: an object's status level, or a link going down or up again. Each is
+/// a message (source `Monitoring`) and what alert rules are matched against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusChange {
+    pub environment: String,
+    pub subject: Subject,
+    /// "vnic tap1 on compute-1", "link vnic-vconnector from … to …".
+    pub name: String,
+    pub host: Option<String>,
+    /// A link down is `error`, up again `ok`.
+    pub level: StatusLevel,
+    /// `None` for an object that arrived with this status.
+    pub was: Option<StatusLevel>,
+    /// What the check said (empty for a link).
+    pub text: String,
+    pub perfdata: String,
+    pub at: Timestamp,
+}
+
+impl StatusChange {
+    /// The object the change is about (a link's source).
+    pub fn object(&self) -> &ObjectId {
+        match &self.subject {
+            Subject::Object { id, .. } => id,
+            Subject::Link { key, .. } => &key.source,
+        }
+    }
+
+    /// The object types it concerns: the object's, or both ends' of a link.
+    pub fn object_types(&self) -> &[ObjectType] {
+        match &self.subject {
+            Subject::Object { object_type, .. } => std::slice::from_ref(object_type),
+            Subject::Link { types, .. } => types,
+        }
+    }
+
+    /// The objects it concerns: the object, or both ends of a link.
+    pub fn objects(&self) -> Vec<&ObjectId> {
+        match &self.subject {
+            Subject::Object { id, .. } => vec![id],
+            Subject::Link { key, .. } => vec![&key.source, &key.target],
+        }
+    }
+
+    pub fn message(&self) -> Message {
+        let text = match &self.subject {
+            Subject::Link { .. } if self.level == StatusLevel::Ok => {
+                format!("{} is up again", self.name)
+            }
+            Subject::Link { .. } => format!("{} is down", self.name),
+            Subject::Object { .. } => {
+                let mut text = format!("{} is {}", self.name, self.level.as_str());
+                if !self.text.is_empty() {
+                    text.push_str(&format!(": {}", self.text));
+                }
+                if let Some(was) = self.was {
+                    text.push_str(&format!(" (was {})", was.as_str()));
+                }
+                text
+            }
+        };
+        Message {
+            environment: Some(self.environment.clone()),
+            level: message_level(self.level),
+            source: SOURCE.to_owned(),
+            related_object: Some(self.object().clone()),
+            text,
+            at: self.at,
+        }
+    }
+}
+
+/// The health changes of one applied change: a status that changed level (but not a first
 /// verdict of ok, nor a new object arriving unknown), and a link whose state flipped while both
 /// its ends' agents are connected (a host going away is one message of its own, not one per
 /// link). `graph` is the environment after the change.
-pub fn status_messages(
+pub fn status_changes(
     environment: &str,
     applied: &Applied,
     graph: &Graph,
     at: Timestamp,
-) -> Vec<Message> {
-    let message = |level, object: &ObjectId, text| Message {
-        environment: Some(environment.to_owned()),
-        level,
-        source: SOURCE.to_owned(),
-        related_object: Some(object.clone()),
-        text,
-        at,
-    };
-    let mut messages = Vec::new();
+) -> Vec<StatusChange> {
+    let mut changes = Vec::new();
     for diff in &applied.objects {
         let Some(after) = &diff.after else { continue };
         let now = &after.object.status;
@@ -154,14 +232,20 @@ pub fn status_messages(
         if !changed {
             continue;
         }
-        let mut text = format!("{} is {}", describe(after), now.level.as_str());
-        if !now.text.is_empty() {
-            text.push_str(&format!(": {}", now.text));
-        }
-        if let Some(was) = was {
-            text.push_str(&format!(" (was {})", was.as_str()));
-        }
-        messages.push(message(message_level(now.level), &diff.id, text));
+        changes.push(StatusChange {
+            environment: environment.to_owned(),
+            subject: Subject::Object {
+                id: diff.id.clone(),
+                object_type: after.object_type(),
+            },
+            name: describe(after),
+            host: after.object.host.as_deref().map(str::to_owned),
+            level: now.level,
+            was,
+            text: now.text.clone(),
+            perfdata: now.perfdata.clone(),
+            at,
+        });
     }
     for key in &applied.links.flipped {
         let Some(link) = applied
@@ -178,25 +262,37 @@ pub fn status_messages(
         if source.stale || target.stale {
             continue;
         }
-        let (level, how) = match link.state {
-            LinkState::Down => (MessageLevel::Error, "is down"),
-            LinkState::Up => (MessageLevel::Info, "is up again"),
+        let (level, was) = match link.state {
+            LinkState::Down => (StatusLevel::Error, StatusLevel::Ok),
+            LinkState::Up => (StatusLevel::Ok, StatusLevel::Error),
             LinkState::Unknown => continue,
         };
-        let text = format!(
-            "link {} from {} to {} {how}",
-            key.link_type,
-            describe(source),
-            describe(target)
-        );
-        messages.push(message(level, &key.source, text));
+        changes.push(StatusChange {
+            environment: environment.to_owned(),
+            subject: Subject::Link {
+                key: key.clone(),
+                types: [source.object_type(), target.object_type()],
+            },
+            name: format!(
+                "link {} from {} to {}",
+                key.link_type,
+                describe(source),
+                describe(target)
+            ),
+            host: link.host.as_deref().map(str::to_owned),
+            level,
+            was: Some(was),
+            text: String::new(),
+            perfdata: String::new(),
+            at,
+        });
     }
-    messages
+    changes
 }
 
 #[cfg(test)]
 mod tests {
-    use calipso_proto::{Object, ObjectType};
+    use calipso_proto::Object;
 
     use super::*;
 

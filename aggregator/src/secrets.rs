@@ -236,6 +236,24 @@ impl SecretKey {
             .map_err(|_| damaged())
     }
 
+    /// Seals one secret kept outside an environment's configuration (an alert rule's webhook
+    /// secret), bound to its environment and field like the configuration's own.
+    pub fn seal_value(&self, environment: &str, field: &str, plain: &str) -> String {
+        self.seal(&place(environment, field), plain)
+    }
+
+    /// Opens what [`SecretKey::seal_value`] sealed (a value stored in clear is returned as is).
+    pub fn open_value(
+        &self,
+        environment: &str,
+        field: &str,
+        stored: &str,
+    ) -> Result<String, SecretError> {
+        Ok(self
+            .open(environment, field, stored)?
+            .unwrap_or_else(|| stored.to_owned()))
+    }
+
     /// The configuration as it is stored: every secret sealed.
     pub fn seal_config(&self, config: &EnvironmentConfig) -> EnvironmentConfig {
         let mut sealed = config.clone();

@@ -2,6 +2,7 @@
 //! agent driven directly through its outbox, and a raw QUIC client for speaking bad protocol.
 //! Everything runs for real: QUIC over UDP on 127.0.0.1, TLS with certificates from the CA tool.
 
+pub mod alertmanager;
 pub mod api;
 pub mod browser;
 pub mod lab;
@@ -31,7 +32,6 @@ use tokio_util::sync::CancellationToken;
 
 pub const SERVER_NAME: &str = "localhost";
 
-/// reqwest is built without a TLS provider of its own: the process installs ring's, once.
 /// The key that seals environment secrets in tests: the same on every call, so a test that
 /// reopens a store opens what it sealed.
 pub fn secret_key() -> calipso_aggregator::secrets::SecretKey {
@@ -52,6 +52,7 @@ pub async fn sqlite_sink(
     ))
 }
 
+/// reqwest is built without a TLS provider of its own: the process installs ring's, once.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -531,3 +531,367 @@ async fn nagios_plugins_check_the_host_and_a_hung_one_is_unknown() -> anyhow::Re
     rig.stop().await;
     Ok(())
 }
+
+/// A webhook receiver on loopback: records every request, answers the first `fail_first`
+/// with a 500 and the rest with a 200.
+struct WebhookReceiver {
+    url: String,
+    received: Arc<std::sync::Mutex<Vec<Delivery>>>,
+}
+
+#[derive(Debug, Clone)]
+struct Delivery {
+    id: String,
+    signature: String,
+    body: serde_json::Value,
+    raw: Vec<u8>,
+    accepted: bool,
+}
+
+impl WebhookReceiver {
+    async fn start(fail_first: usize) -> anyhow::Result<Self> {
+        use axum::http::{HeaderMap, StatusCode};
+        let received: Arc<std::sync::Mutex<Vec<Delivery>>> = Arc::default();
+        let log = received.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let log = log.clone();
+                async move {
+                    let header = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned()
+                    };
+                    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                    let accepted = log.len() >= fail_first;
+                    log.push(Delivery {
+                        id: header("x-calipso-delivery"),
+                        signature: header("x-calipso-signature"),
+                        body: serde_json::from_slice(&body).unwrap_or_default(),
+                        raw: body.to_vec(),
+                        accepted,
+                    });
+                    if accepted {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/hook", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(WebhookReceiver { url, received })
+    }
+
+    fn deliveries(&self) -> Vec<Delivery> {
+        self.received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The accepted alerts' (status, message), sorted.
+    fn accepted(&self) -> Vec<(String, String)> {
+        let mut accepted: Vec<(String, String)> = self
+            .deliveries()
+            .iter()
+            .filter(|d| d.accepted)
+            .map(|d| {
+                (
+                    d.body["status"].as_str().unwrap_or_default().to_owned(),
+                    d.body["message"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        accepted.sort();
+        accepted
+    }
+}
+
+/// Checks `t=<unix>,v1=<hex>` against HMAC-SHA256(secret, "<t>.<body>"), as a receiver would.
+fn signed_by(delivery: &Delivery, secret: &str) -> bool {
+    let Some((time, mac)) = delivery
+        .signature
+        .strip_prefix("t=")
+        .and_then(|rest| rest.split_once(",v1="))
+    else {
+        return false;
+    };
+    let Some(mac) = (0..mac.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(mac.get(i..i + 2).unwrap_or("zz"), 16).ok())
+        .collect::<Option<Vec<u8>>>()
+    else {
+        return false;
+    };
+    let mut signed = format!("{time}.").into_bytes();
+    signed.extend_from_slice(&delivery.raw);
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    ring::hmac::verify(&key, &signed, &mac).is_ok()
+}
+
+/// Issue 25, alerts: a rule for vNIC errors, sent to a webhook and to a real Alertmanager.
+/// A veth's far end going down is three changes (qvo1 down, qvb1 without carrier, the link
+/// between them down): three signed alerts, the first retried after the receiver's 500, and
+/// three alerts firing in Alertmanager; back up, three resolved and none firing. Under a
+/// silence of the host, the same changes send nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_status_change_is_one_signed_alert_and_a_silence_holds_them_back() -> anyhow::Result<()>
+{
+    use calipso_aggregator::alerts::AlertSettings;
+    use calipso_aggregator::client::ApiClient;
+    use calipso_aggregator::config::ApiSection;
+    use calipso_tests::alertmanager::Alertmanager;
+    use reqwest::Method;
+
+    const SECRET: &str = "webhook-secret-of-the-test";
+    const PASSWORD: &str = "admin-password-1";
+    calipso_tests::init_test_logging();
+    calipso_tests::install_crypto_provider();
+    let lab = NetLab::new()?;
+    lab.sh("ip link add qvb1 type veth peer name qvo1\nip link set qvb1 up\nip link set qvo1 up")?;
+    let rig = Rig::start(
+        &lab,
+        Vec::new(),
+        vec![Arc::new(InterfaceCheck::new(
+            "/sys/class/net".into(),
+            RateLimits {
+                errors_per_second: 1.0,
+                drops_per_second: 100.0,
+            },
+        ))],
+    )
+    .await?;
+    let (qvb1, qvo1) = (
+        ObjectId::host_local(ObjectType::Vnic, HOST, "qvb1"),
+        ObjectId::host_local(ObjectType::Vnic, HOST, "qvo1"),
+    );
+    let level_of = |id: &ObjectId| status_of(&rig.sink, id).map(|(level, _)| level);
+    wait_until(WAIT, || level_of(&qvb1) == Some(StatusLevel::Ok)).await;
+
+    let alertmanager = Alertmanager::start().await?;
+    let receiver = WebhookReceiver::start(1).await?;
+    let section = ApiSection {
+        listen: ([127, 0, 0, 1], 0).into(),
+        admin_password: Some(PASSWORD.into()),
+        alerts: AlertSettings {
+            retry_initial: Duration::from_millis(200),
+            ..AlertSettings::default()
+        },
+        ..ApiSection::default()
+    };
+    let shutdown = CancellationToken::new();
+    let api =
+        calipso_aggregator::api::start(&section, rig.sink.clone(), None, shutdown.clone()).await?;
+    let mut client = ApiClient::new(&format!("http://{}", api.local_addr))?;
+    client.login("admin", PASSWORD).await?;
+
+    // Rules that cannot work are refused, naming the problem.
+    let rule = |webhook: serde_json::Value| {
+        serde_json::json!({
+            "environment": ENV, "name": "vnics", "min_level": "error",
+            "object_types": ["vnic"], "webhook": webhook, "alertmanager": alertmanager.url,
+        })
+    };
+    let refused = [
+        (
+            rule(serde_json::json!({"url": receiver.url})),
+            "webhook.secret is required",
+        ),
+        (
+            rule(serde_json::json!({"url": receiver.url, "secret": "short"})),
+            "webhook.secret must be 16 to 1024 bytes",
+        ),
+        (
+            rule(serde_json::json!({"url": "ftp://example.org/", "secret": SECRET})),
+            "must be an http:// or https:// URL",
+        ),
+        (
+            serde_json::json!({"environment": ENV, "name": "nowhere"}),
+            "a rule needs somewhere to send",
+        ),
+    ];
+    for (body, says) in refused {
+        let (status, answer) = client
+            .send(Method::POST, "/api/v1/alert_rules", &[], Some(&body))
+            .await?;
+        assert_eq!(status.as_u16(), 400, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{message}");
+    }
+    let created = client
+        .json(
+            Method::POST,
+            "/api/v1/alert_rules",
+            &[],
+            Some(&rule(
+                serde_json::json!({"url": receiver.url, "secret": SECRET}),
+            )),
+        )
+        .await?;
+    assert_eq!(created["webhook"]["secret_set"], true);
+    assert!(
+        !created.to_string().contains(SECRET),
+        "the secret is write-only"
+    );
+    let rule_id = created["id"].as_str().unwrap_or_default().to_owned();
+
+    lab.sh("ip link set qvo1 down")?;
+    let down = vec![
+        (
+            "firing".to_owned(),
+            "link vnic-vnic from vnic qvb1 on compute-7 to vnic qvo1 on compute-7 is down"
+                .to_owned(),
+        ),
+        (
+            "firing".to_owned(),
+            "vnic qvb1 on compute-7 is error: down: no carrier (was ok)".to_owned(),
+        ),
+        (
+            "firing".to_owned(),
+            "vnic qvo1 on compute-7 is error: administratively down (was ok)".to_owned(),
+        ),
+    ];
+    wait_until(WAIT, || receiver.accepted().len() >= 3).await;
+    assert_eq!(receiver.accepted(), down);
+    let deliveries = receiver.deliveries();
+    assert_eq!(
+        deliveries.len(),
+        4,
+        "the first was answered 500 and sent again"
+    );
+    assert_eq!(
+        deliveries[0].id, deliveries[1].id,
+        "a retry is the same alert"
+    );
+    assert!(deliveries.iter().all(|d| signed_by(d, SECRET)));
+    assert!(!signed_by(&deliveries[0], "another-secret-entirely"));
+
+    let firing_objects = || async {
+        let mut objects: Vec<(String, String)> = alertmanager
+            .alerts()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|a| {
+                (
+                    a["labels"]["object"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    a["labels"]["severity"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
+            .collect();
+        objects.sort();
+        objects
+    };
+    // The link's alert is about its source end, qvb1 (labelled with the link too).
+    let mut firing = vec![
+        (qvb1.to_string(), "error".to_owned()),
+        (qvb1.to_string(), "error".to_owned()),
+        (qvo1.to_string(), "error".to_owned()),
+    ];
+    firing.sort();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while firing_objects().await != firing && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(firing_objects().await, firing);
+
+    let report = client
+        .get(&format!("/api/v1/alert_rules/{rule_id}"), &[])
+        .await?;
+    let webhook = report["delivery"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["destination"] == "webhook"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (&webhook["sent"], &webhook["retried"], &webhook["failed"]),
+        (
+            &serde_json::json!(3),
+            &serde_json::json!(1),
+            &serde_json::json!(0)
+        ),
+        "{report}"
+    );
+
+    // Back up: each alert resolved, once; Alertmanager holds nothing firing.
+    lab.sh("ip link set qvo1 up")?;
+    wait_until(WAIT, || receiver.accepted().len() >= 6).await;
+    let mut expected = down.clone();
+    expected.extend([
+        (
+            "resolved".to_owned(),
+            "link vnic-vnic from vnic qvb1 on compute-7 to vnic qvo1 on compute-7 is up again"
+                .to_owned(),
+        ),
+        (
+            "resolved".to_owned(),
+            format!(
+                "vnic qvb1 on compute-7 is ok: {} (was error)",
+                status_of(&rig.sink, &qvb1).map(|s| s.1).unwrap_or_default()
+            ),
+        ),
+        (
+            "resolved".to_owned(),
+            format!(
+                "vnic qvo1 on compute-7 is ok: {} (was error)",
+                status_of(&rig.sink, &qvo1).map(|s| s.1).unwrap_or_default()
+            ),
+        ),
+    ]);
+    expected.sort();
+    assert_eq!(receiver.accepted(), expected);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !firing_objects().await.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(firing_objects().await, Vec::new());
+
+    // A maintenance window on the host: the same changes send nothing.
+    let silence = client
+        .json(
+            Method::POST,
+            "/api/v1/silences",
+            &[],
+            Some(&serde_json::json!({
+                "environment": ENV, "host": HOST, "duration_seconds": 600,
+                "comment": "recabling compute-7",
+            })),
+        )
+        .await?;
+    assert_eq!(silence["active"], true);
+    lab.sh("ip link set qvo1 down")?;
+    wait_until(WAIT, || api.service.alerting().silenced() >= 3).await;
+    assert_eq!(api.service.alerting().silenced(), 3);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        receiver.deliveries().len(),
+        7,
+        "nothing sent under the silence"
+    );
+    let silence_id = silence["id"].as_str().unwrap_or_default();
+    let (status, _) = client
+        .send(
+            Method::DELETE,
+            &format!("/api/v1/silences/{silence_id}"),
+            &[],
+            None,
+        )
+        .await?;
+    assert_eq!(status.as_u16(), 204);
+
+    shutdown.cancel();
+    rig.stop().await;
+    Ok(())
+}

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use calipso_aggregator::alerts::{AlertRule, Silence, Webhook};
 use calipso_aggregator::cliques::{
     Clique, EnvironmentConfig, default_clique_constraints, default_clique_types,
 };
@@ -13,7 +14,9 @@ use calipso_aggregator::store::{
     MessageLevel, MessageQuery, PostgresStore, ScanKind, ScanRecord, ScanStatus, ScheduleRecord,
     SnapshotRecord, SqliteStore, Store, TokenRecord, UserRecord, Write,
 };
-use calipso_proto::{Link, LinkState, LinkType, Object, ObjectId, ObjectType, Timestamp};
+use calipso_proto::{
+    Link, LinkState, LinkType, Object, ObjectId, ObjectType, StatusLevel, Timestamp,
+};
 use calipso_tests::pg::TestDatabase;
 
 fn at(micros: i64) -> Timestamp {
@@ -489,7 +492,7 @@ async fn bulk_round_trip<S: Store>(store: &S) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Users, tokens, scans, schedules and environment removal.
+/// Users, tokens, scans, schedules, alert rules, silences and environment removal.
 async fn records<S: Store>(store: &S) -> anyhow::Result<()> {
     let mut grants = Grants::default();
     grants.view_env.insert("lab".into());
@@ -579,7 +582,65 @@ async fn records<S: Store>(store: &S) -> anyhow::Result<()> {
     assert!(store.delete_schedule("every-minute").await?);
     assert!(store.schedules().await?.is_empty());
 
+    let rule = AlertRule {
+        id: "alert-1".into(),
+        environment: "lab".into(),
+        name: "nics".into(),
+        min_level: StatusLevel::Error,
+        object_types: vec![ObjectType::HostPnic],
+        focal_points: vec![ObjectId::from_raw("vm-1")],
+        send_resolved: true,
+        webhook: Some(Webhook {
+            url: "https://hooks.example.org/calipso".into(),
+            secret: "sealed:v1:abcd:AAAA".into(),
+        }),
+        alertmanager: None,
+        created_by: "ops".into(),
+        created_at: at(10),
+    };
+    store.put_alert_rule(&rule).await?;
+    let renamed = AlertRule {
+        name: "uplinks".into(),
+        ..rule.clone()
+    };
+    store.put_alert_rule(&renamed).await?;
+    assert_eq!(store.alert_rules().await?, vec![renamed]);
+    assert!(store.delete_alert_rule("alert-1").await?);
+    assert!(!store.delete_alert_rule("alert-1").await?);
+    store.put_alert_rule(&rule).await?;
+
+    let silence = |id: &str, starts: i64, ends: i64| Silence {
+        id: id.into(),
+        environment: "lab".into(),
+        object: None,
+        object_type: None,
+        host: Some("compute-1".into()),
+        focal_point: None,
+        starts_at: at(starts),
+        ends_at: at(ends),
+        comment: "recabling".into(),
+        created_by: "ops".into(),
+        created_at: at(starts),
+    };
+    let day = 86_400_000_000;
+    store.put_silence(&silence("old", 0, day)).await?;
+    store.put_silence(&silence("next", day, 20 * day)).await?;
+    assert_eq!(store.silences().await?.len(), 2);
+    // A silence made 40 days after the first ended forgets it (kept 30 days after its end).
+    store
+        .put_silence(&silence("later", 41 * day, 42 * day))
+        .await?;
+    let kept: Vec<String> = store.silences().await?.into_iter().map(|s| s.id).collect();
+    assert_eq!(kept, vec!["next".to_owned(), "later".to_owned()]);
+    assert!(store.delete_silence("next").await?);
+    assert!(!store.delete_silence("next").await?);
+
     assert!(store.delete_environment("lab").await?);
+    assert!(
+        store.alert_rules().await?.is_empty(),
+        "rules go with their environment"
+    );
+    assert!(store.silences().await?.is_empty(), "and silences");
     assert!(!store.delete_environment("lab").await?);
     assert!(store.load().await?.environments.is_empty());
     Ok(())

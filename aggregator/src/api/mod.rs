@@ -7,6 +7,7 @@
 //!   with an error naming the parameter.
 //! * Errors are `{"error": {"code", "message"}}`; no request can produce a panic.
 
+mod alerts;
 mod analysis;
 mod auth;
 mod events;
@@ -362,7 +363,7 @@ impl Modify for BearerAuth {
 
 #[derive(Debug, OpenApi)]
 #[openapi(
-    info(title = "Calipso aggregator API", description = "Network topology of OpenStack and container clouds: inventory, links, cliques, history, scans and a live stream."),
+    info(title = "Calipso aggregator API", description = "Network topology of OpenStack and container clouds: inventory, links, cliques, history, scans, alerts and a live stream."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     paths(
@@ -384,6 +385,9 @@ impl Modify for BearerAuth {
         settings::list_users, settings::get_user, settings::put_user, settings::delete_user,
         scans::list_scans, scans::create_scan, scans::get_scan,
         scans::list_schedules, scans::create_schedule, scans::delete_schedule,
+        alerts::list_rules, alerts::create_rule, alerts::get_rule, alerts::replace_rule,
+        alerts::delete_rule, alerts::list_silences, alerts::create_silence,
+        alerts::delete_silence,
         events::stream,
     ),
 )]
@@ -398,6 +402,7 @@ pub fn router(service: Service) -> Router {
         .merge(history::routes())
         .merge(settings::routes())
         .merge(scans::routes())
+        .merge(alerts::routes())
         .merge(events::routes());
     Router::new()
         .route("/healthz", get(healthz))
@@ -466,6 +471,8 @@ pub enum StartError {
     },
     #[error("cannot prepare the first admin: {0}")]
     Admin(#[from] ServiceError),
+    #[error("cannot read the alert rules: {0}")]
+    Alerts(ServiceError),
     #[error(transparent)]
     Tls(#[from] tls::ApiTlsError),
 }
@@ -502,7 +509,16 @@ pub async fn start(
         buffer: section.event_buffer,
         per_token: section.max_streams_per_token,
     };
-    let service = Service::new(sink, ingest, auth, streams, shutdown.clone());
+    let service = Service::new(
+        sink.clone(),
+        ingest,
+        auth,
+        streams,
+        section.alerts.clone(),
+        shutdown.clone(),
+    );
+    service.reload_alerts().await.map_err(StartError::Alerts)?;
+    tokio::spawn(service.alerting().clone().run(sink));
     let listener = tokio::net::TcpListener::bind(section.listen)
         .await
         .map_err(|source| StartError::Bind {

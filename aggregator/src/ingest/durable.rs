@@ -47,6 +47,8 @@ pub struct GroupChanges {
     pub changes: Vec<(String, Applied)>,
     /// The messages the group wrote (hosts going away, refused deltas, …).
     pub messages: Vec<crate::store::Message>,
+    /// The health changes among them, for alerts.
+    pub status_changes: Vec<monitoring::StatusChange>,
 }
 
 /// What the committer tells the live stream.
@@ -229,6 +231,11 @@ impl DurableSink {
     /// Requests waiting for the committer.
     pub fn queue_depth(&self) -> usize {
         self.jobs.max_capacity() - self.jobs.capacity()
+    }
+
+    /// The key that seals secrets at rest, for the API's records that hold one.
+    pub fn secrets(&self) -> &SecretKey {
+        &self.shared.secrets
     }
 
     /// The store, for history and the API's own records.
@@ -578,6 +585,7 @@ impl Committer {
         let mut changes: Vec<(String, Applied)> = Vec::new();
         let mut replies = Vec::with_capacity(jobs.len());
         let mut snapshot_hosts = Vec::new();
+        let mut status_changes = Vec::new();
         {
             let mut engine = self
                 .shared
@@ -613,7 +621,7 @@ impl Committer {
             }
             for (environment, applied) in work.changes.iter() {
                 if let Some(env) = work.engine.environment(environment) {
-                    work.batch.messages.extend(monitoring::status_messages(
+                    status_changes.extend(monitoring::status_changes(
                         environment,
                         applied,
                         &env.graph,
@@ -621,6 +629,9 @@ impl Committer {
                     ));
                 }
             }
+            work.batch
+                .messages
+                .extend(status_changes.iter().map(monitoring::StatusChange::message));
         }
         for (env, applied) in &changes {
             add_to_batch(&mut batch, env, applied);
@@ -636,6 +647,7 @@ impl Committer {
                     at,
                     changes,
                     messages,
+                    status_changes,
                 })));
         }
         let write = ToWriter::Group(Box::new(GroupWrite {

@@ -588,6 +588,7 @@ mod tests {
             at,
             changes: vec![],
             messages: vec![message(Some("lab")), message(None)],
+            status_changes: Vec::new(),
         });
         assert_eq!(events.len(), 1);
         let event = &events[0];

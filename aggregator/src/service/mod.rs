@@ -12,6 +12,7 @@
 //! * [`browse`]: the environment tree a level at a time, an object's versions, the graph of
 //!   a clique or a host with its objects.
 
+pub mod alerts;
 pub mod analysis;
 pub mod auth;
 pub mod browse;
@@ -82,6 +83,7 @@ struct Inner {
     auth: Auth,
     events: events::EventLog,
     scans: scans::ScanQueue,
+    alerting: crate::alerts::Alerting,
     /// Serializes read-modify-write changes of settings (clique rules, environments).
     settings: tokio::sync::Mutex<()>,
     /// Cancelled at shutdown: ends the live streams, which would otherwise hold the server.
@@ -95,9 +97,11 @@ impl Service {
         ingest: Option<IngestHandle>,
         auth: Auth,
         streams: events::StreamLimits,
+        alerts: crate::alerts::AlertSettings,
         stop: tokio_util::sync::CancellationToken,
     ) -> Self {
         let events = events::EventLog::start(&sink, streams);
+        let alerting = crate::alerts::Alerting::new(alerts, stop.clone());
         Service {
             inner: Arc::new(Inner {
                 sink,
@@ -105,6 +109,7 @@ impl Service {
                 auth,
                 events,
                 scans: scans::ScanQueue::default(),
+                alerting,
                 settings: tokio::sync::Mutex::new(()),
                 stop,
             }),
@@ -125,6 +130,10 @@ impl Service {
 
     pub fn events(&self) -> &events::EventLog {
         &self.inner.events
+    }
+
+    pub fn alerting(&self) -> &crate::alerts::Alerting {
+        &self.inner.alerting
     }
 
     async fn inner_settings_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {

@@ -142,7 +142,7 @@ pub fn schedule_view(schedule: &ScheduleRecord) -> ScheduleView {
 }
 
 /// A sortable unique id: the time, then randomness.
-fn new_id(prefix: &str, at: Timestamp) -> Result<String, ServiceError> {
+pub(super) fn new_id(prefix: &str, at: Timestamp) -> Result<String, ServiceError> {
     Ok(format!(
         "{prefix}-{:016x}-{}",
         at.unix_micros(),
@@ -150,13 +150,14 @@ fn new_id(prefix: &str, at: Timestamp) -> Result<String, ServiceError> {
     ))
 }
 
-fn add_seconds(at: Timestamp, seconds: u64) -> Timestamp {
+pub(super) fn add_seconds(at: Timestamp, seconds: u64) -> Timestamp {
     let micros = i64::try_from(seconds.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
     Timestamp::from_unix_micros(at.unix_micros().saturating_add(micros))
 }
 
 impl Service {
-    fn check_scope(&self, environment: &str, host: Option<&str>) -> Result<(), ServiceError> {
+    /// The environment exists (and the host is one of its agents').
+    pub(super) fn check_scope(&self, environment: &str, host: Option<&str>) -> Result<(), ServiceError> {
         let engine = self.sink().engine();
         if engine.environment(environment).is_none() {
             return Err(ServiceError::NotFound(format!(

@@ -87,6 +87,12 @@ impl Store for AnyStore {
         fn put_schedule(&self, schedule: &ScheduleRecord) -> ();
         fn schedules(&self) -> Vec<ScheduleRecord>;
         fn delete_schedule(&self, id: &str) -> bool;
+        fn put_alert_rule(&self, rule: &crate::alerts::AlertRule) -> ();
+        fn alert_rules(&self) -> Vec<crate::alerts::AlertRule>;
+        fn delete_alert_rule(&self, id: &str) -> bool;
+        fn put_silence(&self, silence: &crate::alerts::Silence) -> ();
+        fn silences(&self) -> Vec<crate::alerts::Silence>;
+        fn delete_silence(&self, id: &str) -> bool;
         fn delete_environment(&self, name: &str) -> bool;
     }
 }

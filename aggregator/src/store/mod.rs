@@ -404,7 +404,32 @@ pub trait Store: Send + Sync + 'static {
 
     fn delete_schedule(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Deletes an environment's configuration and schedules (its history stays).
+    fn put_alert_rule(
+        &self,
+        rule: &crate::alerts::AlertRule,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    fn alert_rules(
+        &self,
+    ) -> impl Future<Output = Result<Vec<crate::alerts::AlertRule>, StoreError>> + Send;
+
+    fn delete_alert_rule(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Adds or replaces a silence, and forgets those that ended long ago.
+    fn put_silence(
+        &self,
+        silence: &crate::alerts::Silence,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Silences by end time.
+    fn silences(
+        &self,
+    ) -> impl Future<Output = Result<Vec<crate::alerts::Silence>, StoreError>> + Send;
+
+    fn delete_silence(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Deletes an environment's configuration, schedules, alert rules and silences (its
+    /// history stays).
     fn delete_environment(
         &self,
         name: &str,

@@ -550,12 +550,97 @@ macro_rules! record_methods {
             })
         }
 
-        async fn delete_environment(&self, name: &str) -> Result<bool, $crate::store::StoreError> {
+        async fn put_alert_rule(
+            &self,
+            rule: &$crate::alerts::AlertRule,
+        ) -> Result<(), $crate::store::StoreError> {
+            sqlx::query(
+                "INSERT INTO alert_rules (id, environment, body) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+            )
+            .bind(&rule.id)
+            .bind(&rule.environment)
+            .bind($crate::store::encode("alert rule", rule)?)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn alert_rules(
+            &self,
+        ) -> Result<Vec<$crate::alerts::AlertRule>, $crate::store::StoreError> {
+            let found: Vec<(String,)> =
+                sqlx::query_as("SELECT body FROM alert_rules ORDER BY id")
+                    .fetch_all(&self.pool)
+                    .await?;
+            found
+                .iter()
+                .map(|(body,)| $crate::store::decode("alert rule", body))
+                .collect()
+        }
+
+        async fn delete_alert_rule(&self, id: &str) -> Result<bool, $crate::store::StoreError> {
+            let deleted = sqlx::query("DELETE FROM alert_rules WHERE id = $1")
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            Ok(deleted > 0)
+        }
+
+        async fn put_silence(
+            &self,
+            silence: &$crate::alerts::Silence,
+        ) -> Result<(), $crate::store::StoreError> {
             let mut tx = self.pool.begin().await?;
-            sqlx::query("DELETE FROM scheduled_scans WHERE environment = $1")
-                .bind(name)
+            sqlx::query(
+                "INSERT INTO silences (id, environment, ends_at, body) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (id) DO UPDATE SET ends_at = excluded.ends_at, body = excluded.body",
+            )
+            .bind(&silence.id)
+            .bind(&silence.environment)
+            .bind(silence.ends_at.unix_micros())
+            .bind($crate::store::encode("silence", silence)?)
+            .execute(&mut *tx)
+            .await?;
+            // Silences that ended long ago say nothing any more.
+            sqlx::query("DELETE FROM silences WHERE ends_at < $1")
+                .bind($crate::alerts::forgotten_before(silence.created_at).unix_micros())
                 .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
+            Ok(())
+        }
+
+        async fn silences(&self) -> Result<Vec<$crate::alerts::Silence>, $crate::store::StoreError> {
+            let found: Vec<(String,)> =
+                sqlx::query_as("SELECT body FROM silences ORDER BY ends_at, id")
+                    .fetch_all(&self.pool)
+                    .await?;
+            found
+                .iter()
+                .map(|(body,)| $crate::store::decode("silence", body))
+                .collect()
+        }
+
+        async fn delete_silence(&self, id: &str) -> Result<bool, $crate::store::StoreError> {
+            let deleted = sqlx::query("DELETE FROM silences WHERE id = $1")
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            Ok(deleted > 0)
+        }
+
+        async fn delete_environment(&self, name: &str) -> Result<bool, $crate::store::StoreError> {
+            let mut tx = self.pool.begin().await?;
+            for delete in [
+                "DELETE FROM scheduled_scans WHERE environment = $1",
+                "DELETE FROM alert_rules WHERE environment = $1",
+                "DELETE FROM silences WHERE environment = $1",
+            ] {
+                sqlx::query(delete).bind(name).execute(&mut *tx).await?;
+            }
             let deleted = sqlx::query("DELETE FROM environments WHERE name = $1")
                 .bind(name)
                 .execute(&mut *tx)
