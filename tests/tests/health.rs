@@ -681,6 +681,7 @@ async fn each_status_change_is_one_signed_alert_and_a_silence_holds_them_back() 
         admin_password: Some(PASSWORD.into()),
         alerts: AlertSettings {
             retry_initial: Duration::from_millis(200),
+            timeout: Duration::from_secs(2),
             ..AlertSettings::default()
         },
         ..ApiSection::default()
@@ -740,6 +741,21 @@ async fn each_status_change_is_one_signed_alert_and_a_silence_holds_them_back() 
         "the secret is write-only"
     );
     let rule_id = created["id"].as_str().unwrap_or_default().to_owned();
+    // Another rule's receiver takes connections and never answers: it holds up only itself.
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let dead_url = format!("http://{}/hook", black_hole.local_addr()?);
+    let dead = client
+        .json(
+            Method::POST,
+            "/api/v1/alert_rules",
+            &[],
+            Some(&serde_json::json!({
+                "environment": ENV, "name": "dead", "min_level": "warning",
+                "webhook": {"url": dead_url, "secret": SECRET},
+            })),
+        )
+        .await?;
+    let dead_id = dead["id"].as_str().unwrap_or_default().to_owned();
 
     lab.sh("ip link set qvo1 down")?;
     let down = vec![
@@ -825,6 +841,26 @@ async fn each_status_change_is_one_signed_alert_and_a_silence_holds_them_back() 
         "{report}"
     );
 
+    let dead_report = || async {
+        client
+            .get(&format!("/api/v1/alert_rules/{dead_id}"), &[])
+            .await
+            .unwrap_or_default()["delivery"][0]
+            .clone()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while dead_report().await["retried"] == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let dead_webhook = dead_report().await;
+    assert_eq!(dead_webhook["sent"], 0, "{dead_webhook}");
+    let error = dead_webhook["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with(&format!("webhook {dead_url}: ")),
+        "{error}"
+    );
+    drop(black_hole);
+
     // Back up: each alert resolved, once; Alertmanager holds nothing firing.
     lab.sh("ip link set qvo1 up")?;
     wait_until(WAIT, || receiver.accepted().len() >= 6).await;
@@ -872,8 +908,9 @@ async fn each_status_change_is_one_signed_alert_and_a_silence_holds_them_back() 
         .await?;
     assert_eq!(silence["active"], true);
     lab.sh("ip link set qvo1 down")?;
-    wait_until(WAIT, || api.service.alerting().silenced() >= 3).await;
-    assert_eq!(api.service.alerting().silenced(), 3);
+    // Three changes, each an alert of both rules, held back.
+    wait_until(WAIT, || api.service.alerting().silenced() >= 6).await;
+    assert_eq!(api.service.alerting().silenced(), 6);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         receiver.deliveries().len(),

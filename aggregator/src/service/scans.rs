@@ -157,7 +157,11 @@ pub(super) fn add_seconds(at: Timestamp, seconds: u64) -> Timestamp {
 
 impl Service {
     /// The environment exists (and the host is one of its agents').
-    pub(super) fn check_scope(&self, environment: &str, host: Option<&str>) -> Result<(), ServiceError> {
+    pub(super) fn check_scope(
+        &self,
+        environment: &str,
+        host: Option<&str>,
+    ) -> Result<(), ServiceError> {
         let engine = self.sink().engine();
         if engine.environment(environment).is_none() {
             return Err(ServiceError::NotFound(format!(
