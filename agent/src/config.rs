@@ -78,10 +78,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use calipso_proto::ObjectType;
-use calipso_proto::wire::DEFAULT_MAX_FRAME_BYTES;
+use calipso_proto::wire::{DEFAULT_MAX_FRAME_BYTES, HealthOverrides};
 
 use crate::collect::kernel::SysPaths;
 use crate::collect::{KernelOptions, OvsOptions};
+use crate::health::interfaces::RateLimits;
 use crate::health::plugins::PluginConfig;
 use crate::health::tunnels::PingSettings;
 use crate::ovsdb::{Endpoint, SslFiles};
@@ -202,11 +203,51 @@ impl HealthConfig {
         }
     }
 
+    /// Interface error and drop rates that make a warning.
+    pub fn rate_limits(&self) -> RateLimits {
+        RateLimits {
+            errors_per_second: self.error_rate_warning,
+            drops_per_second: self.drop_rate_warning,
+        }
+    }
+
     /// How often objects of `object_type` are checked.
     pub fn interval_for(&self, object_type: ObjectType) -> Duration {
         self.intervals
             .get(object_type.as_str())
             .map_or(self.interval, |interval| **interval)
+    }
+
+    /// These settings with what the environment sets over them. A per-type interval the
+    /// environment sets wins over the agent's for that type; the environment's `interval`
+    /// replaces the agent's default only.
+    pub fn with_overrides(&self, overrides: &HealthOverrides) -> HealthConfig {
+        let millis = Duration::from_millis;
+        let mut config = self.clone();
+        if let Some(interval) = overrides.interval_ms {
+            config.interval = millis(interval);
+        }
+        for (object_type, interval) in &overrides.intervals_ms {
+            config.intervals.insert(
+                object_type.as_str().to_owned(),
+                humantime_serde::Serde::from(millis(*interval)),
+            );
+        }
+        let set = |value: Option<f64>, field: &mut f64| *field = value.unwrap_or(*field);
+        set(overrides.error_rate_warning, &mut config.error_rate_warning);
+        set(overrides.drop_rate_warning, &mut config.drop_rate_warning);
+        set(overrides.ping_loss_warning, &mut config.ping_loss_warning);
+        set(overrides.ping_loss_error, &mut config.ping_loss_error);
+        if let Some(timeout) = overrides.timeout_ms {
+            config.timeout = millis(timeout);
+        }
+        if let Some(rtt) = overrides.ping_rtt_warning_ms {
+            config.ping_rtt_warning = millis(rtt);
+        }
+        if let Some(rtt) = overrides.ping_rtt_error_ms {
+            config.ping_rtt_error = millis(rtt);
+        }
+        config
     }
 }
 
@@ -721,6 +762,44 @@ mod tests {
         assert_eq!(config.aggregator.keep_alive, Duration::from_secs(2));
         assert_eq!(config.aggregator.idle_timeout, Duration::from_secs(30));
         assert!(config.uplink_tls(Path::new("agent.toml")).is_err());
+    }
+
+    #[test]
+    fn the_environments_health_settings_win_over_the_agents() {
+        let own = parse(
+            "[health]\ninterval = \"20s\"\nping_loss_error = 30.0\n\
+             [health.intervals]\nvnic = \"10s\"\notep = \"1m\"\n",
+        )
+        .expect("valid")
+        .health;
+        let overrides = HealthOverrides {
+            interval_ms: Some(60_000),
+            intervals_ms: vec![(ObjectType::Vnic, 5_000)],
+            ping_loss_error: Some(50.0),
+            ping_rtt_warning_ms: Some(150),
+            ..HealthOverrides::default()
+        };
+        let merged = own.with_overrides(&overrides);
+        assert_eq!(
+            merged.interval_for(ObjectType::Vnic),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            merged.interval_for(ObjectType::Otep),
+            Duration::from_secs(60),
+            "the agent's own"
+        );
+        assert_eq!(
+            merged.interval_for(ObjectType::HostPnic),
+            Duration::from_secs(60)
+        );
+        assert_eq!(merged.ping_loss_error, 50.0);
+        assert_eq!(merged.ping_rtt_warning, Duration::from_millis(150));
+        assert_eq!(merged.ping_loss_warning, 1.0, "unset: the agent's own");
+        // Settings that go away leave the agent's own.
+        let back = own.with_overrides(&HealthOverrides::default());
+        assert_eq!(back.interval_for(ObjectType::Vnic), Duration::from_secs(10));
+        assert_eq!(back.ping_loss_error, 30.0);
     }
 
     #[test]

@@ -10,7 +10,6 @@ use crate::collect::{
     Collector, CollectorError, HostFacts, InterfaceDirectory, Kernel, Libvirt, Ovs, Scope,
 };
 use crate::config::{AgentConfig, ConfigError};
-use crate::health::interfaces::RateLimits;
 use crate::health::plugins::load_sensu;
 use crate::health::{
     BridgeCheck, Check, InstanceCheck, InterfaceCheck, Monitor, PluginCheck, ServiceCheck,
@@ -143,7 +142,11 @@ impl Agent {
             });
         }
         if let Some(monitor) = self.monitor {
-            tasks.spawn(monitor.run(self.outbox.clone(), shutdown.clone()));
+            tasks.spawn(monitor.run(
+                self.outbox.clone(),
+                uplink.health_overrides(),
+                shutdown.clone(),
+            ));
         }
         tasks.spawn(finish_warmup(self.outbox.clone(), shutdown.clone()));
         if let Some(file) = self.state_file.clone() {
@@ -160,10 +163,7 @@ fn monitor(config: &AgentConfig) -> Result<Monitor, ConfigError> {
     let mut checks: Vec<Arc<dyn Check>> = vec![
         Arc::new(InterfaceCheck::new(
             config.kernel.sysfs_net.clone(),
-            RateLimits {
-                errors_per_second: health.error_rate_warning,
-                drops_per_second: health.drop_rate_warning,
-            },
+            health.rate_limits(),
         )),
         Arc::new(BridgeCheck),
         Arc::new(InstanceCheck),

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use calipso_proto::framing::{FrameError, FrameReader, FrameWriter};
 use calipso_proto::tls::{PemError, load_certs, load_key};
 use calipso_proto::wire::{
-    ALPN, AgentMessage, AggregatorMessage, Command, ErrorCode, Hello, PROTOCOL_VERSION,
-    ProtocolError, Resume,
+    ALPN, AgentMessage, AggregatorMessage, Command, ErrorCode, HealthOverrides, Hello,
+    PROTOCOL_VERSION, ProtocolError, Resume,
 };
 use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{RecvStream, SendStream};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AggregatorConfig, UplinkTls};
@@ -92,6 +92,8 @@ pub struct Uplink {
     agent_version: String,
     events: broadcast::Sender<UplinkEvent>,
     stats: UplinkStats,
+    /// The environment's health settings, as the aggregator last sent them.
+    health: watch::Sender<Arc<HealthOverrides>>,
 }
 
 impl Uplink {
@@ -109,6 +111,7 @@ impl Uplink {
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             events: broadcast::channel(4096).0,
             stats: UplinkStats::default(),
+            health: watch::channel(Arc::default()).0,
         })
     }
 
@@ -119,6 +122,11 @@ impl Uplink {
 
     pub fn stats(&self) -> &UplinkStats {
         &self.stats
+    }
+
+    /// The health settings the environment gives its agents (empty until a session says).
+    pub fn health_overrides(&self) -> watch::Receiver<Arc<HealthOverrides>> {
+        self.health.subscribe()
     }
 
     fn emit(&self, event: UplinkEvent) {
@@ -326,6 +334,17 @@ impl Session<'_> {
             Some(AggregatorMessage::Command(Command::Resync)) => {
                 tracing::info!("aggregator asked for a snapshot");
                 self.send_snapshot().await
+            }
+            Some(AggregatorMessage::Command(Command::Configure(overrides))) => {
+                self.uplink.health.send_if_modified(|current| {
+                    let changed = **current != overrides;
+                    if changed {
+                        tracing::info!(?overrides, "health settings from the environment");
+                        *current = Arc::new(overrides);
+                    }
+                    changed
+                });
+                Ok(())
             }
             Some(AggregatorMessage::Error(error)) if error.code == ErrorCode::Rejected => {
                 tracing::warn!(message = %error.message, "aggregator rejected a change");

@@ -9,12 +9,14 @@
 //!   `Monitoring`), stored and streamed with the change.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
+use calipso_proto::wire::HealthOverrides;
 use calipso_proto::{LinkState, ObjectId, ObjectType, Status, StatusLevel, Timestamp};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::cliques::Clique;
+use crate::cliques::{Clique, EnvironmentConfig};
 use crate::engine::Applied;
 use crate::graph::{Graph, Node};
 use crate::links::LinkKey;
@@ -290,6 +292,100 @@ pub fn status_changes(
     changes
 }
 
+/// The settings of an environment's `Monitoring` configuration that its agents' checks take
+/// (pushed over their sessions), and their bounds.
+pub const HEALTH_SETTINGS: &[&str] = &[
+    "interval",
+    "interval.<object type>",
+    "timeout",
+    "error_rate_warning",
+    "drop_rate_warning",
+    "ping_loss_warning",
+    "ping_loss_error",
+    "ping_rtt_warning",
+    "ping_rtt_error",
+];
+
+/// The original's Sensu settings: kept (an imported environment keeps them) but unused.
+const SENSU_SETTINGS: &[&str] = &[
+    "type",
+    "server_ip",
+    "server_name",
+    "api_port",
+    "rabbitmq_port",
+    "rabbitmq_user",
+    "rabbitmq_pass",
+    "ssh_user",
+    "ssh_password",
+    "ssh_port",
+    "config_folder",
+    "provision",
+    "env_type",
+    "install_monitoring_client",
+];
+
+/// What the agents' checks take from an environment's `Monitoring` configuration, or why a
+/// setting cannot be taken (named `Monitoring.<key>`).
+pub fn health_overrides(config: &EnvironmentConfig) -> Result<HealthOverrides, String> {
+    let mut overrides = HealthOverrides::default();
+    let Some(settings) = config.configuration.get("Monitoring") else {
+        return Ok(overrides);
+    };
+    for (key, value) in settings {
+        let bad = |why: &str| format!("Monitoring.{key}: `{value}` {why}");
+        let duration = |low: Duration, high: Duration| -> Result<u64, String> {
+            let parsed = humantime_serde::re::humantime::parse_duration(value)
+                .map_err(|_| bad("is not a duration (15s, 2m)"))?;
+            if parsed < low || parsed > high {
+                return Err(bad(&format!(
+                    "must be from {} to {}",
+                    humantime_serde::re::humantime::format_duration(low),
+                    humantime_serde::re::humantime::format_duration(high)
+                )));
+            }
+            Ok(u64::try_from(parsed.as_millis()).unwrap_or(u64::MAX))
+        };
+        let number = |high: f64| -> Result<f64, String> {
+            match value.parse::<f64>() {
+                Ok(n) if (0.0..=high).contains(&n) => Ok(n),
+                _ => Err(bad(&format!("must be a number from 0 to {high}"))),
+            }
+        };
+        let second = Duration::from_secs(1);
+        let day = Duration::from_secs(86_400);
+        let millisecond = Duration::from_millis(1);
+        let minute = Duration::from_secs(60);
+        match key.as_str() {
+            "interval" => overrides.interval_ms = Some(duration(second, day)?),
+            "timeout" => overrides.timeout_ms = Some(duration(second, 10 * minute)?),
+            "error_rate_warning" => overrides.error_rate_warning = Some(number(1e9)?),
+            "drop_rate_warning" => overrides.drop_rate_warning = Some(number(1e9)?),
+            "ping_loss_warning" => overrides.ping_loss_warning = Some(number(100.0)?),
+            "ping_loss_error" => overrides.ping_loss_error = Some(number(100.0)?),
+            "ping_rtt_warning" => {
+                overrides.ping_rtt_warning_ms = Some(duration(millisecond, minute)?);
+            }
+            "ping_rtt_error" => overrides.ping_rtt_error_ms = Some(duration(millisecond, minute)?),
+            _ if SENSU_SETTINGS.contains(&key.as_str()) => {}
+            _ => {
+                let Some(object_type) = key.strip_prefix("interval.") else {
+                    return Err(format!(
+                        "Monitoring.{key} is not a setting: the agents' checks take {}",
+                        HEALTH_SETTINGS.join(", ")
+                    ));
+                };
+                let object_type: ObjectType = object_type.parse().map_err(|_| {
+                    format!("Monitoring.{key}: `{object_type}` is not an object type")
+                })?;
+                overrides
+                    .intervals_ms
+                    .push((object_type, duration(second, day)?));
+            }
+        }
+    }
+    Ok(overrides)
+}
+
 #[cfg(test)]
 mod tests {
     use calipso_proto::Object;
@@ -366,5 +462,72 @@ mod tests {
         assert_eq!(status.member.as_deref(), Some("compute-1-tap2"));
         clique.nodes = std::iter::once(members[0].id().clone()).collect();
         assert_eq!(clique_status(&clique, lookup).text, "every member is ok");
+    }
+
+    #[test]
+    fn an_environments_monitoring_settings_become_its_agents_overrides() {
+        let mut config = EnvironmentConfig {
+            name: "lab".into(),
+            ..EnvironmentConfig::default()
+        };
+        let monitoring = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        config.configuration.insert(
+            "Monitoring".into(),
+            monitoring(&[
+                ("interval", "30s"),
+                ("interval.host_pnic", "5s"),
+                ("ping_loss_error", "50"),
+                ("ping_rtt_warning", "150ms"),
+                // The original's Sensu settings are kept and ignored.
+                ("server_ip", "10.0.0.9"),
+            ]),
+        );
+        assert_eq!(
+            health_overrides(&config),
+            Ok(HealthOverrides {
+                interval_ms: Some(30_000),
+                intervals_ms: vec![(ObjectType::HostPnic, 5_000)],
+                ping_loss_error: Some(50.0),
+                ping_rtt_warning_ms: Some(150),
+                ..HealthOverrides::default()
+            })
+        );
+        for (key, value, says) in [
+            (
+                "interval",
+                "often",
+                "Monitoring.interval: `often` is not a duration (15s, 2m)",
+            ),
+            (
+                "interval",
+                "100ms",
+                "Monitoring.interval: `100ms` must be from 1s to 1day",
+            ),
+            (
+                "ping_loss_warning",
+                "120",
+                "Monitoring.ping_loss_warning: `120` must be a number from 0 to 100",
+            ),
+            (
+                "interval.switch_box",
+                "5s",
+                "Monitoring.interval.switch_box: `switch_box` is not an object type",
+            ),
+            (
+                "pings",
+                "3",
+                "Monitoring.pings is not a setting: the agents' checks take interval, interval.<object type>, timeout, error_rate_warning, drop_rate_warning, ping_loss_warning, ping_loss_error, ping_rtt_warning, ping_rtt_error",
+            ),
+        ] {
+            config
+                .configuration
+                .insert("Monitoring".into(), monitoring(&[(key, value)]));
+            assert_eq!(health_overrides(&config), Err(says.to_owned()), "{key}");
+        }
     }
 }

@@ -9,6 +9,7 @@
 //!   Snapshot{epoch, seq, objects}   (only if required, or asked for by Command::Resync)
 //!   Delta{epoch, seq, upserts, removals} …  ──►
 //!                        ◄── Ack{seq}  (cumulative; sent once the sink says the delta is durable)
+//!                        ◄── Command{Resync | Configure{health settings}}  (Configure after every Welcome)
 //! ```
 //!
 //! Compatibility invariant: `Hello` is variant 0 of [`AgentMessage`] with `protocol_version`
@@ -19,10 +20,10 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::model::{Object, ObjectId, Timestamp};
+use crate::model::{Object, ObjectId, ObjectType, Timestamp};
 
 /// The version this build speaks. Bump it on any change to a message's encoding.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The ALPN protocol id both ends require during the TLS handshake.
 pub const ALPN: &[u8] = b"calipso/1";
@@ -109,10 +110,31 @@ pub struct Ack {
 }
 
 /// A request from the aggregator to the agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// Send a fresh snapshot of the whole host.
     Resync,
+    /// Run the health checks with these settings over the agent's own. Sent after every
+    /// `Welcome` (empty when the environment sets nothing) and whenever they change.
+    Configure(HealthOverrides),
+}
+
+/// Health-check settings an environment gives all its agents (its `Monitoring`
+/// configuration); what is absent keeps the agent's own.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HealthOverrides {
+    pub interval_ms: Option<u64>,
+    /// By object type, over `interval_ms`.
+    pub intervals_ms: Vec<(ObjectType, u64)>,
+    pub timeout_ms: Option<u64>,
+    /// Interface error and drop rates (per second) that make a warning.
+    pub error_rate_warning: Option<f64>,
+    pub drop_rate_warning: Option<f64>,
+    /// Tunnel probes: loss (percent) and round-trip time that make a warning and an error.
+    pub ping_loss_warning: Option<f64>,
+    pub ping_loss_error: Option<f64>,
+    pub ping_rtt_warning_ms: Option<u64>,
+    pub ping_rtt_error_ms: Option<u64>,
 }
 
 /// A refusal. Every code but [`ErrorCode::Rejected`] ends the session: the sender closes the

@@ -18,6 +18,7 @@ const CONFIG: &str = "route:\n  receiver: quiet\nreceivers:\n  - name: quiet\n";
 
 impl Alertmanager {
     pub async fn start() -> anyhow::Result<Self> {
+        crate::install_crypto_provider();
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("alertmanager.yml"), CONFIG)?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?

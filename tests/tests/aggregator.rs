@@ -12,8 +12,8 @@ use calipso_aggregator::synthetic::{Layout, host_name, host_objects, vm_objects}
 use calipso_proto::codec;
 use calipso_proto::framing::{FrameReader, FrameWriter};
 use calipso_proto::wire::{
-    AgentMessage, AggregatorMessage, Command, Delta, ErrorCode, Hello, PROTOCOL_VERSION, Resume,
-    Snapshot,
+    AgentMessage, AggregatorMessage, Command, Delta, ErrorCode, HealthOverrides, Hello,
+    PROTOCOL_VERSION, Resume, Snapshot,
 };
 use calipso_proto::{LinkState, Object, ObjectId, ObjectType, Timestamp};
 use calipso_tests::{ENV, Pki, TestAgent, TestAggregator, agent_config, raw_session, wait_until};
@@ -615,6 +615,13 @@ async fn an_object_of_an_unknown_type_is_refused_and_the_session_goes_on() -> an
     assert!(
         matches!(welcome, Some(AggregatorMessage::Welcome(_))),
         "{welcome:?}"
+    );
+    // The environment sets no health settings: the agent is told so, and keeps its own.
+    assert_eq!(
+        reader.recv::<AggregatorMessage>().await?,
+        Some(AggregatorMessage::Command(Command::Configure(
+            HealthOverrides::default()
+        )))
     );
     let snapshot = Snapshot {
         epoch: 9,

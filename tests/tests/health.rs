@@ -10,6 +10,7 @@ use calipso_agent::config::HealthConfig;
 use calipso_agent::health::interfaces::RateLimits;
 use calipso_agent::health::{BridgeCheck, Check, InterfaceCheck, Monitor, ServiceCheck};
 use calipso_agent::outbox::Outbox;
+use calipso_aggregator::client::ApiClient;
 use calipso_aggregator::ingest::DurableSink;
 use calipso_aggregator::store::{MessageQuery, Store};
 use calipso_proto::{ObjectId, ObjectType, StatusLevel};
@@ -46,6 +47,20 @@ impl Rig {
         more: Vec<Box<dyn Collector>>,
         checks: Vec<Arc<dyn Check>>,
     ) -> anyhow::Result<Self> {
+        let health = HealthConfig {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
+            ..HealthConfig::default()
+        };
+        Self::start_with(lab, more, checks, health).await
+    }
+
+    async fn start_with(
+        lab: &NetLab,
+        more: Vec<Box<dyn Collector>>,
+        checks: Vec<Arc<dyn Check>>,
+        health: HealthConfig,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let sink = calipso_tests::sqlite_sink(dir.path()).await?;
         let pki = Pki::new()?;
@@ -65,13 +80,12 @@ impl Rig {
         for collector in std::iter::once(kernel).chain(more) {
             tokio::spawn(collector.follow(outbox.clone(), stop.clone()));
         }
-        let health = HealthConfig {
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(5),
-            ..HealthConfig::default()
-        };
-        tokio::spawn(Monitor::new(checks, health).run(outbox.clone(), stop.clone()));
-        let agent = TestAgent::with_outbox(outbox, &tls, &config)?;
+        let agent = TestAgent::with_outbox(outbox.clone(), &tls, &config)?;
+        tokio::spawn(Monitor::new(checks, health).run(
+            outbox,
+            agent.uplink.health_overrides(),
+            stop.clone(),
+        ));
         Ok(Rig {
             sink,
             aggregator,
@@ -87,6 +101,46 @@ impl Rig {
         self.agent.stop().await;
         self.aggregator.stop().await;
     }
+
+    /// The API on this rig's aggregator, and an admin's client of it.
+    async fn api(
+        &self,
+        alerts: calipso_aggregator::alerts::AlertSettings,
+    ) -> anyhow::Result<(calipso_aggregator::api::RunningApi, ApiClient)> {
+        calipso_tests::install_crypto_provider();
+        let section = calipso_aggregator::config::ApiSection {
+            listen: ([127, 0, 0, 1], 0).into(),
+            admin_password: Some(ADMIN_PASSWORD.into()),
+            alerts,
+            ..Default::default()
+        };
+        let api = calipso_aggregator::api::start(
+            &section,
+            self.sink.clone(),
+            Some(self.aggregator.handle.clone()),
+            self.stop.clone(),
+        )
+        .await?;
+        let mut client = ApiClient::new(&format!("http://{}", api.local_addr))?;
+        client.login("admin", ADMIN_PASSWORD).await?;
+        Ok((api, client))
+    }
+}
+
+const ADMIN_PASSWORD: &str = "admin-password-1";
+
+/// A veth pair, qvb1 and qvo1, both up.
+const VETH_PAIR: &str =
+    "ip link add qvb1 type veth peer name qvo1\nip link set qvb1 up\nip link set qvo1 up";
+
+fn interface_check() -> Arc<dyn Check> {
+    Arc::new(InterfaceCheck::new(
+        "/sys/class/net".into(),
+        RateLimits {
+            errors_per_second: 1.0,
+            drops_per_second: 100.0,
+        },
+    ))
 }
 
 /// Waits until the aggregator holds this status for `id`, and fails saying what it holds
@@ -644,29 +698,14 @@ fn signed_by(delivery: &Delivery, secret: &str) -> bool {
 async fn each_status_change_is_one_signed_alert_and_a_silence_holds_them_back() -> anyhow::Result<()>
 {
     use calipso_aggregator::alerts::AlertSettings;
-    use calipso_aggregator::client::ApiClient;
-    use calipso_aggregator::config::ApiSection;
     use calipso_tests::alertmanager::Alertmanager;
     use reqwest::Method;
 
     const SECRET: &str = "webhook-secret-of-the-test";
-    const PASSWORD: &str = "admin-password-1";
     calipso_tests::init_test_logging();
-    calipso_tests::install_crypto_provider();
     let lab = NetLab::new()?;
-    lab.sh("ip link add qvb1 type veth peer name qvo1\nip link set qvb1 up\nip link set qvo1 up")?;
-    let rig = Rig::start(
-        &lab,
-        Vec::new(),
-        vec![Arc::new(InterfaceCheck::new(
-            "/sys/class/net".into(),
-            RateLimits {
-                errors_per_second: 1.0,
-                drops_per_second: 100.0,
-            },
-        ))],
-    )
-    .await?;
+    lab.sh(VETH_PAIR)?;
+    let rig = Rig::start(&lab, Vec::new(), vec![interface_check()]).await?;
     let (qvb1, qvo1) = (
         ObjectId::host_local(ObjectType::Vnic, HOST, "qvb1"),
         ObjectId::host_local(ObjectType::Vnic, HOST, "qvo1"),
@@ -676,21 +715,13 @@ async fn each_status_change_is_one_signed_alert_and_a_silence_holds_them_back() 
 
     let alertmanager = Alertmanager::start().await?;
     let receiver = WebhookReceiver::start(1).await?;
-    let section = ApiSection {
-        listen: ([127, 0, 0, 1], 0).into(),
-        admin_password: Some(PASSWORD.into()),
-        alerts: AlertSettings {
+    let (api, client) = rig
+        .api(AlertSettings {
             retry_initial: Duration::from_millis(200),
             timeout: Duration::from_secs(2),
             ..AlertSettings::default()
-        },
-        ..ApiSection::default()
-    };
-    let shutdown = CancellationToken::new();
-    let api =
-        calipso_aggregator::api::start(&section, rig.sink.clone(), None, shutdown.clone()).await?;
-    let mut client = ApiClient::new(&format!("http://{}", api.local_addr))?;
-    client.login("admin", PASSWORD).await?;
+        })
+        .await?;
 
     // Rules that cannot work are refused, naming the problem.
     let rule = |webhook: serde_json::Value| {
@@ -928,7 +959,62 @@ async fn each_status_change_is_one_signed_alert_and_a_silence_holds_them_back() 
         .await?;
     assert_eq!(status.as_u16(), 204);
 
-    shutdown.cancel();
+    rig.stop().await;
+    Ok(())
+}
+
+/// Issue 25: thresholds and intervals set per environment reach its agents over their
+/// sessions. The agent checks vNICs once an hour; the environment's `Monitoring` settings say
+/// every second, and a vNIC going down is seen within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environments_check_settings_reach_its_agents() -> anyhow::Result<()> {
+    use reqwest::Method;
+
+    calipso_tests::init_test_logging();
+    let lab = NetLab::new()?;
+    lab.sh(VETH_PAIR)?;
+    let hourly = HealthConfig {
+        interval: Duration::from_secs(3600),
+        ..HealthConfig::default()
+    };
+    let rig = Rig::start_with(&lab, Vec::new(), vec![interface_check()], hourly).await?;
+    let qvb1 = ObjectId::host_local(ObjectType::Vnic, HOST, "qvb1");
+    let level = || status_of(&rig.sink, &qvb1).map(|(level, _)| level);
+    // The first verdict comes within 5 s whatever the interval.
+    wait_until(WAIT, || level() == Some(StatusLevel::Ok)).await;
+    let (_api, client) = rig.api(Default::default()).await?;
+
+    let settings =
+        |key: &str, value: &str| serde_json::json!({"configuration": {"Monitoring": {key: value}}});
+    let path = format!("/api/v1/environment_configs/{ENV}");
+    let (status, answer) = client
+        .send(
+            Method::PATCH,
+            &path,
+            &[],
+            Some(&settings("interval.vnic", "100ms")),
+        )
+        .await?;
+    assert_eq!(status.as_u16(), 400, "{answer}");
+    assert_eq!(
+        answer["error"]["message"],
+        "Monitoring.interval.vnic: `100ms` must be from 1s to 1day"
+    );
+    client
+        .json(
+            Method::PATCH,
+            &path,
+            &[],
+            Some(&settings("interval.vnic", "1s")),
+        )
+        .await?;
+
+    lab.sh("ip link set qvo1 down")?;
+    wait_until(WAIT, || level() == Some(StatusLevel::Error)).await;
+    assert_eq!(
+        status_of(&rig.sink, &qvb1),
+        Some((StatusLevel::Error, "down: no carrier".to_owned()))
+    );
     rig.stop().await;
     Ok(())
 }

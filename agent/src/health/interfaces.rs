@@ -13,6 +13,8 @@ use std::time::Instant;
 use calipso_proto::{AttrValue, Object, ObjectId, ObjectType};
 use futures::future::BoxFuture;
 
+use crate::config::HealthConfig;
+
 use super::{Check, Verdict, flag_attr, read_trimmed, text_attr, text_list};
 
 /// Error and drop rates (per second) above which an interface is a warning.
@@ -34,7 +36,8 @@ struct Counters {
 #[derive(Debug)]
 pub struct InterfaceCheck {
     sysfs_net: PathBuf,
-    limits: RateLimits,
+    /// The agent's limits, or its environment's (see [`Check::configure`]).
+    limits: Mutex<RateLimits>,
     samples: Mutex<HashMap<ObjectId, (Instant, Counters)>>,
 }
 
@@ -42,7 +45,7 @@ impl InterfaceCheck {
     pub fn new(sysfs_net: PathBuf, limits: RateLimits) -> Self {
         InterfaceCheck {
             sysfs_net,
-            limits,
+            limits: Mutex::new(limits),
             samples: Mutex::new(HashMap::new()),
         }
     }
@@ -97,7 +100,7 @@ impl InterfaceCheck {
             && let Some(counters) = self.counters(&object.name)
             && let Some((errors, drops)) = self.rates(&object.id, counters)
         {
-            let limits = self.limits;
+            let limits = *self.limits.lock().unwrap_or_else(PoisonError::into_inner);
             let mut losses = Vec::new();
             if errors > limits.errors_per_second {
                 losses.push(format!(
@@ -171,6 +174,10 @@ impl Check for InterfaceCheck {
 
     fn covers(&self) -> &'static [ObjectType] {
         &[ObjectType::HostPnic, ObjectType::Vnic]
+    }
+
+    fn configure(&self, config: &HealthConfig) {
+        *self.limits.lock().unwrap_or_else(PoisonError::into_inner) = config.rate_limits();
     }
 
     fn run(self: Arc<Self>, object: Object) -> BoxFuture<'static, Verdict> {

@@ -28,8 +28,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use calipso_proto::wire::HealthOverrides;
 use calipso_proto::{Object, ObjectId, ObjectType, Status, StatusLevel};
 use futures::future::BoxFuture;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -137,6 +139,10 @@ pub trait Check: Send + Sync + 'static {
 
     /// The object is gone: forget what was kept about it (counter samples).
     fn forget(&self, _id: &ObjectId) {}
+
+    /// The settings changed (the environment's came from the aggregator): take up the
+    /// thresholds this check judges by.
+    fn configure(&self, _config: &HealthConfig) {}
 }
 
 /// Runs every check on its schedule and records the verdicts as statuses.
@@ -167,12 +173,21 @@ impl Monitor {
     }
 
     /// Checks every covered object when due and publishes what changed, until `shutdown`.
+    /// `overrides` are the environment's settings over the agent's own: when they change,
+    /// every check takes them up and runs again within [`FIRST_RUN_WITHIN`].
     ///
     /// The schedule is kept as (object, check) slots with their next time, rebuilt from the
     /// model (visited, not copied) when it changed; an object is copied only when one of its
     /// checks is due. A new slot's first run is spread over its interval, so a host's checks do
     /// not all fire in the same instant.
-    pub async fn run(self, outbox: Outbox, shutdown: CancellationToken) {
+    pub async fn run(
+        mut self,
+        outbox: Outbox,
+        mut overrides: watch::Receiver<Arc<HealthOverrides>>,
+        shutdown: CancellationToken,
+    ) {
+        let own = self.config.clone();
+        let mut overrides_open = true;
         let mut by_type: HashMap<ObjectType, Vec<usize>> = HashMap::new();
         for (index, check) in self.checks.iter().enumerate() {
             for object_type in check.covers() {
@@ -193,6 +208,21 @@ impl Monitor {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
+                changed = overrides.changed(), if overrides_open => {
+                    if changed.is_err() {
+                        overrides_open = false;
+                        continue;
+                    }
+                    let latest = overrides.borrow_and_update().clone();
+                    self.config = own.with_overrides(&latest);
+                    for check in &self.checks {
+                        check.configure(&self.config);
+                    }
+                    let now = Instant::now();
+                    for at in next_due.values_mut() {
+                        *at = (*at).min(now + FIRST_RUN_WITHIN.mul_f64(rand::random::<f64>()));
+                    }
+                }
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                     let mut changed: HashSet<ObjectId> = HashSet::new();
                     let mut record = |done: Result<(Slot, Verdict), tokio::task::JoinError>| match done {

@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use calipso_proto::{Object, ObjectType, StatusLevel};
@@ -19,6 +19,7 @@ use surge_ping::{Client, Config, ICMP, IcmpPacket, PingIdentifier, PingSequence}
 
 use super::{Check, Verdict, text_attr, text_list};
 use crate::collect::kernel::Namespace;
+use crate::config::HealthConfig;
 
 /// How a tunnel is probed and judged.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +42,8 @@ pub struct PingSettings {
 
 #[derive(Debug)]
 pub struct TunnelCheck {
-    settings: PingSettings,
+    /// The agent's settings, or its environment's (see [`Check::configure`]).
+    settings: Mutex<PingSettings>,
     /// The host's namespace when it is not the agent's own (labs, tests).
     host_netns: Option<PathBuf>,
 }
@@ -127,9 +129,16 @@ fn roll_up(results: &[(StatusLevel, String)]) -> Verdict {
 impl TunnelCheck {
     pub fn new(settings: PingSettings, host_netns: Option<PathBuf>) -> Self {
         TunnelCheck {
-            settings,
+            settings: Mutex::new(settings),
             host_netns,
         }
+    }
+
+    fn settings(&self) -> PingSettings {
+        self.settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// A raw ICMP socket for `local`'s family, bound to it, in the host's namespace.
@@ -147,14 +156,14 @@ impl TunnelCheck {
         })
     }
 
-    async fn probe(&self, client: &Client, remote: IpAddr, ident: u16) -> Probe {
+    async fn probe(client: &Client, remote: IpAddr, ident: u16, settings: &PingSettings) -> Probe {
         let mut pinger = client.pinger(remote, PingIdentifier(ident)).await;
-        pinger.timeout(self.settings.reply_timeout);
+        pinger.timeout(settings.reply_timeout);
         let payload = [0u8; 56];
         let mut round_trips = Vec::new();
-        for seq in 0..self.settings.count {
+        for seq in 0..settings.count {
             if seq > 0 {
-                tokio::time::sleep(self.settings.interval).await;
+                tokio::time::sleep(settings.interval).await;
             }
             // An ICMP error quoting the request (host unreachable) also comes back here: only
             // an echo reply is an answer.
@@ -166,7 +175,7 @@ impl TunnelCheck {
         }
         Probe {
             remote,
-            sent: self.settings.count,
+            sent: settings.count,
             round_trips,
         }
     }
@@ -195,15 +204,21 @@ impl TunnelCheck {
                 }
             }
         }
+        let settings = self.settings();
         // Distinct identifiers keep the replies of concurrent probes apart.
         let first_ident = rand::random::<u16>();
         let probes = remotes.iter().zip(0u16..).filter_map(|(remote, index)| {
             let (_, client) = clients.iter().find(|(v6, _)| *v6 == remote.is_ipv6())?;
-            Some(self.probe(client, *remote, first_ident.wrapping_add(index)))
+            Some(Self::probe(
+                client,
+                *remote,
+                first_ident.wrapping_add(index),
+                &settings,
+            ))
         });
         let probes = futures::future::join_all(probes).await;
         let judged: Vec<(StatusLevel, String)> =
-            probes.iter().map(|p| p.judge(&self.settings)).collect();
+            probes.iter().map(|p| p.judge(&settings)).collect();
         roll_up(&judged)
     }
 }
@@ -215,6 +230,10 @@ impl Check for TunnelCheck {
 
     fn covers(&self) -> &'static [ObjectType] {
         &[ObjectType::Otep]
+    }
+
+    fn configure(&self, config: &HealthConfig) {
+        *self.settings.lock().unwrap_or_else(PoisonError::into_inner) = config.ping();
     }
 
     fn run(self: Arc<Self>, object: Object) -> BoxFuture<'static, Verdict> {

@@ -1105,6 +1105,19 @@ impl Work<'_> {
 }
 
 impl IngestSink for DurableSink {
+    fn health_overrides(&self, environment: &str) -> calipso_proto::wire::HealthOverrides {
+        let engine = self.engine();
+        let Some(env) = engine.environment(environment) else {
+            return Default::default();
+        };
+        // The API refuses settings that do not parse; one stored by an older version that
+        // does not is logged, and the agents keep their own.
+        monitoring::health_overrides(&env.config).unwrap_or_else(|error| {
+            tracing::warn!(environment, %error, "health settings left out");
+            Default::default()
+        })
+    }
+
     async fn resume_point(&self, host: &str) -> Result<Option<ResumePoint>, SinkError> {
         Ok(self
             .shared

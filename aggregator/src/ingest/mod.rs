@@ -13,7 +13,7 @@ pub mod validate;
 
 use std::future::Future;
 
-use calipso_proto::wire::{Delta, Snapshot};
+use calipso_proto::wire::{Delta, HealthOverrides, Snapshot};
 
 pub use durable::{
     AdminChange, CloudUpdate, CloudWrite, DurableSink, GroupChanges, OpenError, Published,
@@ -85,4 +85,9 @@ pub trait IngestSink: Send + Sync + 'static {
 
     /// The host's session ended (closed, timed out or superseded by nothing).
     fn host_disconnected(&self, host: &str) -> impl Future<Output = ()> + Send;
+
+    /// The health-check settings the environment gives its agents.
+    fn health_overrides(&self, _environment: &str) -> HealthOverrides {
+        HealthOverrides::default()
+    }
 }

@@ -3,7 +3,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use calipso_proto::wire::{Command, DEFAULT_MAX_FRAME_BYTES};
+use calipso_proto::wire::{Command, DEFAULT_MAX_FRAME_BYTES, HealthOverrides};
 use quinn::crypto::rustls::QuicServerConfig;
 use tokio::sync::mpsc;
 
@@ -57,6 +57,7 @@ pub enum IngestError {
 #[derive(Debug)]
 pub(super) struct SessionEntry {
     pub(super) id: u64,
+    pub(super) environment: String,
     pub(super) commands: mpsc::Sender<Command>,
     pub(super) connection: quinn::Connection,
 }
@@ -78,10 +79,11 @@ impl Registry {
     /// Registers a session and closes the one it replaces; returns its id.
     pub(super) fn register(
         &self,
-        host: &str,
+        session: &super::AgentSession,
         commands: mpsc::Sender<Command>,
         connection: quinn::Connection,
     ) -> u64 {
+        let host = session.host.as_str();
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -89,6 +91,7 @@ impl Registry {
             host.to_owned(),
             SessionEntry {
                 id,
+                environment: session.environment.clone(),
                 commands,
                 connection,
             },
@@ -129,6 +132,20 @@ impl IngestHandle {
             .get(host)
             .map(|s| s.commands.clone());
         sender.is_some_and(|s| s.try_send(Command::Resync).is_ok())
+    }
+
+    /// Gives the connected agents of `environment` its health settings; returns how many.
+    pub fn configure(&self, environment: &str, overrides: &HealthOverrides) -> usize {
+        self.registry
+            .sessions()
+            .values()
+            .filter(|s| s.environment == environment)
+            .filter(|s| {
+                s.commands
+                    .try_send(Command::Configure(overrides.clone()))
+                    .is_ok()
+            })
+            .count()
     }
 
     /// Drops a host's session at once, as a network failure would; the agent reconnects and

@@ -105,7 +105,7 @@ pub(super) async fn run<S: IngestSink>(
             last_acked_seq: hello.last_acked_seq,
         };
         let (command_tx, command_rx) = mpsc::channel(16);
-        let session_id = registry.register(&info.host, command_tx, connection.clone());
+        let session_id = registry.register(&info, command_tx, connection.clone());
         let mut session = Session { sink: sink.clone(), info, writer, last_seq: 0, awaiting_snapshot: true, malformed_in_a_row: 0 };
         let end = match session.welcome(&hello).await {
             Ok(()) => session.serve(&mut reader, command_rx).await,
@@ -240,7 +240,12 @@ impl<S: IngestSink> Session<S> {
             protocol_version: PROTOCOL_VERSION,
             resume,
         }))
-        .await
+        .await?;
+        // Always sent, empty or not: settings the environment dropped while the agent was
+        // away are dropped by the agent too.
+        let health = self.sink.health_overrides(&self.info.environment);
+        self.send(AggregatorMessage::Command(Command::Configure(health)))
+            .await
     }
 
     async fn serve(

@@ -188,10 +188,12 @@ fn merge_environment(
             "distribution_version needs a distribution".into(),
         ));
     }
-    // The OpenStack adapter's settings are checked here, so a mistake is a 400 naming the key
-    // rather than an adapter that never starts.
+    // The OpenStack adapter's settings and the agents' health settings are checked here, so a
+    // mistake is a 400 naming the key rather than an adapter that never starts or agents that
+    // never hear of it.
     crate::openstack::OpenStackSettings::of(&base)
         .map_err(|error| ServiceError::BadRequest(error.to_string()))?;
+    crate::monitoring::health_overrides(&base).map_err(ServiceError::BadRequest)?;
     Ok(base)
 }
 
@@ -409,10 +411,17 @@ impl Service {
             }
         };
         let view = environment_view(&config);
+        let health =
+            crate::monitoring::health_overrides(&config).map_err(ServiceError::BadRequest)?;
         self.sink()
             .admin(AdminChange::Environment(config))
             .await?
             .map_err(ServiceError::Conflict)?;
+        // The agents connected now take the environment's health settings at once; those that
+        // connect later get them with their welcome.
+        if let Some(ingest) = &self.inner.ingest {
+            ingest.configure(name, &health);
+        }
         Ok(view)
     }
 
