@@ -4,6 +4,7 @@
 //! Agents report an object's status with the object (see the agent's `health` module). Here:
 //! * [`effective_status`]: a stale object (its agent is away) is `unknown`, not its last `ok`;
 //! * [`clique_status`]: a clique is as healthy as its worst member, which it names;
+//! * [`link_status`]: a link is an error when down, else as healthy as the worse of its ends;
 //! * [`status_changes`]: every status change, and every link going down or coming back up
 //!   for a reason other than its host's agent going away, is a message (source
 //!   `Monitoring`), stored and streamed with the change.
@@ -12,7 +13,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use calipso_proto::wire::HealthOverrides;
-use calipso_proto::{LinkState, ObjectId, ObjectType, Status, StatusLevel, Timestamp};
+use calipso_proto::{Link, LinkState, ObjectId, ObjectType, Status, StatusLevel, Timestamp};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -57,9 +58,9 @@ pub fn effective_status(node: &Node) -> Cow<'_, Status> {
     })
 }
 
-/// A clique's health: its worst member's.
+/// The health of a group of objects (a clique, a link's ends): its worst member's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct CliqueStatus {
+pub struct StatusSummary {
     /// `ok`, `warning`, `error` or `unknown`.
     pub level: String,
     /// The worst member and what its status says ("vnic tap1 on compute-1: down: no carrier").
@@ -72,9 +73,28 @@ pub struct CliqueStatus {
 pub fn clique_status<'a>(
     clique: &Clique,
     lookup: impl Fn(&ObjectId) -> Option<&'a Node>,
-) -> CliqueStatus {
+) -> StatusSummary {
+    worst_of(clique.nodes.iter().filter_map(lookup))
+}
+
+/// A link's health: a link that is down is an error; otherwise the worse of its ends.
+pub fn link_status<'a>(
+    link: &Link,
+    lookup: impl Fn(&ObjectId) -> Option<&'a Node>,
+) -> StatusSummary {
+    if link.state == LinkState::Down {
+        return StatusSummary {
+            level: StatusLevel::Error.as_str().to_owned(),
+            text: "the link is down".into(),
+            member: None,
+        };
+    }
+    worst_of([&link.source, &link.target].into_iter().filter_map(lookup))
+}
+
+fn worst_of<'a>(members: impl Iterator<Item = &'a Node>) -> StatusSummary {
     let mut worst: Option<(&Node, Cow<'_, Status>)> = None;
-    for node in clique.nodes.iter().filter_map(&lookup) {
+    for node in members {
         let status = effective_status(node);
         let worse = worst
             .as_ref()
@@ -84,17 +104,17 @@ pub fn clique_status<'a>(
         }
     }
     match worst {
-        Some((node, status)) if status.level != StatusLevel::Ok => CliqueStatus {
+        Some((node, status)) if status.level != StatusLevel::Ok => StatusSummary {
             level: status.level.as_str().to_owned(),
             text: format!("{}: {}", describe(node), status.text),
             member: Some(node.id().to_string()),
         },
-        Some(_) => CliqueStatus {
+        Some(_) => StatusSummary {
             level: StatusLevel::Ok.as_str().to_owned(),
             text: "every member is ok".into(),
             member: None,
         },
-        None => CliqueStatus {
+        None => StatusSummary {
             level: StatusLevel::Unknown.as_str().to_owned(),
             text: "no member is known".into(),
             member: None,
@@ -448,7 +468,7 @@ mod tests {
         let lookup = |id: &ObjectId| members.iter().find(|n| n.id() == id);
         assert_eq!(
             clique_status(&clique, lookup),
-            CliqueStatus {
+            StatusSummary {
                 level: "error".into(),
                 text: "vnic eth1 on compute-1: down: no carrier".into(),
                 member: Some("compute-1-eth1".into()),
@@ -462,6 +482,46 @@ mod tests {
         assert_eq!(status.member.as_deref(), Some("compute-1-tap2"));
         clique.nodes = std::iter::once(members[0].id().clone()).collect();
         assert_eq!(clique_status(&clique, lookup).text, "every member is ok");
+    }
+
+    #[test]
+    fn a_link_is_an_error_when_down_and_else_as_healthy_as_its_worse_end() {
+        let ends = [
+            node("tap1", StatusLevel::Ok, "up", false),
+            node(
+                "qbr1",
+                StatusLevel::Warning,
+                "no ports: nothing is bridged",
+                false,
+            ),
+        ];
+        let lookup = |id: &ObjectId| ends.iter().find(|n| n.id() == id);
+        let mut link = Link {
+            source: ends[0].id().clone(),
+            target: ends[1].id().clone(),
+            link_type: calipso_proto::LinkType::new(ObjectType::Vnic, ObjectType::Vconnector),
+            state: LinkState::Up,
+            host: None,
+            implicit: false,
+            attributes: Default::default(),
+        };
+        assert_eq!(
+            link_status(&link, lookup),
+            StatusSummary {
+                level: "warning".into(),
+                text: "vnic qbr1 on compute-1: no ports: nothing is bridged".into(),
+                member: Some("compute-1-qbr1".into()),
+            }
+        );
+        link.state = LinkState::Down;
+        assert_eq!(
+            link_status(&link, lookup),
+            StatusSummary {
+                level: "error".into(),
+                text: "the link is down".into(),
+                member: None,
+            }
+        );
     }
 
     #[test]

@@ -854,6 +854,23 @@ async fn each_status_change_is_one_signed_alert_and_a_silence_holds_them_back() 
     }
     assert_eq!(firing_objects().await, firing);
 
+    // The link between them shows what is wrong with it.
+    let links = client
+        .get(
+            "/api/v1/links",
+            &[("env_name", ENV), ("source_id", qvb1.as_str())],
+        )
+        .await?;
+    let link = &links["links"][0];
+    assert_eq!(link["state"], "down", "{links}");
+    assert_eq!(
+        (&link["status"]["level"], &link["status"]["text"]),
+        (
+            &serde_json::json!("error"),
+            &serde_json::json!("the link is down")
+        )
+    );
+
     let report = client
         .get(&format!("/api/v1/alert_rules/{rule_id}"), &[])
         .await?;

@@ -207,7 +207,10 @@ fn graph_view<'l>(
         focal_point,
         host,
         nodes: nodes.values().map(|n| summary(n)).collect(),
-        links: links.into_iter().map(link_view).collect(),
+        links: links
+            .into_iter()
+            .map(|link| link_view(link, Some(&|id: &ObjectId| graph.get(id))))
+            .collect(),
     }
 }
 

@@ -337,7 +337,7 @@ fn push_events(events: &mut Vec<Event>, environment: &str, at: Timestamp, applie
         e
     };
     for link in applied.links.upserted() {
-        let data = serde_json::to_value(link_view(link)).ok();
+        let data = serde_json::to_value(link_view(link, None)).ok();
         events.push(link_event(
             &LinkKey::of(link),
             data,

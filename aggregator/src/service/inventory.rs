@@ -13,7 +13,9 @@ use super::{Page, Principal, Service, ServiceError, decode_cursor, encode_cursor
 use crate::cliques::Clique;
 use crate::graph::{Graph, Node};
 use crate::links::LinkKey;
-use crate::monitoring::{CliqueStatus, clique_status, effective_level, effective_status};
+use crate::monitoring::{
+    StatusSummary, clique_status, effective_level, effective_status, link_status,
+};
 use crate::store::{AgentRecord, MessageLevel, MessageQuery, Store};
 
 /// An object as the API shows it: the model's fields and where it sits in the tree.
@@ -55,6 +57,9 @@ pub struct LinkView {
     pub implicit: bool,
     #[schema(value_type = Object)]
     pub attributes: serde_json::Value,
+    /// Down is an error; otherwise the worse of its ends' statuses. Given where the ends are
+    /// at hand (listings, graphs), absent in the live stream.
+    pub status: Option<StatusSummary>,
 }
 
 /// A link as a clique lists it.
@@ -78,7 +83,7 @@ pub struct CliqueView {
     /// The worst member's status, naming it. Absent from live-stream events, which carry a
     /// member's status change as that object's event.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<CliqueStatus>,
+    pub status: Option<StatusSummary>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -254,8 +259,9 @@ pub fn object_view(graph: &Graph, node: &Node) -> ObjectView {
     }
 }
 
-pub fn link_view(link: &Link) -> LinkView {
+pub fn link_view(link: &Link, ends: Option<Members<'_, '_>>) -> LinkView {
     LinkView {
+        status: ends.map(|lookup| link_status(link, lookup)),
         id: LinkKey::of(link).to_string(),
         link_type: link.link_type.to_string(),
         source: link.source.to_string(),
@@ -294,7 +300,11 @@ pub fn clique_view(
                 target: key.target.to_string(),
             })
             .collect(),
-        implicit_links: clique.implicit_links.iter().map(link_view).collect(),
+        implicit_links: clique
+            .implicit_links
+            .iter()
+            .map(|link| link_view(link, members))
+            .collect(),
     }
 }
 
@@ -542,7 +552,7 @@ impl Service {
                     .all(|(k, v)| link_attribute_matches(link, k, v))
                 && after.as_ref().is_none_or(|a| &LinkKey::of(link) > a)
         };
-        let page = |mut links: Vec<&Link>| {
+        let page = |mut links: Vec<&Link>, ends: Members<'_, '_>| {
             links.sort_by_key(|l| LinkKey::of(l));
             let more = links.len() > limit;
             links.truncate(limit);
@@ -554,7 +564,10 @@ impl Service {
                 ])
             });
             Page {
-                items: links.into_iter().map(link_view).collect(),
+                items: links
+                    .into_iter()
+                    .map(|link| link_view(link, Some(ends)))
+                    .collect(),
                 next_cursor,
             }
         };
@@ -562,12 +575,20 @@ impl Service {
         match query.at {
             Some(at) => {
                 let links = self.store().links_at(&query.environment, at).await?;
-                Ok(page(links.iter().filter(|l| keep(l)).collect()))
+                let objects = self.store().objects_at(&query.environment, at).await?;
+                let ends: std::collections::HashMap<&ObjectId, &Node> =
+                    objects.iter().map(|n| (n.id(), n)).collect();
+                let lookup = |id: &ObjectId| ends.get(id).copied();
+                Ok(page(links.iter().filter(|l| keep(l)).collect(), &lookup))
             }
             None => {
                 let engine = self.sink().engine();
                 let env = environment_of(&engine, &query.environment)?;
-                Ok(page(env.links.links().filter(|l| keep(l)).collect()))
+                let lookup = |id: &ObjectId| env.graph.get(id);
+                Ok(page(
+                    env.links.links().filter(|l| keep(l)).collect(),
+                    &lookup,
+                ))
             }
         }
     }
