@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use calipso_proto::ObjectId;
+use calipso_proto::{Object, ObjectId, StatusLevel};
 
 use crate::cliques::{
     CliqueChanges, CliqueConstraint, CliqueSet, CliqueType, EnvironmentConfig, Plan,
@@ -75,7 +75,10 @@ impl Environment {
         }
     }
 
-    /// Applies object changes and brings links and cliques up to date incrementally.
+    /// Applies object changes and brings links and cliques up to date incrementally. A change
+    /// of an object's status alone (a health check's verdict) that does not go into or out of
+    /// error touches neither: links read a status only as "in error is down", and clique walks
+    /// not at all, so most status churn costs the graph update only.
     pub fn apply(&mut self, changes: Vec<Change>) -> Applied {
         let mut touched = Vec::with_capacity(changes.len());
         let mut objects = Vec::with_capacity(changes.len());
@@ -93,7 +96,15 @@ impl Environment {
             if unchanged {
                 continue;
             }
-            touched.push(Touched::before(id.clone(), before));
+            let status_only = match (before, &after) {
+                (Some(b), Some(a)) => {
+                    b.stale == a.stale && differs_in_status_only(&b.object, &a.object)
+                }
+                _ => false,
+            };
+            if !status_only {
+                touched.push(Touched::before(id.clone(), before));
+            }
             let before = match &after {
                 Some(node) => self.graph.upsert(node.clone()),
                 None => self.graph.remove(&id),
@@ -101,7 +112,10 @@ impl Environment {
             objects.push(ObjectDiff { id, before, after });
         }
         if touched.is_empty() {
-            return Applied::default();
+            return Applied {
+                objects,
+                ..Applied::default()
+            };
         }
         let links = self.links.update(&self.graph, &touched);
         let ids: Vec<ObjectId> = touched.into_iter().map(|t| t.id).collect();
@@ -111,6 +125,18 @@ impl Environment {
             links,
             cliques,
         }
+    }
+}
+
+/// Whether two versions of an object differ in their status and nothing else that links or
+/// cliques read: a status in error makes the object's links down (`Node::state`), so a change
+/// into or out of error is not one of these.
+fn differs_in_status_only(before: &Object, after: &Object) -> bool {
+    let in_error = |object: &Object| object.status.level == StatusLevel::Error;
+    before.status != after.status && in_error(before) == in_error(after) && {
+        let mut same_status = before.clone();
+        same_status.status = after.status.clone();
+        same_status == *after
     }
 }
 
@@ -273,5 +299,77 @@ impl Engine {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use calipso_proto::{ObjectType, Status, StatusLevel, Timestamp};
+
+    use super::*;
+    use crate::cliques::{default_clique_constraints, default_clique_types};
+    use crate::synthetic::{Layout, host_objects};
+
+    /// Two synthetic OVS hosts with their VMs, links and cliques.
+    fn environment() -> Environment {
+        let mut engine = Engine::new(default_clique_types(), default_clique_constraints());
+        let layout = Layout::with_objects_per_host(2, 60);
+        let objects = (0..2).flat_map(|index| host_objects("lab", index, &layout));
+        let at = Timestamp::from_unix_micros(1);
+        engine.load(
+            EnvironmentConfig::named("lab"),
+            objects.map(|object| Node::new(object, at)),
+        );
+        engine.environments.remove("lab").expect("loaded")
+    }
+
+    #[test]
+    fn a_status_change_short_of_error_is_an_object_change_and_nothing_else() {
+        let mut env = environment();
+        let vnic = env
+            .graph
+            .nodes()
+            .find(|n| n.object_type() == ObjectType::Vnic)
+            .expect("a vNIC")
+            .clone();
+        assert!(
+            env.cliques.cliques().any(|c| c.nodes.contains(vnic.id())),
+            "the vNIC is in some clique"
+        );
+        let with_status = |level, text: &str| {
+            let mut node = vnic.clone();
+            node.object.status = Status {
+                level,
+                text: text.into(),
+                ..Status::default()
+            };
+            Change::Upsert(Box::new(node))
+        };
+        let applied = env.apply(vec![with_status(StatusLevel::Warning, "3.0 drops/s")]);
+        assert_eq!(applied.objects.len(), 1);
+        assert!(applied.links.is_empty() && applied.cliques.is_empty());
+        assert_eq!(
+            env.graph.get(vnic.id()).map(|n| n.object.status.level),
+            Some(StatusLevel::Warning)
+        );
+        // What was skipped is what a full rebuild finds unchanged.
+        assert!(env.rebuild_links().is_empty());
+
+        // Into error: the vNIC's links go down (tap to VM, tap to bridge).
+        let applied = env.apply(vec![with_status(StatusLevel::Error, "down: no carrier")]);
+        assert_eq!(
+            applied.links.flipped.len(),
+            2,
+            "{:?}",
+            applied.links.flipped
+        );
+        assert!(env.rebuild_links().is_empty());
+        // Another error text: nothing but the object again.
+        let applied = env.apply(vec![with_status(
+            StatusLevel::Error,
+            "administratively down",
+        )]);
+        assert!(applied.links.is_empty() && applied.cliques.is_empty());
+        assert!(env.rebuild_links().is_empty());
     }
 }

@@ -10,7 +10,11 @@
 //!
 //! `cargo bench -p calipso-tests --bench fleet` (`CALIPSO_BENCH_AGENTS`, default 1000;
 //! `CALIPSO_BENCH_CHURN_PER_SECOND`, default 200; `CALIPSO_BENCH_CHURN_SECONDS`, default 30;
-//! `CALIPSO_BENCH_SETTLE_SECONDS`, default 0: a pause between the snapshots and the churn).
+//! `CALIPSO_BENCH_SETTLE_SECONDS`, default 0: a pause between the snapshots and the churn;
+//! `CALIPSO_BENCH_CHURN=status`: the churn is health checks' status changes of existing vNICs,
+//! each a change of level, rather than ports coming and going: between `ok` and
+//! `CALIPSO_BENCH_STATUS_LEVEL`, `error` by default, which takes the vNIC's links down and up;
+//! `warning` leaves them be).
 
 use std::collections::HashMap;
 use std::net::{TcpListener, UdpSocket};
@@ -80,6 +84,11 @@ async fn main() -> anyhow::Result<()> {
     let churn_rate = setting("CALIPSO_BENCH_CHURN_PER_SECOND", 200);
     let churn_seconds = setting("CALIPSO_BENCH_CHURN_SECONDS", 30);
     let settle = setting("CALIPSO_BENCH_SETTLE_SECONDS", 0);
+    let status_churn = std::env::var("CALIPSO_BENCH_CHURN").is_ok_and(|kind| kind == "status");
+    let failing_level = match std::env::var("CALIPSO_BENCH_STATUS_LEVEL").as_deref() {
+        Ok("warning") => calipso_proto::StatusLevel::Warning,
+        _ => calipso_proto::StatusLevel::Error,
+    };
     let binary = calipso_tests::workspace_binary("calipso-aggregator", "calipso-aggregator", true)?;
     let pki = Pki::new()?;
     let dir = tempfile::tempdir()?;
@@ -126,6 +135,8 @@ async fn main() -> anyhow::Result<()> {
         ..Layout::with_objects_per_host(agents, 500)
     };
     let mut fleet = Vec::with_capacity(agents);
+    // Each agent's vNICs, whose statuses a status churn changes.
+    let mut vnics: Vec<Vec<calipso_proto::ObjectId>> = Vec::with_capacity(agents);
     let mut objects = 0;
     let started = Instant::now();
     let (_, cpu_before_ingest) = usage(pid);
@@ -141,6 +152,13 @@ async fn main() -> anyhow::Result<()> {
         let agent = TestAgent::start(&host, &tls, &uplink)?;
         let model = host_objects(ENV, index, &layout);
         objects += model.len();
+        vnics.push(
+            model
+                .iter()
+                .filter(|o| o.object_type == calipso_proto::ObjectType::Vnic)
+                .map(|o| o.id.clone())
+                .collect(),
+        );
         agent
             .outbox
             .publish(
@@ -210,9 +228,39 @@ async fn main() -> anyhow::Result<()> {
     let mut published = 0usize;
     let mut rng = rand::rng();
     let mut previous: HashMap<usize, calipso_proto::ObjectId> = HashMap::new();
+    let mut failing: std::collections::HashSet<calipso_proto::ObjectId> = Default::default();
     while churn_started.elapsed() < Duration::from_secs(churn_seconds as u64) {
         let which = rng.random_range(0..fleet.len());
         let agent = &fleet[which];
+        if status_churn && !vnics[which].is_empty() {
+            // A vNIC's check flips between ok and the failing level: every change is one of
+            // level.
+            let id = vnics[which][rng.random_range(0..vnics[which].len())].clone();
+            let level = if failing.insert(id.clone()) {
+                failing_level
+            } else {
+                failing.remove(&id);
+                calipso_proto::StatusLevel::Ok
+            };
+            if let Ok(mut s) = sent.lock() {
+                s.insert(id.to_string(), Instant::now());
+            }
+            let status = calipso_proto::Status {
+                level,
+                text: format!("churn {published}"),
+                ..calipso_proto::Status::default()
+            };
+            agent
+                .outbox
+                .set_statuses([(id, status)])
+                .map_err(|err| anyhow::anyhow!("set_statuses: {err}"))?;
+            published += 1;
+            next += interval;
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
+            continue;
+        }
         let name = format!("churn{published}");
         let object = vnic(&agent.host, &name, 1500);
         let key = object.id.to_string();
@@ -248,7 +296,12 @@ async fn main() -> anyhow::Result<()> {
     seen.sort();
     let missing = sent.lock().map(|s| s.len()).unwrap_or(0);
     println!(
-        "churn: {published} changes in {:.1} s ({:.0}/s), aggregator CPU {:.0} %",
+        "churn ({}): {published} changes in {:.1} s ({:.0}/s), aggregator CPU {:.0} %",
+        if status_churn {
+            "status changes"
+        } else {
+            "ports"
+        },
         churn.as_secs_f64(),
         published as f64 / churn.as_secs_f64(),
         100.0 * (cpu_after_churn - cpu_before_churn) / churn.as_secs_f64()

@@ -291,6 +291,7 @@ async fn an_ovs_lab_is_shown_exactly_through_churn_agent_loss_and_aggregator_res
     tracing::info!(?first, "OVS lab discovered");
     analysis_follows_a_tunnel_nic_going_down(&running, &client, ids).await?;
     converge(&running, &client, &cliques, "compute-1's eth0 back up").await?;
+    checks_follow_the_daemons(&running, &client, ids).await?;
 
     // A maintenance window under review: snapshot, churn, snapshot; the diff is the churn.
     let before_churn = (Expected::of(running.lab.topology()), cliques.clone());
@@ -449,6 +450,41 @@ async fn every_tunnel_ok(client: &ApiClient, env: &str) -> anyhow::Result<()> {
 }
 
 /// Waits until the object's status has `level`; returns the object.
+/// A host's ovsdb-server crashing is its vswitch in error, naming the daemon, and ok again once
+/// it is back; a DHCP server dying is its namespace in error, until it runs again.
+async fn checks_follow_the_daemons(
+    running: &RunningLab,
+    client: &ApiClient,
+    ids: Ids<'_>,
+) -> anyhow::Result<()> {
+    let env = running.env();
+    let vedge = ids.vedge("compute-2");
+    running.lab.set_ovsdb_server("compute-2", false)?;
+    let failing = wait_for_status(client, &env, &vedge, "error").await?;
+    let text = failing["status"]["text"].as_str().unwrap_or_default();
+    assert!(
+        text.starts_with("ovsdb-server does not answer on "),
+        "{failing:#}"
+    );
+    running.lab.set_ovsdb_server("compute-2", true)?;
+    wait_for_status(client, &env, &vedge, "ok").await?;
+
+    let dhcp = ids.dhcp("network-1", "net-a");
+    running.lab.set_dhcp_server("network-1", "net-a", false)?;
+    let failing = wait_for_status(client, &env, &dhcp, "error").await?;
+    let namespace = running.lab.topology().dhcp_netns("net-a");
+    assert_eq!(
+        failing["status"]["text"],
+        format!("no DHCP server: no process in {namespace}"),
+        "{failing:#}"
+    );
+    running.lab.set_dhcp_server("network-1", "net-a", true)?;
+    let serving = wait_for_status(client, &env, &dhcp, "ok").await?;
+    let text = serving["status"]["text"].as_str().unwrap_or_default();
+    assert!(text.starts_with("dnsmasq (pid "), "{serving:#}");
+    Ok(())
+}
+
 async fn wait_for_status(
     client: &ApiClient,
     env: &str,

@@ -270,6 +270,26 @@ async fn an_operator_walks_the_lab_in_the_browser_live_and_in_the_past() -> anyh
         browser.click(&browser.find("#open-clique", WAIT).await?).await?;
         browser.find("svg.graph .node", WAIT).await?;
         browser.find("#diagnosis-summary", WAIT).await?;
+        // The clique's health, as the API has it: its worst member's, named (the page follows
+        // a change, so the two agree once both have it).
+        let deadline = std::time::Instant::now() + WAIT;
+        let (shown, expected) = loop {
+            let clique = client
+                .get(&format!("/api/v1/cliques/{vm_2}"), &[("env_name", env.as_str())])
+                .await?;
+            let expected = format!(
+                "Health: {}: {}",
+                clique["status"]["level"].as_str().unwrap_or_default(),
+                clique["status"]["text"].as_str().unwrap_or_default()
+            );
+            let health = browser.find("#clique-health", WAIT).await?;
+            let shown = browser.text(&health).await?.trim().to_owned();
+            if shown == expected || std::time::Instant::now() > deadline {
+                break (shown, expected);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        ensure!(shown == expected, "clique health shown {shown:?}, API {expected:?}");
         let (nodes, links) = drawn(&browser).await?;
         ensure!(nodes == vm_2_members, "drawn nodes {nodes:#?}");
         ensure!(links == vm_2_links, "drawn links {links:#?}\nexpected {vm_2_links:#?}");

@@ -233,6 +233,33 @@ fn ovs_daemon(netns: &str, ovs_dir: &Path, program: &str, args: &[String]) -> an
     Ok(())
 }
 
+/// Starts a host's ovsdb-server on its existing database (after [`kill_daemon`]).
+pub fn start_ovsdb_server(
+    topology: &Topology,
+    index: usize,
+    host_dir: &Path,
+) -> anyhow::Result<()> {
+    let ovs_dir = host_dir.join("ovs");
+    ovs_daemon(
+        &topology.host_netns(&topology.hosts[index].name),
+        &ovs_dir,
+        "ovsdb-server",
+        &[
+            ovs_dir.join("conf.db").display().to_string(),
+            format!("--remote=punix:{}", ovs_dir.join("db.sock").display()),
+        ],
+    )
+}
+
+/// Kills (SIGKILL) the process a pid file names, as a crash would, and removes the file.
+pub fn kill_daemon(pid_file: &Path) -> anyhow::Result<()> {
+    let pid =
+        std::fs::read_to_string(pid_file).with_context(|| format!("{}", pid_file.display()))?;
+    run("kill", &["-KILL", pid.trim()])?;
+    std::fs::remove_file(pid_file)?;
+    Ok(())
+}
+
 /// br-int, br-tun (VXLAN to every other OVS host) and br-ex (the provider NIC), patched as
 /// the Neutron OVS agent does.
 fn ovs_up(topology: &Topology, index: usize, host_dir: &Path) -> anyhow::Result<()> {
@@ -584,7 +611,7 @@ pub fn router_owner(host: &str, router: &str) -> String {
 /// only, no DNS): the process the vservice's health check looks for. It lives until `down`
 /// kills everything in the lab's namespaces, or a test kills it (its pid file is
 /// `dnsmasq-<network>.pid` in the host's directory).
-fn start_dhcp_server(
+pub fn start_dhcp_server(
     topology: &Topology,
     network: &str,
     netns: &str,

@@ -554,6 +554,39 @@ socket = "{ovs}"
         self.stop(&format!("agent-{host}"))
     }
 
+    /// Kills a host's ovsdb-server (`running` false), as a crash would, or starts it again on
+    /// its database.
+    pub fn set_ovsdb_server(&self, host: &str, running: bool) -> anyhow::Result<()> {
+        let index = self.index_of(host)?;
+        let dir = self.host_dir(index);
+        if running {
+            hosts::start_ovsdb_server(&self.topology, index, &dir)
+        } else {
+            hosts::kill_daemon(&dir.join("ovs").join("ovsdb-server.pid"))
+        }
+    }
+
+    /// Kills the DHCP server of `network` on a host (`running` false), or starts it again in
+    /// its namespace.
+    pub fn set_dhcp_server(&self, host: &str, network: &str, running: bool) -> anyhow::Result<()> {
+        let index = self.index_of(host)?;
+        let dir = self.host_dir(index);
+        if running {
+            let netns = self
+                .topology
+                .service_netns(host, &self.topology.dhcp_netns(network));
+            hosts::start_dhcp_server(&self.topology, network, &netns, &dir)
+        } else {
+            hosts::kill_daemon(&dir.join(format!("dnsmasq-{network}.pid")))
+        }
+    }
+
+    fn index_of(&self, host: &str) -> anyhow::Result<usize> {
+        self.topology
+            .host_index(host)
+            .with_context(|| format!("no host `{host}` in the lab"))
+    }
+
     /// Takes a host's fabric link down (`connected` false) or up again: the host keeps running
     /// but cannot reach the aggregator or the other hosts.
     pub fn set_fabric_link(&self, host: &str, connected: bool) -> anyhow::Result<()> {

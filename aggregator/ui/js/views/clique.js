@@ -1,6 +1,7 @@
 // A focal point's clique drawn in layers from the focal point down to the wire, with its
 // diagnosis: the members that are down, stale or unwell are marked, the first cause most.
-// Selecting a node shows it and what depends on it; Enter or a double click opens it.
+// Its health is its worst member's. Selecting a node shows it and what depends on it; Enter or a
+// double click opens it.
 
 import { api } from '../api.js';
 import { h, replace, debounce, statusDot } from '../dom.js';
@@ -12,8 +13,10 @@ export async function render(main, { env, at, id, link, navigate, tree, onChange
   const diagnosisBox = h('section', { class: 'diagnosis', 'aria-live': 'polite', 'aria-labelledby': 'diagnosis-title' });
   const details = h('aside', { class: 'details', 'aria-live': 'polite', 'aria-label': 'Selected object' },
     h('p', { class: 'quiet', text: 'Select a node to see it and what depends on it.' }));
+  // The clique's health: its worst member's, named.
+  const healthBox = h('div', { class: 'clique-health', 'aria-live': 'polite' });
   replace(main, h('h1', {}, 'Clique of ', h('a', { href: link(['env', env, 'object', id]), text: id })),
-    diagnosisBox, h('div', { class: 'graph-layout' }, canvas, details));
+    healthBox, diagnosisBox, h('div', { class: 'graph-layout' }, canvas, details));
   const select = (node) => {
     const box = h('div', { class: 'impact' });
     replace(details, h('h2', {}, statusDot(node), ` ${node.name}`),
@@ -23,7 +26,14 @@ export async function render(main, { env, at, id, link, navigate, tree, onChange
       box);
   };
   const draw = async () => {
-    const graph = await api('/graph', { env_name: env, focal_point: id, at });
+    const [graph, clique] = await Promise.all([
+      api('/graph', { env_name: env, focal_point: id, at }),
+      api(`/cliques/${encodeURIComponent(id)}`, { env_name: env, at }),
+    ]);
+    const health = clique.status;
+    replace(healthBox, health
+      ? h('p', { id: 'clique-health' }, statusDot({ status: health.level }), ` Health: ${health.level}: ${health.text}`)
+      : null);
     const drawn = drawGraph(canvas, graph, {
       focal: id, label: `Clique of ${id}: ${graph.nodes.length} objects, ${graph.links.length} links`,
       onSelect: select, onOpen: (node) => navigate(['env', env, 'object', node.id], at ? { at } : {}),
