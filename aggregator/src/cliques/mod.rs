@@ -656,23 +656,35 @@ impl CliqueSet {
         link_changes: &LinkChanges,
     ) -> CliqueChanges {
         let mut dirty: BTreeSet<ObjectId> = BTreeSet::new();
+        // A link that only went down or up leaves every walk as it was (walks follow links
+        // whatever their state); only the transitive links some clique types gather carry it.
+        let restated = |l: &Link| {
+            link_changes
+                .state_only
+                .binary_search(&LinkKey::of(l))
+                .is_ok()
+        };
         let changed = link_changes
             .upserted()
-            .map(|l| (l.link_type, [&l.source, &l.target]))
+            .map(|l| (l.link_type, [&l.source, &l.target], restated(l)))
             .chain(
                 link_changes
                     .removed
                     .iter()
-                    .map(|k| (k.link_type, [&k.source, &k.target])),
+                    .map(|k| (k.link_type, [&k.source, &k.target], false)),
             );
-        for (link_type, ends) in changed {
+        for (link_type, ends, state_only) in changed {
             for end in ends {
                 let Some(node) = self.ids.get(end) else {
                     continue;
                 };
                 for &(expanded, focal) in &self.expanded_by[node as usize] {
-                    if expanded.covers(link_type) {
-                        dirty.insert(self.ids.key(focal).clone());
+                    if !expanded.covers(link_type) {
+                        continue;
+                    }
+                    let focal = self.ids.key(focal);
+                    if !state_only || self.gathers_implicit_links(focal, graph) {
+                        dirty.insert(focal.clone());
                     }
                 }
             }
@@ -701,6 +713,14 @@ impl CliqueSet {
             }
         }
         changes
+    }
+
+    /// Whether the focal point's clique type gathers transitive links (which carry state).
+    fn gathers_implicit_links(&self, focal: &ObjectId, graph: &Graph) -> bool {
+        graph
+            .get(focal)
+            .and_then(|node| self.plan.for_focal_type(node.object_type()))
+            .is_none_or(|(clique_type, _)| clique_type.use_implicit_links)
     }
 
     /// Replaces the plan (clique types or constraints changed) and rebuilds every clique.

@@ -593,6 +593,8 @@ pub struct LinkChanges {
     pub removed: Vec<LinkKey>,
     /// Those of `changed` whose state went down or came back up.
     pub flipped: Vec<LinkKey>,
+    /// Those of `flipped` that changed in nothing else: their cliques keep their members.
+    pub state_only: Vec<LinkKey>,
 }
 
 impl LinkChanges {
@@ -617,6 +619,11 @@ impl LinkChanges {
             Some(before) if before != now => {
                 if before.state != now.state {
                     self.flipped.push(LinkKey::of(now));
+                    let mut restated = before.clone();
+                    restated.state = now.state;
+                    if restated == *now {
+                        self.state_only.push(LinkKey::of(now));
+                    }
                 }
                 self.changed.push(now.clone());
             }
@@ -630,6 +637,7 @@ impl LinkChanges {
         self.changed.sort_by_key(LinkKey::of);
         self.removed.sort();
         self.flipped.sort();
+        self.state_only.sort();
     }
 }
 
