@@ -432,12 +432,17 @@ struct Inner {
 impl Alerting {
     pub fn new(settings: AlertSettings, stop: CancellationToken) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // No redirects: a signed alert goes where its rule says, nowhere a receiver points.
         let http = reqwest::Client::builder()
             .connect_timeout(settings.timeout)
             .timeout(settings.timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("calipso-aggregator/", env!("CARGO_PKG_VERSION")))
             .build()
-            .unwrap_or_default();
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "alert client: falling back to defaults (no time limit)");
+                reqwest::Client::default()
+            });
         Alerting {
             inner: Arc::new(Inner {
                 settings,
