@@ -376,11 +376,34 @@ async fn an_ovs_lab_is_shown_exactly_through_churn_agent_loss_and_aggregator_res
 
     // An agent killed: its host goes stale, nothing is deleted. A VM goes while it is down;
     // restarted, the agent resumes its saved epoch and sends only that change.
-    // Quiet first: the tunnels to compute-2 failed while it was cut off, and the agent saves
-    // its state once a second; a kill within a second of a status change loses that change
-    // and rightly costs a snapshot.
+    // Quiet first: the tunnels to compute-2 failed while it was cut off. And the agent saves
+    // its state once a second: a kill before it saved the last change the aggregator
+    // acknowledged loses that change and rightly costs a snapshot, so the kill waits until
+    // the saved state holds it.
     every_tunnel_ok(&client, &env).await?;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let state_file =
+        calipso_agent::state::StateFile::new(running.lab.agent_state_file("compute-1")?);
+    let start = Instant::now();
+    loop {
+        let acknowledged = client
+            .get("/api/v1/agents", &[("env_name", env.as_str())])
+            .await?;
+        let acknowledged = acknowledged
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["host"] == "compute-1")
+            .and_then(|a| a["seq"].as_u64());
+        let saved = state_file.load()?.map(|state| state.seq);
+        if saved.is_some() && saved == acknowledged {
+            break;
+        }
+        anyhow::ensure!(
+            start.elapsed() < CONVERGE,
+            "compute-1's agent saved seq {saved:?}, the aggregator acknowledged {acknowledged:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (_, killed_epoch) = agent_state(&client, &env, "compute-1").await?;
     running.lab.kill_agent("compute-1")?;
     wait_for_host(&client, &env, "compute-1", false).await?;

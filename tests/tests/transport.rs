@@ -361,7 +361,7 @@ async fn protocol_version_mismatch_is_named_on_the_aggregator_side() -> anyhow::
     assert_eq!(code, ErrorCode::UnsupportedVersion);
     assert_eq!(
         message,
-        "aggregator speaks protocol version 2, agent sent version 99"
+        "aggregator speaks protocol version 3, agent sent version 99"
     );
     assert_eq!(connections(setup.sink(), "compute-1"), 0);
     setup.aggregator.stop().await;
@@ -372,8 +372,8 @@ async fn protocol_version_mismatch_is_named_on_the_aggregator_side() -> anyhow::
 async fn protocol_version_mismatch_is_named_on_the_agent_side() -> anyhow::Result<()> {
     init_test_logging();
     let pki = Pki::new()?;
-    // A server that answers every Hello with a Welcome of protocol version 3 (the agent
-    // speaks 2).
+    // A server that answers every Hello with a Welcome of protocol version 4 (the agent
+    // speaks 3).
     let server_config = calipso_aggregator::tls::server_config(&pki.server_paths())?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_config)?;
     let endpoint = quinn::Endpoint::server(
@@ -393,7 +393,7 @@ async fn protocol_version_mismatch_is_named_on_the_agent_side() -> anyhow::Resul
             let _ = reader.recv::<AgentMessage>().await;
             let welcome =
                 codec::encode(&AggregatorMessage::Welcome(calipso_proto::wire::Welcome {
-                    protocol_version: 3,
+                    protocol_version: 4,
                     resume: Resume::SnapshotRequired,
                 }))
                 .unwrap_or_default();
@@ -408,7 +408,7 @@ async fn protocol_version_mismatch_is_named_on_the_agent_side() -> anyhow::Resul
     let reason = refusal_reason(&mut agent).await;
     assert_eq!(
         reason,
-        "aggregator broke the protocol: aggregator speaks protocol version 3, agent speaks 2"
+        "aggregator broke the protocol: aggregator speaks protocol version 4, agent speaks 3"
     );
     agent.stop().await;
     server.abort();

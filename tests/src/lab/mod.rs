@@ -581,6 +581,11 @@ socket = "{ovs}"
         }
     }
 
+    /// Where a host's agent saves its state (epoch, sequence number, model).
+    pub fn agent_state_file(&self, host: &str) -> anyhow::Result<PathBuf> {
+        Ok(self.host_dir(self.index_of(host)?).join("agent.state"))
+    }
+
     fn index_of(&self, host: &str) -> anyhow::Result<usize> {
         self.topology
             .host_index(host)
