@@ -6,7 +6,8 @@
 //! 1. sustained ingest: every host's snapshot stored (object changes per second);
 //! 2. change → visible on the live stream: an agent publishes a change, a client following
 //!    `/api/v1/events` receives it (p50 / p99 / max), under churn from all agents;
-//! 3. the aggregator process's RSS and CPU, read from /proc (the agents run in this process).
+//! 3. the aggregator process's RSS and CPU, read from /proc (the agents run in this process),
+//!    and its store commits during the churn (rate, mean time), from its metrics.
 //!
 //! `cargo bench -p calipso-tests --bench fleet` (`CALIPSO_BENCH_AGENTS`, default 1000;
 //! `CALIPSO_BENCH_CHURN_PER_SECOND`, default 200; `CALIPSO_BENCH_CHURN_SECONDS`, default 30;
@@ -67,6 +68,24 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
+/// The aggregator's store commits so far, from its metrics: (count, seconds spent).
+async fn commits(port: u16) -> Option<(f64, f64)> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+    };
+    Some((
+        value("calipso_commit_duration_seconds_count")?,
+        value("calipso_commit_duration_seconds_sum")?,
+    ))
+}
+
 struct Aggregator {
     child: std::process::Child,
 }
@@ -94,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let ingest_port = UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
     let api_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let metrics_port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let server = pki.server_paths();
     let config = dir.path().join("aggregator.toml");
     std::fs::create_dir(dir.path().join("data"))?;
@@ -101,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
         &config,
         format!(
             "[ingest]\nlisten = \"127.0.0.1:{ingest_port}\"\nca_cert = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\ncrl = \"{}\"\n\
-             [store]\nurl = \"sqlite://{}\"\nsecret_key_file = \"{}\"\n[api]\nlisten = \"127.0.0.1:{api_port}\"\nadmin_password = \"bench-password\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+             [store]\nurl = \"sqlite://{}\"\nsecret_key_file = \"{}\"\n[api]\nlisten = \"127.0.0.1:{api_port}\"\nadmin_password = \"bench-password\"\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
             server.ca_cert.display(),
             server.cert.display(),
             server.key.display(),
@@ -221,6 +241,7 @@ async fn main() -> anyhow::Result<()> {
     // `CALIPSO_BENCH_SETTLE_SECONDS` lets the aggregator finish what the snapshot burst left
     // (the store's checkpoint of its write-ahead log) before the churn is timed.
     tokio::time::sleep(Duration::from_millis(500) + Duration::from_secs(settle as u64)).await;
+    let commits_before = commits(metrics_port).await;
     let (_, cpu_before_churn) = usage(pid);
     let churn_started = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / churn_rate.max(1) as f64);
@@ -290,6 +311,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let churn = churn_started.elapsed();
     let (rss_churn, cpu_after_churn) = usage(pid);
+    let commits_after = commits(metrics_port).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     follower.abort();
     let mut seen = latencies.lock().map(|l| l.clone()).unwrap_or_default();
@@ -313,6 +335,16 @@ async fn main() -> anyhow::Result<()> {
         seen.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
         seen.len()
     );
+    if let (Some((count_before, seconds_before)), Some((count_after, seconds_after))) =
+        (commits_before, commits_after)
+    {
+        let count = count_after - count_before;
+        println!(
+            "store commits during the churn: {:.0}/s, {:.2} ms each on average",
+            count / churn.as_secs_f64(),
+            1000.0 * (seconds_after - seconds_before) / count.max(1.0)
+        );
+    }
     println!(
         "aggregator RSS: {rss_idle:.0} MiB idle, {rss_loaded:.0} MiB with the fleet's model, {rss_churn:.0} MiB after churn"
     );
