@@ -197,8 +197,9 @@ impl StatusChange {
         }
     }
 
-    pub fn message(&self) -> Message {
-        let text = match &self.subject {
+    /// What the change's message says ("vnic tap1 on compute-1 is error: … (was ok)").
+    pub fn summary(&self) -> String {
+        match &self.subject {
             Subject::Link { .. } if self.level == StatusLevel::Ok => {
                 format!("{} is up again", self.name)
             }
@@ -213,13 +214,16 @@ impl StatusChange {
                 }
                 text
             }
-        };
+        }
+    }
+
+    pub fn message(&self) -> Message {
         Message {
             environment: Some(self.environment.clone()),
             level: message_level(self.level),
             source: SOURCE.to_owned(),
             related_object: Some(self.object().clone()),
-            text,
+            text: self.summary(),
             at: self.at,
         }
     }

@@ -275,34 +275,28 @@ async fn main() -> anyhow::Result<()> {
                 .outbox
                 .set_statuses([(id, status)])
                 .map_err(|err| anyhow::anyhow!("set_statuses: {err}"))?;
-            published += 1;
-            next += interval;
-            if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                tokio::time::sleep(wait).await;
+        } else {
+            let name = format!("churn{published}");
+            let object = vnic(&agent.host, &name, 1500);
+            // Each churn port replaces the agent's previous one, so the model stays its size.
+            let removals = previous
+                .insert(which, object.id.clone())
+                .into_iter()
+                .collect::<Vec<_>>();
+            if let Ok(mut s) = sent.lock() {
+                s.insert(object.id.to_string(), Instant::now());
             }
-            continue;
+            agent
+                .outbox
+                .publish(
+                    "churn",
+                    ChangeSet {
+                        upserts: vec![object],
+                        removals,
+                    },
+                )
+                .map_err(|err| anyhow::anyhow!("publish: {err}"))?;
         }
-        let name = format!("churn{published}");
-        let object = vnic(&agent.host, &name, 1500);
-        let key = object.id.to_string();
-        // Each churn port replaces the agent's previous one, so the model stays its size.
-        let removals = previous
-            .insert(which, object.id.clone())
-            .into_iter()
-            .collect::<Vec<_>>();
-        if let Ok(mut s) = sent.lock() {
-            s.insert(key, Instant::now());
-        }
-        agent
-            .outbox
-            .publish(
-                "churn",
-                ChangeSet {
-                    upserts: vec![object],
-                    removals,
-                },
-            )
-            .map_err(|err| anyhow::anyhow!("publish: {err}"))?;
         published += 1;
         next += interval;
         if let Some(wait) = next.checked_duration_since(Instant::now()) {

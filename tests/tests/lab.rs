@@ -133,7 +133,7 @@ async fn wait_for_host(
 ) -> anyhow::Result<Option<u64>> {
     let start = Instant::now();
     loop {
-        let (state, epoch) = agent_state(client, env, host).await?;
+        let (state, epoch, _) = agent_state(client, env, host).await?;
         let (stale, all) = stale_objects(client, env, host).await?;
         let reached = if connected {
             state == "connected" && stale == 0
@@ -151,11 +151,13 @@ async fn wait_for_host(
     }
 }
 
+/// A host's agent as the aggregator knows it: its session state, epoch and the last sequence
+/// number it acknowledged.
 async fn agent_state(
     client: &ApiClient,
     env: &str,
     host: &str,
-) -> anyhow::Result<(String, Option<u64>)> {
+) -> anyhow::Result<(String, Option<u64>, Option<u64>)> {
     let agents = client.get("/api/v1/agents", &[("env_name", env)]).await?;
     let agent = agents
         .as_array()
@@ -167,6 +169,7 @@ async fn agent_state(
     Ok((
         agent["state"].as_str().unwrap_or_default().to_owned(),
         agent["epoch"].as_str().and_then(|e| e.parse().ok()),
+        agent["seq"].as_u64(),
     ))
 }
 
@@ -365,7 +368,7 @@ async fn an_ovs_lab_is_shown_exactly_through_churn_agent_loss_and_aggregator_res
     );
 
     // A host cut off the network: stale; back, its agent resumes its epoch (no snapshot).
-    let (_, epoch_before) = agent_state(&client, &env, "compute-2").await?;
+    let (_, epoch_before, _) = agent_state(&client, &env, "compute-2").await?;
     running.lab.set_fabric_link("compute-2", false)?;
     wait_for_host(&client, &env, "compute-2", false).await?;
     running.lab.set_fabric_link("compute-2", true)?;
@@ -385,15 +388,7 @@ async fn an_ovs_lab_is_shown_exactly_through_churn_agent_loss_and_aggregator_res
         calipso_agent::state::StateFile::new(running.lab.agent_state_file("compute-1")?);
     let start = Instant::now();
     loop {
-        let acknowledged = client
-            .get("/api/v1/agents", &[("env_name", env.as_str())])
-            .await?;
-        let acknowledged = acknowledged
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|a| a["host"] == "compute-1")
-            .and_then(|a| a["seq"].as_u64());
+        let (_, _, acknowledged) = agent_state(&client, &env, "compute-1").await?;
         let saved = state_file.load()?.map(|state| state.seq);
         if saved.is_some() && saved == acknowledged {
             break;
@@ -404,7 +399,7 @@ async fn an_ovs_lab_is_shown_exactly_through_churn_agent_loss_and_aggregator_res
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (_, killed_epoch) = agent_state(&client, &env, "compute-1").await?;
+    let (_, killed_epoch, _) = agent_state(&client, &env, "compute-1").await?;
     running.lab.kill_agent("compute-1")?;
     wait_for_host(&client, &env, "compute-1", false).await?;
     converge(&running, &client, &cliques, "stale objects are kept").await?;

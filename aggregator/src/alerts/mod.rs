@@ -242,7 +242,7 @@ impl Alert {
             host: change.host.clone(),
             text: change.text.clone(),
             perfdata: change.perfdata.clone(),
-            message: change.message().text,
+            message: change.summary(),
             at: change.at,
         }
     }

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::scans::{MAX_INTERVAL_SECONDS, add_seconds, new_id};
 use super::settings::validate_name;
-use super::{Principal, Service, ServiceError};
+use super::{Principal, Service, ServiceError, parse_time};
 use crate::alerts::{AlertRule, DeliveryReport, Silence, Webhook, webhook_secret_field};
 use crate::store::Store;
 
@@ -146,14 +146,6 @@ fn check_url(field: &str, url: &str) -> Result<(), ServiceError> {
 fn parse_object_type(field: &str, text: &str) -> Result<ObjectType, ServiceError> {
     text.parse()
         .map_err(|_| ServiceError::BadRequest(format!("{field}: `{text}` is not an object type")))
-}
-
-fn parse_time(field: &str, text: &str) -> Result<Timestamp, ServiceError> {
-    text.parse().map_err(|_| {
-        ServiceError::BadRequest(format!(
-            "{field}: `{text}` is not an RFC 3339 time (2026-11-22T08:00:00Z)"
-        ))
-    })
 }
 
 fn not_found(what: &str, id: &str) -> ServiceError {

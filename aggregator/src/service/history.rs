@@ -253,11 +253,7 @@ impl Service {
         let at = match request.at.as_deref() {
             None => Timestamp::now(),
             Some(text) => {
-                let at: Timestamp = text.parse().map_err(|_| {
-                    ServiceError::BadRequest(format!(
-                        "at: `{text}` is not an RFC 3339 time (2026-11-22T08:00:00Z)"
-                    ))
-                })?;
+                let at = super::parse_time("at", text)?;
                 self.within_history("at", at).await?;
                 at
             }

@@ -24,6 +24,8 @@ pub mod settings;
 
 use std::sync::Arc;
 
+use calipso_proto::Timestamp;
+
 use crate::ingest::{DurableSink, IngestHandle, SinkError};
 use crate::store::{AnyStore, StoreError};
 
@@ -165,6 +167,15 @@ fn decode_cursor(cursor: &str, parts: usize) -> Result<Vec<String>, ServiceError
     } else {
         Err(invalid())
     }
+}
+
+/// An RFC 3339 time from a request, naming the field on error.
+fn parse_time(field: &str, text: &str) -> Result<Timestamp, ServiceError> {
+    text.parse().map_err(|_| {
+        ServiceError::BadRequest(format!(
+            "{field}: `{text}` is not an RFC 3339 time (2026-11-22T08:00:00Z)"
+        ))
+    })
 }
 
 /// Clamps a requested page size.
