@@ -322,6 +322,7 @@ async fn conformance<S: Store>(store: S) -> anyhow::Result<()> {
     history(&store, &ab, &ab_down).await?;
     records(&store).await?;
     bulk_round_trip(&store).await?;
+    batches_in_one_transaction(&store).await?;
 
     // An empty batch writes nothing and fails nothing.
     store.commit(&Batch::default()).await?;
@@ -427,6 +428,73 @@ async fn history<S: Store>(store: &S, ab: &Link, ab_down: &Link) -> anyhow::Resu
     assert_eq!(
         names(&store.objects_at("lab", t3).await?),
         vec![("a".into(), Some(9000)), ("c".into(), Some(1600))]
+    );
+    Ok(())
+}
+
+/// Several batches committed together keep each batch's time, in order, and fail together:
+/// m is written at 20 000 µs with MTU 1500 and replaced at 20 001 with 1600 in one commit; a
+/// commit whose second batch writes a second current version of m stores neither batch.
+async fn batches_in_one_transaction<S: Store>(store: &S) -> anyhow::Result<()> {
+    let m = |mtu, t| vnic("m", mtu, t);
+    let id = m(0, at(0)).object.id;
+    let first = Batch {
+        at: at(20_000),
+        environments: vec![EnvironmentConfig::named("many")],
+        objects: vec![Write::first("many", id.clone(), m(1500, at(20_000)))],
+        ..Batch::default()
+    };
+    let second = Batch {
+        at: at(20_001),
+        objects: vec![Write::replacing(
+            "many",
+            id.clone(),
+            Some(m(1600, at(20_001))),
+        )],
+        ..Batch::default()
+    };
+    store
+        .commit_all(&[&first, &Batch::default(), &second])
+        .await?;
+    let versions: Vec<(Option<u32>, i64, Option<i64>)> = store
+        .object_changes("many", at(0), at(30_000))
+        .await?
+        .iter()
+        .map(|v| {
+            (
+                v.value.object.attributes.mtu,
+                v.valid_from.unix_micros() - at(0).unix_micros(),
+                v.valid_to.map(|t| t.unix_micros() - at(0).unix_micros()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        versions,
+        vec![
+            (Some(1500), 20_000, Some(20_001)),
+            (Some(1600), 20_001, None)
+        ]
+    );
+
+    let valid = Batch {
+        at: at(20_002),
+        objects: vec![Write::replacing(
+            "many",
+            id.clone(),
+            Some(m(1700, at(20_002))),
+        )],
+        ..Batch::default()
+    };
+    let duplicate = Batch {
+        at: at(20_003),
+        objects: vec![Write::first("many", id.clone(), m(1800, at(20_003)))],
+        ..Batch::default()
+    };
+    assert!(store.commit_all(&[&valid, &duplicate]).await.is_err());
+    assert_eq!(
+        names(&store.objects_at("many", at(30_000)).await?),
+        vec![("m".into(), Some(1600))],
+        "the valid batch went with the failed one"
     );
     Ok(())
 }

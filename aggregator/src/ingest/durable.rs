@@ -4,13 +4,13 @@
 //! Two tasks own every write, in a pipeline. The committer takes whatever requests from all
 //! sessions have queued (up to [`MAX_GROUP`]), applies each to the engine in order, publishes
 //! the group's changes to the live stream and hands the group's [`Batch`] to the writer; the
-//! writer commits the batches one transaction each (group commit), in order, and only then
-//! answers the sessions, which only then acknowledge to their agents. So the next group is
-//! applied while the previous one commits, and a slow commit (an fsync queued behind a
-//! checkpoint) delays acknowledgements, not what the API and the stream show. If a transaction
-//! fails, the writer refuses every batch queued after it, the engine is reloaded from the
-//! store and the stream is told (`RolledBack`): memory runs ahead of the store only by the
-//! groups in flight, and never past a failure.
+//! writer commits the batches in order — every batch queued while it was busy in one
+//! transaction — and only then answers the sessions, which only then acknowledge to their
+//! agents. So the next group is applied while the previous one commits, and a slow commit (an
+//! fsync queued behind a checkpoint) delays acknowledgements, not what the API and the stream
+//! show. If a transaction fails, the writer refuses every batch in it and queued after it, the
+//! engine is reloaded from the store and the stream is told (`RolledBack`): memory runs ahead
+//! of the store only by the groups in flight, and never past a failure.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
@@ -39,6 +39,9 @@ use crate::store::{
 const MAX_GROUP: usize = 256;
 /// Groups applied but not yet committed, at most (then the committer waits for the writer).
 const MAX_IN_FLIGHT: usize = 64;
+/// The writer stops taking queued groups into one transaction past this many versions, so
+/// that a burst's first acknowledgements do not wait for all of it.
+const MAX_CHANGES_PER_TRANSACTION: usize = 50_000;
 
 /// One group's changes, stamped with its commit time: the live stream's unit.
 #[derive(Debug, Clone)]
@@ -482,51 +485,81 @@ struct Writer {
 
 impl Writer {
     async fn run(mut self) {
-        while let Some(write) = self.pending.recv().await {
+        let mut next = None;
+        loop {
+            let write = match next.take() {
+                Some(write) => write,
+                None => match self.pending.recv().await {
+                    Some(write) => write,
+                    None => return,
+                },
+            };
             match write {
                 ToWriter::Barrier(done) => {
                     self.refusing = false;
                     let _ = done.send(());
                 }
-                ToWriter::Group(group) => self.commit(*group).await,
+                ToWriter::Group(first) => {
+                    // What queued while the last transaction ran goes into this one: a writer
+                    // behind a burst pays one fsync for the lot, not one per group.
+                    let mut groups = vec![*first];
+                    let mut changes = groups[0].batch.change_count();
+                    while changes < MAX_CHANGES_PER_TRANSACTION {
+                        match self.pending.try_recv() {
+                            Ok(ToWriter::Group(group)) => {
+                                changes += group.batch.change_count();
+                                groups.push(*group);
+                            }
+                            Ok(barrier) => {
+                                next = Some(barrier);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit(groups).await;
+                }
             }
         }
     }
 
-    async fn commit(&mut self, group: GroupWrite) {
-        let refuse = |replies: Vec<(oneshot::Sender<Result<Answer, SinkError>>, Answer)>,
-                      reason: SinkError| {
-            for (reply, _) in replies {
+    async fn commit(&mut self, groups: Vec<GroupWrite>) {
+        let refuse = |groups: Vec<GroupWrite>, reason: SinkError| {
+            for (reply, _) in groups.into_iter().flat_map(|group| group.replies) {
                 let _ = reply.send(Err(reason.clone()));
             }
         };
         if self.refusing {
             refuse(
-                group.replies,
+                groups,
                 SinkError("an earlier commit failed; the engine is being reloaded".into()),
             );
             return;
         }
         let started = std::time::Instant::now();
-        let stored = self.store.commit(&group.batch).await;
+        let batches: Vec<&Batch> = groups.iter().map(|group| &group.batch).collect();
+        let stored = self.store.commit_all(&batches).await;
         let metrics = crate::metrics::metrics();
         metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
         match stored {
             Ok(()) => {
-                metrics.versions.inc_by(group.batch.change_count() as u64);
+                let versions: usize = batches.iter().map(|batch| batch.change_count()).sum();
+                metrics.versions.inc_by(versions as u64);
                 {
                     let mut snapshots = self
                         .shared
                         .snapshots
                         .write()
                         .unwrap_or_else(PoisonError::into_inner);
-                    for host in group.snapshot_hosts {
-                        snapshots.insert(host, group.batch.at);
+                    for group in &groups {
+                        for host in &group.snapshot_hosts {
+                            snapshots.insert(host.clone(), group.batch.at);
+                        }
                     }
                 }
-                for (reply, answer) in group.replies {
+                for (reply, answer) in groups.into_iter().flat_map(|group| group.replies) {
                     let _ = reply.send(Ok(answer));
                 }
             }
@@ -535,7 +568,7 @@ impl Writer {
                 tracing::error!(%err, "commit failed; reloading the engine from the store");
                 self.refusing = true;
                 refuse(
-                    group.replies,
+                    groups,
                     SinkError(format!("the store refused the commit: {err}")),
                 );
                 self.failed.notify_one();

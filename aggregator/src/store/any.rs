@@ -59,7 +59,7 @@ macro_rules! delegate {
 impl Store for AnyStore {
     delegate! {
         fn load(&self) -> Loaded;
-        fn commit(&self, batch: &Batch) -> ();
+        fn commit_all(&self, batches: &[&Batch]) -> ();
         fn objects_at(&self, environment: &str, at: Timestamp) -> Vec<Node>;
         fn links_at(&self, environment: &str, at: Timestamp) -> Vec<Link>;
         fn cliques_at(&self, environment: &str, at: Timestamp) -> Vec<Clique>;

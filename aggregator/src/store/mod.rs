@@ -263,7 +263,14 @@ pub trait Store: Send + Sync + 'static {
     fn load(&self) -> impl Future<Output = Result<Loaded, StoreError>> + Send;
 
     /// Writes a batch atomically.
-    fn commit(&self, batch: &Batch) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn commit(&self, batch: &Batch) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move { self.commit_all(&[batch]).await }
+    }
+
+    /// Writes several batches, in order, in one transaction: a writer that fell behind pays
+    /// one fsync for all it has queued instead of one per batch.
+    fn commit_all(&self, batches: &[&Batch])
+    -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The objects of an environment as they were at `at`.
     fn objects_at(

@@ -332,7 +332,7 @@ macro_rules! write_small_tables {
             )
             .bind(name)
             .bind(config)
-            .execute(&mut *$tx)
+            .execute(&mut **$tx)
             .await?;
         }
         for agent in &$p.agents {
@@ -344,21 +344,21 @@ macro_rules! write_small_tables {
                 .bind(agent.4)
                 .bind(&agent.5)
                 .bind(agent.6)
-                .execute(&mut *$tx)
+                .execute(&mut **$tx)
                 .await?;
         }
         if let Some((types, constraints)) = &$p.clique_rules {
             sqlx::query("DELETE FROM clique_types")
-                .execute(&mut *$tx)
+                .execute(&mut **$tx)
                 .await?;
             sqlx::query("DELETE FROM clique_constraints")
-                .execute(&mut *$tx)
+                .execute(&mut **$tx)
                 .await?;
             for (name, body) in types {
                 sqlx::query("INSERT INTO clique_types (name, body) VALUES ($1, $2)")
                     .bind(name)
                     .bind(body)
-                    .execute(&mut *$tx)
+                    .execute(&mut **$tx)
                     .await?;
             }
             for (focal_point_type, environment, body) in constraints {
@@ -369,10 +369,10 @@ macro_rules! write_small_tables {
                 .bind(focal_point_type)
                 .bind(environment)
                 .bind(body)
-                .execute(&mut *$tx)
+                .execute(&mut **$tx)
                 .await?;
             }
-            sqlx::query(rows::MARK_SEEDED).execute(&mut *$tx).await?;
+            sqlx::query(rows::MARK_SEEDED).execute(&mut **$tx).await?;
         }
         for message in &$p.messages {
             sqlx::query(rows::INSERT_MESSAGE)
@@ -382,7 +382,7 @@ macro_rules! write_small_tables {
                 .bind(&message.3)
                 .bind(&message.4)
                 .bind(message.5)
-                .execute(&mut *$tx)
+                .execute(&mut **$tx)
                 .await?;
         }
     };

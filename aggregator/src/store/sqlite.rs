@@ -106,106 +106,114 @@ impl Store for SqliteStore {
     shared_methods!();
     record_methods!();
 
-    async fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
-        if batch.is_empty() {
+    async fn commit_all(&self, batches: &[&Batch]) -> Result<(), StoreError> {
+        if batches.iter().all(|batch| batch.is_empty()) {
             return Ok(());
         }
-        let p = rows::prepare(batch)?;
         let mut tx = self.pool.begin().await?;
-        let [envs, ids] = &p.objects.keys;
-        for chunk in p.objects.closed.chunks(CHUNK) {
-            let mut close = QueryBuilder::<Sqlite>::new("UPDATE objects SET valid_to = ");
-            close.push_bind(p.at);
-            close.push(" WHERE valid_to IS NULL AND (environment, id) IN ");
-            close.push_tuples(chunk, |mut row, &k| {
-                row.push_bind(&envs[k]).push_bind(&ids[k]);
-            });
-            close.build().execute(&mut *tx).await?;
+        for batch in batches.iter().filter(|batch| !batch.is_empty()) {
+            write_batch(&mut tx, batch).await?;
         }
-        let o = &p.object_rows;
-        let inserted: Vec<(usize, usize)> =
-            p.objects.inserted.iter().copied().enumerate().collect();
-        for chunk in inserted.chunks(CHUNK) {
-            let bodies = chunk
-                .iter()
-                .map(|&(r, _)| encode("object", &o[r].object))
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO objects (environment, id, valid_from, object_type, host, stale, \
-                 first_seen, last_seen, body) ",
-            );
-            insert.push_values(chunk.iter().zip(bodies), |mut row, (&(r, k), body)| {
-                let node = o[r];
-                row.push_bind(&envs[k])
-                    .push_bind(&ids[k])
-                    .push_bind(p.at)
-                    .push_bind(node.object.object_type.as_str())
-                    .push_bind(node.object.host.as_deref())
-                    .push_bind(node.stale)
-                    .push_bind(node.first_seen.unix_micros())
-                    .push_bind(node.last_seen.unix_micros())
-                    .push_bind(body);
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
-        let [envs, types, sources, targets] = &p.links.keys;
-        for chunk in p.links.closed.chunks(CHUNK) {
-            let mut close = QueryBuilder::<Sqlite>::new("UPDATE links SET valid_to = ");
-            close.push_bind(p.at);
-            close.push(
-                " WHERE valid_to IS NULL AND (environment, link_type, source_id, target_id) IN ",
-            );
-            close.push_tuples(chunk, |mut row, &k| {
-                row.push_bind(&envs[k])
-                    .push_bind(&types[k])
-                    .push_bind(&sources[k])
-                    .push_bind(&targets[k]);
-            });
-            close.build().execute(&mut *tx).await?;
-        }
-        let inserted: Vec<(usize, usize)> = p.links.inserted.iter().copied().enumerate().collect();
-        for chunk in inserted.chunks(CHUNK) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO links (environment, link_type, source_id, target_id, valid_from, \
-                 state, body) ",
-            );
-            insert.push_values(chunk, |mut row, &(r, k)| {
-                row.push_bind(&envs[k])
-                    .push_bind(&types[k])
-                    .push_bind(&sources[k])
-                    .push_bind(&targets[k])
-                    .push_bind(p.at)
-                    .push_bind(&p.link_rows.state[r])
-                    .push_bind(&p.link_rows.body[r]);
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
-        let [envs, focals] = &p.cliques.keys;
-        for chunk in p.cliques.closed.chunks(CHUNK) {
-            let mut close = QueryBuilder::<Sqlite>::new("UPDATE cliques SET valid_to = ");
-            close.push_bind(p.at);
-            close.push(" WHERE valid_to IS NULL AND (environment, focal_point) IN ");
-            close.push_tuples(chunk, |mut row, &k| {
-                row.push_bind(&envs[k]).push_bind(&focals[k]);
-            });
-            close.build().execute(&mut *tx).await?;
-        }
-        let inserted: Vec<(usize, usize)> =
-            p.cliques.inserted.iter().copied().enumerate().collect();
-        for chunk in inserted.chunks(CHUNK) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO cliques (environment, focal_point, valid_from, body) ",
-            );
-            insert.push_values(chunk, |mut row, &(r, k)| {
-                row.push_bind(&envs[k])
-                    .push_bind(&focals[k])
-                    .push_bind(p.at)
-                    .push_bind(&p.clique_bodies[r]);
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
-        rows::write_small_tables!(tx, p);
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Writes one batch's versions and small tables inside `tx`.
+async fn write_batch(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    batch: &Batch,
+) -> Result<(), StoreError> {
+    let p = rows::prepare(batch)?;
+    let [envs, ids] = &p.objects.keys;
+    for chunk in p.objects.closed.chunks(CHUNK) {
+        let mut close = QueryBuilder::<Sqlite>::new("UPDATE objects SET valid_to = ");
+        close.push_bind(p.at);
+        close.push(" WHERE valid_to IS NULL AND (environment, id) IN ");
+        close.push_tuples(chunk, |mut row, &k| {
+            row.push_bind(&envs[k]).push_bind(&ids[k]);
+        });
+        close.build().execute(&mut **tx).await?;
+    }
+    let o = &p.object_rows;
+    let inserted: Vec<(usize, usize)> = p.objects.inserted.iter().copied().enumerate().collect();
+    for chunk in inserted.chunks(CHUNK) {
+        let bodies = chunk
+            .iter()
+            .map(|&(r, _)| encode("object", &o[r].object))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO objects (environment, id, valid_from, object_type, host, stale, \
+                 first_seen, last_seen, body) ",
+        );
+        insert.push_values(chunk.iter().zip(bodies), |mut row, (&(r, k), body)| {
+            let node = o[r];
+            row.push_bind(&envs[k])
+                .push_bind(&ids[k])
+                .push_bind(p.at)
+                .push_bind(node.object.object_type.as_str())
+                .push_bind(node.object.host.as_deref())
+                .push_bind(node.stale)
+                .push_bind(node.first_seen.unix_micros())
+                .push_bind(node.last_seen.unix_micros())
+                .push_bind(body);
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    let [envs, types, sources, targets] = &p.links.keys;
+    for chunk in p.links.closed.chunks(CHUNK) {
+        let mut close = QueryBuilder::<Sqlite>::new("UPDATE links SET valid_to = ");
+        close.push_bind(p.at);
+        close
+            .push(" WHERE valid_to IS NULL AND (environment, link_type, source_id, target_id) IN ");
+        close.push_tuples(chunk, |mut row, &k| {
+            row.push_bind(&envs[k])
+                .push_bind(&types[k])
+                .push_bind(&sources[k])
+                .push_bind(&targets[k]);
+        });
+        close.build().execute(&mut **tx).await?;
+    }
+    let inserted: Vec<(usize, usize)> = p.links.inserted.iter().copied().enumerate().collect();
+    for chunk in inserted.chunks(CHUNK) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO links (environment, link_type, source_id, target_id, valid_from, \
+                 state, body) ",
+        );
+        insert.push_values(chunk, |mut row, &(r, k)| {
+            row.push_bind(&envs[k])
+                .push_bind(&types[k])
+                .push_bind(&sources[k])
+                .push_bind(&targets[k])
+                .push_bind(p.at)
+                .push_bind(&p.link_rows.state[r])
+                .push_bind(&p.link_rows.body[r]);
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    let [envs, focals] = &p.cliques.keys;
+    for chunk in p.cliques.closed.chunks(CHUNK) {
+        let mut close = QueryBuilder::<Sqlite>::new("UPDATE cliques SET valid_to = ");
+        close.push_bind(p.at);
+        close.push(" WHERE valid_to IS NULL AND (environment, focal_point) IN ");
+        close.push_tuples(chunk, |mut row, &k| {
+            row.push_bind(&envs[k]).push_bind(&focals[k]);
+        });
+        close.build().execute(&mut **tx).await?;
+    }
+    let inserted: Vec<(usize, usize)> = p.cliques.inserted.iter().copied().enumerate().collect();
+    for chunk in inserted.chunks(CHUNK) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO cliques (environment, focal_point, valid_from, body) ",
+        );
+        insert.push_values(chunk, |mut row, &(r, k)| {
+            row.push_bind(&envs[k])
+                .push_bind(&focals[k])
+                .push_bind(p.at)
+                .push_bind(&p.clique_bodies[r]);
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    rows::write_small_tables!(tx, p);
+    Ok(())
 }

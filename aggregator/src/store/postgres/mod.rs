@@ -35,74 +35,85 @@ impl Store for PostgresStore {
     shared_methods!();
     record_methods!();
 
-    async fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
-        if batch.is_empty() {
+    async fn commit_all(&self, batches: &[&Batch]) -> Result<(), StoreError> {
+        if batches.iter().all(|batch| batch.is_empty()) {
             return Ok(());
         }
-        let p = rows::prepare(batch)?;
         let mut tx = self.pool.begin().await?;
-        if !p.objects.is_empty() {
-            let [envs, ids] = &p.objects.keys;
-            close_current(&mut tx, &OBJECTS, &p.objects, p.at).await?;
-            let rows = p.objects.inserted.iter().zip(&p.object_rows);
-            write_rows(&mut tx, &OBJECTS, rows, |row, (&k, node)| {
-                row.text(&envs[k])
-                    .text(&ids[k])
-                    .int(p.at)
-                    .text(node.object.object_type.as_str());
-                row.optional(node.object.host.as_deref())
-                    .boolean(node.stale)
-                    .int(node.first_seen.unix_micros())
-                    .int(node.last_seen.unix_micros())
-                    .json("object", &node.object)?
-                    .end_row();
-                Ok(())
-            })
-            .await?;
+        for batch in batches.iter().filter(|batch| !batch.is_empty()) {
+            write_batch(&mut tx, batch).await?;
         }
-        if !p.links.is_empty() {
-            let [envs, types, sources, targets] = &p.links.keys;
-            close_current(&mut tx, &LINKS, &p.links, p.at).await?;
-            write_rows(
-                &mut tx,
-                &LINKS,
-                p.links.inserted.iter().enumerate(),
-                |row, (r, &k)| {
-                    row.text(&envs[k])
-                        .text(&types[k])
-                        .text(&sources[k])
-                        .text(&targets[k]);
-                    row.int(p.at)
-                        .text(&p.link_rows.state[r])
-                        .text(&p.link_rows.body[r])
-                        .end_row();
-                    Ok(())
-                },
-            )
-            .await?;
-        }
-        if !p.cliques.is_empty() {
-            let [envs, focals] = &p.cliques.keys;
-            close_current(&mut tx, &CLIQUES, &p.cliques, p.at).await?;
-            write_rows(
-                &mut tx,
-                &CLIQUES,
-                p.cliques.inserted.iter().enumerate(),
-                |row, (r, &k)| {
-                    row.text(&envs[k])
-                        .text(&focals[k])
-                        .int(p.at)
-                        .text(&p.clique_bodies[r])
-                        .end_row();
-                    Ok(())
-                },
-            )
-            .await?;
-        }
-        rows::write_small_tables!(tx, p);
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Writes one batch's versions and small tables inside `tx`.
+async fn write_batch(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    batch: &Batch,
+) -> Result<(), StoreError> {
+    let p = rows::prepare(batch)?;
+    if !p.objects.is_empty() {
+        let [envs, ids] = &p.objects.keys;
+        close_current(tx, &OBJECTS, &p.objects, p.at).await?;
+        let rows = p.objects.inserted.iter().zip(&p.object_rows);
+        write_rows(tx, &OBJECTS, rows, |row, (&k, node)| {
+            row.text(&envs[k])
+                .text(&ids[k])
+                .int(p.at)
+                .text(node.object.object_type.as_str());
+            row.optional(node.object.host.as_deref())
+                .boolean(node.stale)
+                .int(node.first_seen.unix_micros())
+                .int(node.last_seen.unix_micros())
+                .json("object", &node.object)?
+                .end_row();
+            Ok(())
+        })
+        .await?;
+    }
+    if !p.links.is_empty() {
+        let [envs, types, sources, targets] = &p.links.keys;
+        close_current(tx, &LINKS, &p.links, p.at).await?;
+        write_rows(
+            tx,
+            &LINKS,
+            p.links.inserted.iter().enumerate(),
+            |row, (r, &k)| {
+                row.text(&envs[k])
+                    .text(&types[k])
+                    .text(&sources[k])
+                    .text(&targets[k]);
+                row.int(p.at)
+                    .text(&p.link_rows.state[r])
+                    .text(&p.link_rows.body[r])
+                    .end_row();
+                Ok(())
+            },
+        )
+        .await?;
+    }
+    if !p.cliques.is_empty() {
+        let [envs, focals] = &p.cliques.keys;
+        close_current(tx, &CLIQUES, &p.cliques, p.at).await?;
+        write_rows(
+            tx,
+            &CLIQUES,
+            p.cliques.inserted.iter().enumerate(),
+            |row, (r, &k)| {
+                row.text(&envs[k])
+                    .text(&focals[k])
+                    .int(p.at)
+                    .text(&p.clique_bodies[r])
+                    .end_row();
+                Ok(())
+            },
+        )
+        .await?;
+    }
+    rows::write_small_tables!(tx, p);
+    Ok(())
 }
 
 const OBJECTS: Table<2> = Table {
