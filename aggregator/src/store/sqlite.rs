@@ -125,16 +125,8 @@ async fn write_batch(
     batch: &Batch,
 ) -> Result<(), StoreError> {
     let p = rows::prepare(batch)?;
+    close_current(tx, "objects", ["environment", "id"], &p.objects, p.at).await?;
     let [envs, ids] = &p.objects.keys;
-    for chunk in p.objects.closed.chunks(CHUNK) {
-        let mut close = QueryBuilder::<Sqlite>::new("UPDATE objects SET valid_to = ");
-        close.push_bind(p.at);
-        close.push(" WHERE valid_to IS NULL AND (environment, id) IN ");
-        close.push_tuples(chunk, |mut row, &k| {
-            row.push_bind(&envs[k]).push_bind(&ids[k]);
-        });
-        close.build().execute(&mut **tx).await?;
-    }
     let o = &p.object_rows;
     let inserted: Vec<(usize, usize)> = p.objects.inserted.iter().copied().enumerate().collect();
     for chunk in inserted.chunks(CHUNK) {
@@ -160,20 +152,15 @@ async fn write_batch(
         });
         insert.build().execute(&mut **tx).await?;
     }
+    close_current(
+        tx,
+        "links",
+        ["environment", "link_type", "source_id", "target_id"],
+        &p.links,
+        p.at,
+    )
+    .await?;
     let [envs, types, sources, targets] = &p.links.keys;
-    for chunk in p.links.closed.chunks(CHUNK) {
-        let mut close = QueryBuilder::<Sqlite>::new("UPDATE links SET valid_to = ");
-        close.push_bind(p.at);
-        close
-            .push(" WHERE valid_to IS NULL AND (environment, link_type, source_id, target_id) IN ");
-        close.push_tuples(chunk, |mut row, &k| {
-            row.push_bind(&envs[k])
-                .push_bind(&types[k])
-                .push_bind(&sources[k])
-                .push_bind(&targets[k]);
-        });
-        close.build().execute(&mut **tx).await?;
-    }
     let inserted: Vec<(usize, usize)> = p.links.inserted.iter().copied().enumerate().collect();
     for chunk in inserted.chunks(CHUNK) {
         let mut insert = QueryBuilder::<Sqlite>::new(
@@ -191,16 +178,15 @@ async fn write_batch(
         });
         insert.build().execute(&mut **tx).await?;
     }
+    close_current(
+        tx,
+        "cliques",
+        ["environment", "focal_point"],
+        &p.cliques,
+        p.at,
+    )
+    .await?;
     let [envs, focals] = &p.cliques.keys;
-    for chunk in p.cliques.closed.chunks(CHUNK) {
-        let mut close = QueryBuilder::<Sqlite>::new("UPDATE cliques SET valid_to = ");
-        close.push_bind(p.at);
-        close.push(" WHERE valid_to IS NULL AND (environment, focal_point) IN ");
-        close.push_tuples(chunk, |mut row, &k| {
-            row.push_bind(&envs[k]).push_bind(&focals[k]);
-        });
-        close.build().execute(&mut **tx).await?;
-    }
     let inserted: Vec<(usize, usize)> = p.cliques.inserted.iter().copied().enumerate().collect();
     for chunk in inserted.chunks(CHUNK) {
         let mut insert = QueryBuilder::<Sqlite>::new(
@@ -215,5 +201,39 @@ async fn write_batch(
         insert.build().execute(&mut **tx).await?;
     }
     rows::write_small_tables!(tx, p);
+    Ok(())
+}
+
+/// Ends, at `at`, the current version of each key `versions` closes. The keys are joined to the
+/// table's current-row index (`<table>_current`) from a VALUES list: SQLite answers a row-value
+/// `IN` of more than one tuple by scanning that whole index, which for a fleet's store made
+/// every small commit cost a scan of every current row.
+async fn close_current<const N: usize>(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    table: &str,
+    columns: [&str; N],
+    versions: &rows::Versioned<N>,
+    at: i64,
+) -> Result<(), StoreError> {
+    let matches: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, column)| format!("o.{column} = k.column{}", i + 1))
+        .collect();
+    for chunk in versions.closed.chunks(CHUNK) {
+        let mut close = QueryBuilder::<Sqlite>::new(format!("UPDATE {table} SET valid_to = "));
+        close.push_bind(at);
+        close.push(" WHERE rowid IN (SELECT o.rowid FROM (");
+        close.push_values(chunk, |mut row, &k| {
+            for part in &versions.keys {
+                row.push_bind(&part[k]);
+            }
+        });
+        close.push(format!(
+            ") AS k CROSS JOIN {table} AS o ON {} AND o.valid_to IS NULL)",
+            matches.join(" AND ")
+        ));
+        close.build().execute(&mut **tx).await?;
+    }
     Ok(())
 }
