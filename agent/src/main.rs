@@ -67,6 +67,9 @@ async fn run() -> anyhow::Result<()> {
             let uplink =
                 Uplink::new(&config.aggregator, &tls).context("cannot set up the uplink")?;
             let shutdown = calipso_agent::process::shutdown_on_signal();
+            // Ready once the configuration, certificates and collectors are set up; the
+            // aggregator may come later (the uplink keeps trying), and must not hold the boot.
+            calipso_agent::process::notify_ready(&shutdown);
             agent.run(&uplink, shutdown).await;
         }
     }

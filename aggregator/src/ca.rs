@@ -214,6 +214,27 @@ impl CaDir {
         Ok(revoked)
     }
 
+    /// Revokes every valid agent certificate issued to `host` and re-issues the CRL once;
+    /// answers what it revoked (nothing when the host has no valid certificate left).
+    pub fn revoke_agent_host(&self, host: &str) -> Result<Vec<IssuedCert>, CaError> {
+        let mut index = self.load_index()?;
+        let now = OffsetDateTime::now_utc();
+        let mut revoked = Vec::new();
+        for entry in index.iter_mut().filter(|entry| {
+            matches!(entry.kind, CertKind::Agent)
+                && entry.subject == host
+                && entry.revoked_at.is_none()
+        }) {
+            entry.revoked_at = Some(now);
+            revoked.push(entry.clone());
+        }
+        if !revoked.is_empty() {
+            self.write_crl(&index, true)?;
+            self.save_index(&index, true)?;
+        }
+        Ok(revoked)
+    }
+
     /// Every certificate this CA issued.
     pub fn list(&self) -> Result<Vec<IssuedCert>, CaError> {
         self.load_index()
@@ -505,6 +526,40 @@ mod tests {
         assert_eq!(list.iter().filter(|e| e.revoked_at.is_some()).count(), 1);
         let crl = fs::read_to_string(ca.crl_path()).unwrap_or_default();
         assert!(crl.starts_with("-----BEGIN X509 CRL-----"));
+    }
+
+    /// compute-1 issued twice (its first certificate already revoked by serial), compute-2
+    /// once, a server named compute-1: retiring compute-1 revokes its one valid agent
+    /// certificate, not the server's nor compute-2's; retiring it again revokes nothing.
+    #[test]
+    fn a_retired_host_loses_its_valid_agent_certificates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = CaDir::new(dir.path().join("ca"));
+        ca.init("test CA", false).expect("init");
+        let first = ca.issue_agent("compute-1", "lab", false).expect("issue");
+        ca.revoke(&first.serial).expect("revoke by serial");
+        let second = ca.issue_agent("compute-1", "lab", true).expect("reissue");
+        ca.issue_agent("compute-2", "lab", false).expect("issue");
+        ca.issue_server("compute-1", &[], false).expect("server");
+
+        let revoked = ca.revoke_agent_host("compute-1").expect("retire");
+        let serials: Vec<&str> = revoked.iter().map(|c| c.serial.as_str()).collect();
+        assert_eq!(serials, vec![second.serial.as_str()]);
+        let valid: Vec<(String, String)> = ca
+            .list()
+            .expect("list")
+            .into_iter()
+            .filter(|c| c.revoked_at.is_none())
+            .map(|c| (format!("{:?}", c.kind), c.subject))
+            .collect();
+        assert_eq!(
+            valid,
+            vec![
+                ("Agent".to_owned(), "compute-2".to_owned()),
+                ("Server".to_owned(), "compute-1".to_owned())
+            ]
+        );
+        assert!(ca.revoke_agent_host("compute-1").expect("again").is_empty());
     }
 
     #[test]

@@ -50,6 +50,12 @@ enum Command {
     /// Manage the deployment CA.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Create the key that seals environment secrets in the store (0600), or check the one
+    /// there; prints its id. The packages run it at install: the service cannot write /etc.
+    SecretKey {
+        #[arg(long, default_value = "/etc/calipso/secret.key")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,17 +95,25 @@ enum CaCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Revoke a certificate by serial (see `ca list`); takes effect on the next handshake.
+    /// Revoke a certificate by serial (see `ca list`), or every valid certificate of an agent
+    /// host; takes effect on the next handshake.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["serial", "host"])))]
     Revoke {
         #[arg(long)]
         dir: PathBuf,
         #[arg(long)]
-        serial: String,
+        serial: Option<String>,
+        /// Retire a host: its agent certificates, however many were issued.
+        #[arg(long)]
+        host: Option<String>,
     },
     /// List the certificates this CA issued.
     List {
         #[arg(long)]
         dir: PathBuf,
+        /// Only the certificates of this subject (host id or server name).
+        #[arg(long)]
+        host: Option<String>,
     },
 }
 
@@ -177,10 +191,15 @@ async fn run() -> anyhow::Result<()> {
             {
                 println!("{notice}");
             }
+            calipso_agent::process::notify_ready(&shutdown);
             server.run(shutdown.cancelled_owned()).await;
             let _ = api.task.await;
         }
         Command::Ca(command) => run_ca(command)?,
+        Command::SecretKey { file } => {
+            let key = open_secret_key(&file)?;
+            println!("secret key {} in {}", key.id(), file.display());
+        }
     }
     Ok(())
 }
@@ -245,15 +264,25 @@ fn run_ca(command: CaCommand) -> anyhow::Result<()> {
                 issued.serial
             );
         }
-        CaCommand::Revoke { dir, serial } => {
-            let revoked = CaDir::new(&dir).revoke(&serial)?;
-            println!(
-                "revoked {} ({:?} `{}`); the revocation list is updated",
-                revoked.serial, revoked.kind, revoked.subject
-            );
+        CaCommand::Revoke { dir, serial, host } => {
+            let revoked = match (serial, host) {
+                (Some(serial), _) => vec![CaDir::new(&dir).revoke(&serial)?],
+                (None, Some(host)) => CaDir::new(&dir).revoke_agent_host(&host)?,
+                (None, None) => anyhow::bail!("name a certificate: --serial or --host"),
+            };
+            if revoked.is_empty() {
+                println!("no valid certificate to revoke");
+            }
+            for cert in revoked {
+                println!(
+                    "revoked {} ({:?} `{}`); the revocation list is updated",
+                    cert.serial, cert.kind, cert.subject
+                );
+            }
         }
-        CaCommand::List { dir } => {
-            for cert in CaDir::new(&dir).list()? {
+        CaCommand::List { dir, host } => {
+            let listed = CaDir::new(&dir).list()?.into_iter();
+            for cert in listed.filter(|cert| host.as_ref().is_none_or(|h| &cert.subject == h)) {
                 let state = if cert.revoked_at.is_some() {
                     "revoked"
                 } else {
