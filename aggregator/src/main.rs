@@ -197,8 +197,17 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Ca(command) => run_ca(command)?,
         Command::SecretKey { file } => {
-            let key = open_secret_key(&file)?;
-            println!("secret key {} in {}", key.id(), file.display());
+            let (key, origin) = SecretKey::load_or_create(&file)?;
+            match origin {
+                KeyOrigin::Created(path) => {
+                    println!("created secret key {} in {}", key.id(), path.display())
+                }
+                KeyOrigin::File(path) => println!("secret key {} in {}", key.id(), path.display()),
+                KeyOrigin::Variable => anyhow::bail!(
+                    "${} is set: the key comes from it, and no file was made or checked",
+                    calipso_aggregator::secrets::KEY_VARIABLE
+                ),
+            }
         }
     }
     Ok(())
