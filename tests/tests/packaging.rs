@@ -4,7 +4,7 @@
 //!
 //! These install `calipso-agent` and `calipso-aggregator` on the machine running the tests (as
 //! root) and purge them at the end; they refuse to run where the packages were already
-//! installed by someone else. No systemd runs here (PID 1 is not systemd), so the services are
+//! installed by someone else, and purge first what an interrupted run of theirs left. No systemd runs here (PID 1 is not systemd), so the services are
 //! enabled but not started by the packages, and the rollouts are run with their service
 //! management off; the daemons are started by the test with the installed configuration.
 
@@ -118,19 +118,36 @@ fn installed_version(package: &str) -> anyhow::Result<String> {
     run("dpkg-query", &["-W", "-f", "${Version}", package])
 }
 
-/// Takes the machine for one test, refusing if someone else's packages are installed.
+/// Written before a test installs the packages and removed once it purged them: packages found
+/// installed while it exists are what an interrupted run (a killed test, a machine stopped
+/// mid-run) left, not an operator's.
+const INSTALLED_BY_TESTS: &str = "/var/lib/calipso-tests-installed-packages";
+
+/// Takes the machine for one test: purges what an interrupted run left, refuses if someone
+/// else's packages are installed.
 async fn take_machine() -> anyhow::Result<Option<tokio::sync::MutexGuard<'static, ()>>> {
     if !is_root() {
         eprintln!("skipped: installing packages needs root");
         return Ok(None);
     }
     let guard = MACHINE.lock().await;
+    let left_by_tests = Path::new(INSTALLED_BY_TESTS).exists();
     for package in PACKAGE_NAMES {
+        if !installed(package) {
+            continue;
+        }
         ensure!(
-            !installed(package),
+            left_by_tests,
             "{package} is installed on this machine already; these tests install and purge it, so they do not run here"
         );
+        eprintln!("purging {package}, left installed by an interrupted run of these tests");
     }
+    purge()?;
+    std::fs::write(
+        INSTALLED_BY_TESTS,
+        "calipso's packaging tests install calipso-agent and calipso-aggregator while this file exists\n",
+    )
+    .with_context(|| format!("writing {INSTALLED_BY_TESTS}"))?;
     Ok(Some(guard))
 }
 
@@ -144,13 +161,24 @@ where
     };
     let packages = packages().await?;
     let result = body(packages).await;
-    let cleanup = purge();
+    let cleanup = release_machine();
     result.and(cleanup)
 }
 
 fn purge() -> anyhow::Result<()> {
     run("dpkg", &["--purge", "calipso-agent", "calipso-aggregator"])?;
     Ok(())
+}
+
+/// Purges what the test installed and gives the machine back.
+fn release_machine() -> anyhow::Result<()> {
+    purge()?;
+    match std::fs::remove_file(INSTALLED_BY_TESTS) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(error).with_context(|| format!("removing {INSTALLED_BY_TESTS}"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Mode bits, owner name and group name of a path.
