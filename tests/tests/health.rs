@@ -216,13 +216,18 @@ async fn checks_see_vnics_taps_bridges_and_dhcp_servers_come_and_go() -> anyhow:
     )
     .await;
     expect_status(&sink, &dhcp, StatusLevel::Error, NO_DHCP_SERVER).await;
-    wait_until(WAIT, || {
-        status_of(&sink, &qvb1).is_some_and(|(level, _)| level == StatusLevel::Ok)
-    })
-    .await;
-    let (level, text) = status_of(&sink, &qvb1).unwrap_or((StatusLevel::Unknown, String::new()));
-    assert_eq!(level, StatusLevel::Ok, "{text}");
-    assert!(text.starts_with("up"), "{text}");
+    // Both ends of the veth pair are up, each checked ok before one of them goes down (a
+    // check's first run is spread over its interval: qvo1's may come after qvb1's).
+    let qvo1 = ObjectId::host_local(ObjectType::Vnic, HOST, "qvo1");
+    for end in [&qvb1, &qvo1] {
+        wait_until(WAIT, || {
+            status_of(&sink, end).is_some_and(|(level, _)| level == StatusLevel::Ok)
+        })
+        .await;
+        let (level, text) = status_of(&sink, end).unwrap_or((StatusLevel::Unknown, String::new()));
+        assert_eq!(level, StatusLevel::Ok, "{end}: {text}");
+        assert!(text.starts_with("up"), "{end}: {text}");
+    }
 
     // The other end goes down: qvb1 loses its carrier.
     lab.sh("ip link set qvo1 down")?;
