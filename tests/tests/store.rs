@@ -323,6 +323,7 @@ async fn conformance<S: Store>(store: S) -> anyhow::Result<()> {
     records(&store).await?;
     bulk_round_trip(&store).await?;
     batches_in_one_transaction(&store).await?;
+    many_messages_and_agents_in_one_batch(&store).await?;
 
     // An empty batch writes nothing and fails nothing.
     store.commit(&Batch::default()).await?;
@@ -496,6 +497,62 @@ async fn batches_in_one_transaction<S: Store>(store: &S) -> anyhow::Result<()> {
         vec![("m".into(), Some(1600))],
         "the valid batch went with the failed one"
     );
+    Ok(())
+}
+
+/// A batch with more messages than one statement takes (1 201), every one stored once and in
+/// order, and one host's agent row twice (its last wins), beside another host's.
+async fn many_messages_and_agents_in_one_batch<S: Store>(store: &S) -> anyhow::Result<()> {
+    let t = at(40_000);
+    let message = |i: usize| Message {
+        environment: Some("chatty".into()),
+        level: MessageLevel::Info,
+        source: "test".into(),
+        related_object: None,
+        text: format!("m{i:04}"),
+        at: t,
+    };
+    let host = |name: &str, seq: u64| AgentRecord {
+        host: name.into(),
+        seq,
+        ..agent(seq, AgentState::Connected, t)
+    };
+    store
+        .commit(&Batch {
+            at: t,
+            environments: vec![EnvironmentConfig::named("chatty")],
+            messages: (0..1_201).map(message).collect(),
+            agents: vec![host("h2", 1), host("h3", 5), host("h2", 2)],
+            ..Batch::default()
+        })
+        .await?;
+    let mut texts = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .query_messages(&MessageQuery {
+                environments: Some(vec!["chatty".into()]),
+                after,
+                limit: 500,
+                ..MessageQuery::default()
+            })
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        texts.extend(page.into_iter().map(|m| m.message.text));
+    }
+    assert_eq!(texts.len(), 1_201);
+    assert_eq!(texts.first().map(String::as_str), Some("m0000"));
+    assert_eq!(texts.last().map(String::as_str), Some("m1200"));
+    assert!(texts.windows(2).all(|pair| pair[0] < pair[1]), "in order");
+    let seqs: Vec<(String, u64)> = store
+        .agents()
+        .await?
+        .into_iter()
+        .filter(|a| a.host != "h1")
+        .map(|a| (a.host, a.seq))
+        .collect();
+    assert_eq!(seqs, vec![("h2".into(), 2), ("h3".into(), 5)]);
     Ok(())
 }
 

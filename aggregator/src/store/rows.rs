@@ -335,17 +335,19 @@ macro_rules! write_small_tables {
             .execute(&mut **$tx)
             .await?;
         }
-        for agent in &$p.agents {
-            sqlx::query(rows::UPSERT_AGENT)
-                .bind(&agent.0)
-                .bind(&agent.1)
-                .bind(&agent.2)
-                .bind(agent.3)
-                .bind(agent.4)
-                .bind(&agent.5)
-                .bind(agent.6)
-                .execute(&mut **$tx)
-                .await?;
+        for chunk in $p.agents.chunks(rows::ROWS_PER_STATEMENT) {
+            let mut upsert = sqlx::QueryBuilder::new(rows::INSERT_AGENTS);
+            upsert.push_values(chunk, |mut row, agent| {
+                row.push_bind(&agent.0)
+                    .push_bind(&agent.1)
+                    .push_bind(&agent.2)
+                    .push_bind(agent.3)
+                    .push_bind(agent.4)
+                    .push_bind(&agent.5)
+                    .push_bind(agent.6);
+            });
+            upsert.push(rows::ON_AGENT_CONFLICT);
+            upsert.build().execute(&mut **$tx).await?;
         }
         if let Some((types, constraints)) = &$p.clique_rules {
             sqlx::query("DELETE FROM clique_types")
@@ -374,16 +376,17 @@ macro_rules! write_small_tables {
             }
             sqlx::query(rows::MARK_SEEDED).execute(&mut **$tx).await?;
         }
-        for message in &$p.messages {
-            sqlx::query(rows::INSERT_MESSAGE)
-                .bind(&message.0)
-                .bind(&message.1)
-                .bind(&message.2)
-                .bind(&message.3)
-                .bind(&message.4)
-                .bind(message.5)
-                .execute(&mut **$tx)
-                .await?;
+        for chunk in $p.messages.chunks(rows::ROWS_PER_STATEMENT) {
+            let mut insert = sqlx::QueryBuilder::new(rows::INSERT_MESSAGES);
+            insert.push_values(chunk, |mut row, message| {
+                row.push_bind(&message.0)
+                    .push_bind(&message.1)
+                    .push_bind(&message.2)
+                    .push_bind(&message.3)
+                    .push_bind(&message.4)
+                    .push_bind(message.5);
+            });
+            insert.build().execute(&mut **$tx).await?;
         }
     };
 }
@@ -559,7 +562,19 @@ pub(super) fn prepare(batch: &super::Batch) -> Result<Prepared<'_>, StoreError> 
             .collect::<Result<_, StoreError>>()?;
         prepared.clique_rules = Some((types, constraints));
     }
-    for agent in &batch.agents {
+    // One row per host, its last: an upsert statement may not touch a row twice.
+    let last_of_host: rustc_hash::FxHashMap<&str, usize> = batch
+        .agents
+        .iter()
+        .enumerate()
+        .map(|(index, agent)| (agent.host.as_str(), index))
+        .collect();
+    for (_, agent) in batch
+        .agents
+        .iter()
+        .enumerate()
+        .filter(|(index, agent)| last_of_host.get(agent.host.as_str()) == Some(index))
+    {
         prepared.agents.push((
             agent.host.clone(),
             agent.environment.clone(),
@@ -583,15 +598,25 @@ pub(super) fn prepare(batch: &super::Batch) -> Result<Prepared<'_>, StoreError> 
     Ok(prepared)
 }
 
-pub(super) const UPSERT_AGENT: &str = "INSERT INTO agents \
-     (host, environment, agent_version, epoch, seq, state, last_seen) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (host) DO UPDATE SET \
+/// Rows of the small tables (agents, messages) one statement writes: each statement is a
+/// round trip to the database (for SQLite, to its connection's thread and back through the
+/// runtime), and a status churn writes three messages and an agent row per change — one
+/// statement per row made the writer wait on the runtime more than on the database.
+pub(super) const ROWS_PER_STATEMENT: usize = 500;
+
+/// Followed by `VALUES …` and [`ON_AGENT_CONFLICT`]; a statement names each host once
+/// ([`prepare`] keeps each host's last row).
+pub(super) const INSERT_AGENTS: &str =
+    "INSERT INTO agents (host, environment, agent_version, epoch, seq, state, last_seen) ";
+
+pub(super) const ON_AGENT_CONFLICT: &str = " ON CONFLICT (host) DO UPDATE SET \
      environment = excluded.environment, agent_version = excluded.agent_version, \
      epoch = excluded.epoch, seq = excluded.seq, state = excluded.state, \
      last_seen = excluded.last_seen";
 
-pub(super) const INSERT_MESSAGE: &str = "INSERT INTO messages \
-     (environment, level, source, related_object, text, at) VALUES ($1, $2, $3, $4, $5, $6)";
+/// Followed by `VALUES …`.
+pub(super) const INSERT_MESSAGES: &str =
+    "INSERT INTO messages (environment, level, source, related_object, text, at) ";
 
 pub(super) const MARK_SEEDED: &str = "INSERT INTO store_meta (key, value) \
      VALUES ('clique_rules_seeded', '1') ON CONFLICT (key) DO NOTHING";
